@@ -1,0 +1,282 @@
+"""Artifacts: one ``.safetensors`` file = the weights + a strict, versioned pydantic manifest.
+
+The manifest is a JSON string under the ``enofctl`` key of the safetensors metadata. ``load`` checks, in
+order: the file exists, the header is a bounded, well-formed safetensors header, the data is all there, the
+manifest validates (with an upgrade path for older schemas and a clear refusal of newer ones), the tensor
+bytes match the manifest's sha256, and the tensors match the model the manifest rebuilds. ``save`` writes a
+temporary file beside the target and renames it, so a reader never sees a half-written artifact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from enofctl import __version__
+from enofctl.errors import ArtifactError, UsageError
+from enofctl.models import build_model
+from enofctl.spiking import SpikingNet, SpikingSpec, make_spiking
+
+SCHEMA_VERSION = 1
+METADATA_KEY = "enofctl"
+MAX_HEADER_BYTES = 16 * 1024 * 1024  # a manifest plus a few thousand tensor entries fit easily
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSpec(_Strict):
+    """Everything needed to rebuild the network with ``timm.create_model``."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    num_classes: int = Field(ge=1)
+    in_chans: int = Field(ge=1)
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class DataRef(_Strict):
+    dataset: str
+    data_dir: str | None = None
+    classes: list[str]
+
+
+class ParentRef(_Strict):
+    kind: Literal["teacher", "student"]
+    sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    path: str
+
+
+class Versions(_Strict):
+    enofctl: str
+    torch: str
+    timm: str
+
+
+def current_versions() -> Versions:
+    import timm
+
+    return Versions(enofctl=__version__, torch=torch.__version__, timm=timm.__version__)
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    kind: Literal["teacher", "student"]
+    stage: str = Field(description="what produced it: teacher-train, teacher-fetch, convert, distill")
+    created: str = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    model: ModelSpec
+    data: DataRef
+    spiking: SpikingSpec | None = None
+    config: dict[str, Any] = Field(default_factory=dict, description="the stage's config")
+    metrics: dict[str, float | int | None] = Field(default_factory=dict)
+    history: list[dict[str, float | int | None]] = Field(default_factory=list, description="per-epoch log")
+    parents: list[ParentRef] = Field(default_factory=list)
+    versions: Versions = Field(default_factory=current_versions)
+    tensors_sha256: str = Field("", pattern="^([0-9a-f]{64})?$")
+
+    @model_validator(mode="after")
+    def _spiking_iff_student(self) -> Manifest:
+        if (self.kind == "student") != (self.spiking is not None):
+            raise ValueError("a student manifest needs a `spiking` section and a teacher manifest must not have one")
+        return self
+
+
+# Upgrades from older schema versions: {old_version: fn(dict) -> dict of old_version + 1}. None yet.
+_MIGRATIONS: dict[int, Any] = {}
+
+
+def _upgrade(raw: dict[str, Any]) -> dict[str, Any]:
+    v = raw.get("schema_version")
+    if not isinstance(v, int):
+        raise ArtifactError("invalid manifest: no integer schema_version")
+    if v > SCHEMA_VERSION:
+        raise ArtifactError(f"manifest schema {v} is newer than this enofctl understands ({SCHEMA_VERSION}); "
+                            "upgrade enofctl")
+    while v < SCHEMA_VERSION:
+        if v not in _MIGRATIONS:
+            raise ArtifactError(f"manifest schema {v} is too old to read (no upgrade path)")
+        raw, v = _MIGRATIONS[v](raw), v + 1
+    return raw
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of the tensors, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_output_path(out: str | Path) -> Path:
+    """Fail before any work if ``out`` cannot be written: its folder must exist and it must not be a folder."""
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a file path ending in .safetensors")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    return out
+
+
+def save(path: str | Path, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> Path:
+    """Write atomically; returns the path. Fills ``manifest.tensors_sha256``."""
+    from safetensors.torch import save_file
+
+    path = check_output_path(path)
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    manifest.tensors_sha256 = tensors_digest(tensors)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: manifest.model_dump_json()})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Artifact:
+    """A loaded, validated artifact."""
+
+    def __init__(self, path: Path, manifest: Manifest, tensors: dict[str, torch.Tensor], sha256: str):
+        self.path, self.manifest, self.tensors, self.sha256 = path, manifest, tensors, sha256
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    def parent_ref(self) -> ParentRef:
+        return ParentRef(kind=self.kind, sha256=self.sha256, path=str(self.path))
+
+    def build_ann(self) -> nn.Module:
+        """The timm network of this artifact as an ANN (for a student: with its weights, activations ReLU)."""
+        m = self.manifest.model
+        model = build_model(m.name, m.num_classes, m.in_chans, m.kwargs)
+        _load_checked(model, self.tensors, self.path)
+        return model
+
+    def build(self) -> nn.Module:
+        """A teacher's timm model, or a student's SpikingNet, with the artifact's weights, in eval mode."""
+        model = self.build_ann()
+        if self.manifest.spiking is not None:
+            model = make_spiking(model, self.manifest.spiking, self.manifest.model.input_size)
+        return model.eval()
+
+
+def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
+        raise ArtifactError(f"{path}: tensors do not match the model its manifest describes ({what})")
+    for k, ref in expected.items():
+        t = tensors[k]
+        if t.shape != ref.shape or t.dtype != ref.dtype:
+            raise ArtifactError(f"{path}: tensor {k!r} is {t.dtype}{list(t.shape)}, the model expects "
+                                f"{ref.dtype}{list(ref.shape)}")
+    model.load_state_dict(tensors)
+
+
+def read_header(path: Path) -> dict[str, Any]:
+    """The safetensors JSON header, bounded and checked against the file's size."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ArtifactError(f"{path} is not a safetensors file (only {size} bytes)")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or n + 8 > size:
+                raise ArtifactError(f"{path} is not a safetensors file, or is truncated (bad header length)")
+            header = json.loads(f.read(n))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path} is not a safetensors file (header is not JSON)") from e
+    except OSError as e:
+        raise ArtifactError(f"cannot read {path}: {e.strerror}") from e
+    if not isinstance(header, dict):
+        raise ArtifactError(f"{path} is not a safetensors file (header is not an object)")
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise ArtifactError(f"{path} is not a valid safetensors file (bad entry {name!r})")
+        end = max(end, offsets[1])
+    if 8 + n + end != size:
+        raise ArtifactError(f"{path} is truncated or has trailing bytes ({size} bytes, header says {8 + n + end})")
+    return header
+
+
+def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) -> Artifact:
+    """Read and validate an artifact. ``expect`` refuses the other kind with a UsageError."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"no such file: {path}")
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not an artifact")
+    header = read_header(path)
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or METADATA_KEY not in meta:
+        raise ArtifactError(f"{path} is a safetensors file but not an enofctl artifact (no manifest)")
+    try:
+        raw = json.loads(meta[METADATA_KEY])
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: manifest is not valid JSON") from e
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path}: manifest is not a JSON object")
+    try:
+        manifest = Manifest.model_validate(_upgrade(raw))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "manifest"
+        raise ArtifactError(f"{path}: invalid manifest at {where}: {err['msg']}") from e
+    except ArtifactError as e:
+        raise ArtifactError(f"{path}: {e}") from e
+    if expect is not None and manifest.kind != expect:
+        raise UsageError(f"{path} is a {manifest.kind} artifact; a {expect} is expected here")
+    try:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for every malformed file
+        raise ArtifactError(f"{path}: cannot read tensors ({str(e).splitlines()[0][:200]})") from e
+    if tensors_digest(tensors) != manifest.tensors_sha256:
+        raise ArtifactError(f"{path}: tensor data does not match the manifest's sha256 (modified or corrupt file)")
+    return Artifact(path, manifest, tensors, file_sha256(path))
+
+
+def load_student_model(art: Artifact) -> SpikingNet:
+    model = art.build()
+    assert isinstance(model, SpikingNet)
+    return model

@@ -1,0 +1,66 @@
+"""`enofctl eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from enofctl.cli import options as o
+from enofctl.cli.display import emit, err, progress
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for i, h in enumerate(header):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def evaluate(
+    artifacts: Annotated[list[Path], typer.Argument(help="One or more artifacts (teacher or student).")],
+    T: Annotated[Optional[str], typer.Option("--T", help="Evaluate students at these time steps, e.g. 1,2,4,8 "
+                                             "[default: each student's own T].")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write report.json and report.md into this folder.")] = None,
+    limit: o.Limit = None,
+    batch_size: o.BatchSize = 256,
+    dataset: Annotated[Optional[str], typer.Option(help="Evaluate on this dataset instead of the artifact's.")] = None,
+    data_dir: o.DataDir = None,
+    download: o.Download = False,
+    device: o.DeviceOpt = o.Device.auto,
+    json_: o.Json = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Accuracy (top-1/top-5) and spiking activity (firing rate per layer, spikes per sample)."""
+    from enofctl.report import LAYER_HEADER, SUMMARY_HEADER, layer_rows, summary_rows, write_report
+    from enofctl.stages import EvalConfig
+    from enofctl.stages import evaluate as run
+
+    Ts = o.parse_int_list(T)
+    results = []
+    for path in artifacts:
+        cfg = EvalConfig(T=Ts, limit=limit, batch_size=batch_size, dataset=dataset,
+                         data_dir=str(data_dir) if data_dir else None, download=download, device=device.value)
+        with progress(quiet or json_, f"eval {path.name}") as cb:
+            results.append(run(path, cfg, progress=cb))
+    if report is not None:
+        write_report(results, report)
+    if json_:
+        emit(results[0] if len(results) == 1 else {"results": [r.model_dump(mode="json") for r in results]}, True)
+        return
+    from enofctl.cli.display import out
+
+    out.print(_table("Summary", SUMMARY_HEADER, summary_rows(results)))
+    for r in results:
+        if r.runs[0].layers and not quiet:
+            out.print(_table(f"Per-layer activity: {r.artifact} (T={r.runs[0].T})", LAYER_HEADER, layer_rows(r)))
+    if report is not None and not quiet:
+        err.print(f"report written to {report}/")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate)

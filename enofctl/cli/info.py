@@ -1,0 +1,67 @@
+"""`enofctl inspect` and `enofctl datasets`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from enofctl.cli import options as o
+from enofctl.cli.display import out
+
+
+def inspect(
+    artifact: Annotated[Path, typer.Argument(help="Artifact to describe.")],
+    json_: o.Json = False,
+) -> None:
+    """Print an artifact's manifest (after validating the whole file)."""
+    from enofctl import artifacts
+
+    art = artifacts.load(artifact)
+    data = {"path": str(art.path), "sha256": art.sha256, "manifest": art.manifest.model_dump(mode="json")}
+    if json_:
+        print(json.dumps(data))
+        return
+    m = art.manifest
+    t = Table(title=f"{artifact} ({m.kind}, schema {m.schema_version})", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("sha256", art.sha256)
+    t.add_row("stage", f"{m.stage}  ({m.created})")
+    t.add_row("model", f"{m.model.name} {json.dumps(m.model.kwargs)}  input {list(m.model.input_size)}, "
+                       f"{m.model.num_classes} classes")
+    t.add_row("data", m.data.dataset)
+    if m.spiking:
+        n = m.spiking.neuron
+        t.add_row("spiking", f"T={m.spiking.T}  repact={m.spiking.repact}  {n.kind} decay={n.decay} "
+                             f"v_th={n.v_th} reset={n.reset} surrogate={n.surrogate}")
+    t.add_row("metrics", json.dumps(m.metrics))
+    for p in m.parents:
+        t.add_row("parent", f"{p.kind} {p.sha256[:16]}… {p.path}")
+    t.add_row("versions", f"enofctl {m.versions.enofctl}, torch {m.versions.torch}, timm {m.versions.timm}")
+    t.add_row("config", json.dumps(m.config))
+    out.print(t)
+
+
+def datasets(json_: o.Json = False) -> None:
+    """List the datasets and whether each is available here without a download."""
+    from enofctl.data import availability
+
+    rows = availability()
+    if json_:
+        print(json.dumps([{"name": n, "available": a, "description": d} for n, a, d in rows]))
+        return
+    t = Table(title="Datasets")
+    for col in ("name", "here", "description"):
+        t.add_column(col)
+    for n, a, d in rows:
+        t.add_row(n, "yes" if a else "no", d)
+    out.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect)
+    app.command("datasets")(datasets)

@@ -1,0 +1,95 @@
+"""Option aliases shared by every command, so one option has one name, help and default everywhere."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from enofctl.spiking import NeuronSpec
+
+
+class Surrogate(str, Enum):
+    rect = "rect"
+    triangle = "triangle"
+    sigmoid = "sigmoid"
+    atan = "atan"
+    tanh = "tanh"
+
+
+class Reset(str, Enum):
+    hard = "hard"
+    soft = "soft"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Optim(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"
+
+
+Out = Annotated[Path, typer.Option("--out", "-o", help="Artifact to write (.safetensors); written atomically.")]
+Dataset = Annotated[str, typer.Option(help="Dataset name (see `enofctl datasets`).")]
+DataDir = Annotated[Optional[Path], typer.Option(help="Where the dataset's files are.")]
+Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
+Epochs = Annotated[Optional[int], typer.Option(min=1, help="Training epochs [default: the stage's].")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]
+Lr = Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate [default: the stage's].")]
+Optimizer = Annotated[Optim, typer.Option(help="Optimizer.")]
+WeightDecay = Annotated[float, typer.Option(min=0.0, help="Weight decay (not on norm weights and biases).")]
+Warmup = Annotated[int, typer.Option(min=0, help="Linear warm-up epochs before the cosine schedule.")]
+Seed = Annotated[int, typer.Option(help="Random seed.")]
+DeviceOpt = Annotated[Device, typer.Option(help="Where to compute.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")]
+Limit = Annotated[Optional[int], typer.Option(min=1, help="Use only the first N samples (quick looks).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+T = Annotated[int, typer.Option("--T", min=1, max=1024, help="Time steps.")]
+OptT = Annotated[Optional[int], typer.Option("--T", min=1, max=1024,
+                                            help="Time steps [default: the student's, or 4].")]
+Decay = Annotated[float, typer.Option(min=0.0, max=1.0, help="LIF membrane decay per step (1 = no leak).")]
+Vth = Annotated[float, typer.Option("--v-th", min=0.0, help="Firing threshold.")]
+ResetOpt = Annotated[Reset, typer.Option(help="Reset after a spike: hard (to 0) or soft (subtract v_th).")]
+SurrogateOpt = Annotated[Surrogate, typer.Option(help="Surrogate gradient of the spike.")]
+SurrogateAlpha = Annotated[Optional[float], typer.Option(min=0.0, help="Surrogate sharpness/width "
+                                                         "[default: the surrogate's own].")]
+RepAct = Annotated[bool, typer.Option("--repact/--no-repact",
+                                      help="Keep the last activation before the classifier as ReLU (RepAct).")]
+
+
+def neuron_spec(decay: float, v_th: float, reset: Reset, surrogate: Surrogate, alpha: float | None) -> NeuronSpec:
+    return NeuronSpec(decay=decay, v_th=v_th, reset=reset.value, surrogate=surrogate.value, alpha=alpha)
+
+
+def parse_kv(items: list[str] | None) -> dict:
+    """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, booleans), else as strings."""
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--model-arg")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def parse_int_list(text: str | None, name: str = "--T") -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint=name) from None
+    if not values or any(v < 1 or v > 1024 for v in values):
+        raise typer.BadParameter(f"{text!r}: each value must be in 1..1024", param_hint=name)
+    return values

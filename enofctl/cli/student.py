@@ -1,0 +1,85 @@
+"""`enofctl convert` and `enofctl distill`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from enofctl.cli import options as o
+from enofctl.cli.display import emit, progress
+
+
+def convert(
+    teacher: Annotated[Path, typer.Argument(help="Teacher artifact.")],
+    out: o.Out,
+    T: o.T = 4,
+    repact: o.RepAct = True,
+    decay: o.Decay = 0.25,
+    v_th: o.Vth = 0.5,
+    reset: o.ResetOpt = o.Reset.hard,
+    surrogate: o.SurrogateOpt = o.Surrogate.tanh,
+    surrogate_alpha: o.SurrogateAlpha = None,
+    json_: o.Json = False,
+) -> None:
+    """ANN teacher -> spiking student skeleton: activations become multi-step LIF neurons, same weights."""
+    from enofctl.stages import ConvertConfig
+    from enofctl.stages import convert as run
+
+    cfg = ConvertConfig(T=T, repact=repact, neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha))
+    res = run(teacher, cfg, out)
+    emit({"artifact": str(res.path), "kind": "student", "T": T, "repact": repact}, json_, str(res.path))
+
+
+def distill(
+    teacher: Annotated[Path, typer.Option(help="Teacher artifact (frozen; guides the student through L_AF).")],
+    out: o.Out,
+    student: Annotated[Optional[Path], typer.Option(help="Student artifact to train [default: convert "
+                                                    "the teacher].")] = None,
+    T: o.OptT = None,
+    laf_lambda: Annotated[float, typer.Option(min=0.0, help="Weight of L_AF; 0 = plain CE (authors' code: "
+                                              "0.1; paper value unconfirmed).")] = 0.1,
+    laf_tau: Annotated[float, typer.Option(min=0.0, help="L_AF temperature (authors' code: 20; paper value "
+                                           "unconfirmed).")] = 20.0,
+    repact: o.RepAct = True,
+    decay: o.Decay = 0.25,
+    v_th: o.Vth = 0.5,
+    reset: o.ResetOpt = o.Reset.hard,
+    surrogate: o.SurrogateOpt = o.Surrogate.tanh,
+    surrogate_alpha: o.SurrogateAlpha = None,
+    epochs: o.Epochs = None,
+    batch_size: o.BatchSize = 64,
+    lr: o.Lr = None,
+    optimizer: o.Optimizer = o.Optim.sgd,
+    weight_decay: o.WeightDecay = 5e-4,
+    warmup_epochs: o.Warmup = 0,
+    seed: o.Seed = 0,
+    device: o.DeviceOpt = o.Device.auto,
+    data_dir: o.DataDir = None,
+    limit_train: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N samples only.")] = None,
+    resume: o.Resume = False,
+    json_: o.Json = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Train the spiking student with surrogate gradients and CE + lambda * L_AF (EnOF-SNN).
+
+    Neuron and RepAct options apply when the teacher is converted here (no --student)."""
+    from enofctl.stages import DistillConfig
+    from enofctl.stages import distill as run
+
+    cfg = DistillConfig(
+        T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact,
+        neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha), batch_size=batch_size,
+        optimizer=optimizer.value, weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed,
+        device=device.value, data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,
+        **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}),
+    )
+    with progress(quiet or json_, "distill") as cb:
+        res = run(cfg, teacher, out, student=student, resume=resume, progress=cb)
+    emit({"artifact": str(res.path), "kind": "student", "metrics": res.manifest.metrics}, json_, str(res.path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("convert")(convert)
+    app.command("distill")(distill)

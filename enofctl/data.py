@@ -1,0 +1,353 @@
+"""Datasets: a registry of what enofctl can train and evaluate on, and batch iterators over them.
+
+Small datasets (digits, MNIST-like, CIFAR, synthetic) are held in memory as float tensors in [0, 1] and
+augmented on whole batches; `imagefolder` streams through torchvision. Normalization is done on batches
+with the mean/std the manifest records, so an artifact carries everything needed to feed it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from enofctl.errors import DataError, UsageError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("ENOFCTL_DATA", Path.home() / ".cache" / "enofctl" / "data"))
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    in_chans: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pad: int  # random-crop padding for training augmentation (0: none)
+    hflip: bool  # random horizontal flip for training augmentation
+    description: str
+    classes: tuple[str, ...] = field(default=())
+
+
+_GRAY = ((0.5,), (0.5,))
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(
+        "digits", 10, 1, (8, 8), (0.3,), (0.38,), 1, False,
+        "scikit-learn's bundled 8x8 digits (1,797 images; fixed stratified 80/20 split). No download.",
+        tuple(str(i) for i in range(10)),
+    ),
+    "synthetic": DatasetInfo(
+        "synthetic", 4, 3, (16, 16), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 1, False,
+        "Learnable synthetic prototypes + noise (4 classes, 3x16x16). For tests and smoke runs.",
+        ("a", "b", "c", "d"),
+    ),
+    "mnist": DatasetInfo(
+        "mnist", 10, 1, (28, 28), (0.1307,), (0.3081,), 2, False,
+        "MNIST (IDX files in --data-dir, or torchvision download with --download).",
+        tuple(str(i) for i in range(10)),
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", 10, 1, (28, 28), (0.2860,), (0.3530,), 2, True,
+        "Fashion-MNIST (--data-dir, Debian's dataset-fashion-mnist package, or --download).",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+         "Ankle boot"),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", 10, 3, (32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True,
+        "CIFAR-10 (torchvision layout in --data-dir, or --download).",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", 100, 3, (32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 4, True,
+        "CIFAR-100 (torchvision layout in --data-dir, or --download).",
+        tuple(f"class_{i}" for i in range(100)),
+    ),
+    "imagefolder": DatasetInfo(
+        "imagefolder", 0, 3, (224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0, True,
+        "Any folder of images: --data-dir with train/ and val/ subfolders, one folder per class.",
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# batch sources
+
+
+class TensorSplit:
+    """One split held in memory. ``x``: float [N, C, H, W] in [0, 1]; ``y``: long [N]."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, info: DatasetInfo):
+        self.x, self.y, self.info = x, y, info
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+        limit: int | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self) if limit is None else min(limit, len(self))
+        order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
+        rank, world = shard
+        order = order[rank::world]
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            x, y = self.x[idx], self.y[idx]
+            if augment:
+                x = augment_batch(x, self.info.crop_pad, self.info.hflip, generator)
+            yield x, y
+
+
+def augment_batch(x: torch.Tensor, pad: int, hflip: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per sample, on a whole batch."""
+    b, _, h, w = x.shape
+    if pad:
+        xp = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]  # [B, 1, H, 1]
+        cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # [B, 1, 1, W]
+        bidx = torch.arange(b)[:, None, None, None]
+        cidx = torch.arange(x.shape[1])[None, :, None, None]
+        x = xp[bidx, cidx, rows, cols]
+    if hflip:
+        flip = torch.rand(b, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+class FolderSplit:
+    """An image folder streamed through torchvision (for data too large to hold in memory)."""
+
+    def __init__(self, root: Path, info: DatasetInfo, train: bool, workers: int = 2):
+        from torchvision import datasets, transforms
+
+        h, w = info.image_size
+        self._train_tf = transforms.Compose(
+            [transforms.RandomResizedCrop((h, w)), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+        )
+        self._eval_tf = transforms.Compose(
+            [transforms.Resize(int(h * 256 / 224)), transforms.CenterCrop((h, w)), transforms.ToTensor()]
+        )
+        self.ds = datasets.ImageFolder(str(root))
+        self.classes = tuple(self.ds.classes)
+        self.info, self.train, self.workers = info, train, workers
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def batches(self, batch_size, *, shuffle=False, augment=False, generator=None, limit=None, shard=(0, 1)):
+        from torch.utils.data import DataLoader, Subset
+
+        self.ds.transform = self._train_tf if augment else self._eval_tf
+        n = len(self) if limit is None else min(limit, len(self))
+        order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
+        subset = Subset(self.ds, order[shard[0] :: shard[1]].tolist())
+        yield from DataLoader(subset, batch_size=batch_size, num_workers=self.workers)
+
+
+@dataclass
+class Data:
+    info: DatasetInfo
+    train: TensorSplit | FolderSplit
+    test: TensorSplit | FolderSplit
+    classes: tuple[str, ...]
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+# ----------------------------------------------------------------------------------------------------------
+# loaders
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> Data:
+    """Load a dataset by name. Raises UsageError for an unknown name, DataError if it is not available."""
+    info = dataset_info(name)
+    root = Path(data_dir) if data_dir else None
+    if name == "digits":
+        return _digits(info)
+    if name == "synthetic":
+        return _synthetic(info)
+    if name in ("mnist", "fashion-mnist"):
+        return _mnist_like(info, root, download)
+    if name in ("cifar10", "cifar100"):
+        return _cifar(info, root, download)
+    return _imagefolder(info, root)
+
+
+def _tensor_data(info, x_tr, y_tr, x_te, y_te, classes=None) -> Data:
+    return Data(info, TensorSplit(x_tr, y_tr, info), TensorSplit(x_te, y_te, info), classes or info.classes)
+
+
+def _digits(info: DatasetInfo) -> Data:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = torch.tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)  # [N, 1, 8, 8]
+    y = torch.tensor(d.target, dtype=torch.long)
+    idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=d.target, random_state=0)
+    idx_tr, idx_te = torch.tensor(idx_tr), torch.tensor(idx_te)
+    return _tensor_data(info, x[idx_tr], y[idx_tr], x[idx_te], y[idx_te])
+
+
+def _synthetic(info: DatasetInfo, n_train: int = 512, n_test: int = 256) -> Data:
+    """Class prototypes (smooth random patterns) plus noise: learnable, deterministic, tiny."""
+    g = torch.Generator().manual_seed(1234)
+    c, (h, w) = info.in_chans, info.image_size
+    protos = torch.rand(info.num_classes, c, h // 4, w // 4, generator=g)
+    protos = F.interpolate(protos, size=(h, w), mode="bilinear", align_corners=False)
+
+    def make(n):
+        y = torch.randint(0, info.num_classes, (n,), generator=g)
+        x = (0.6 * protos[y] + 0.4 * torch.rand(n, c, h, w, generator=g)).clamp(0, 1)
+        return x, y
+
+    return _tensor_data(info, *make(n_train), *make(n_test))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated ({data.size} of {int(np.prod(dims))} values)")
+    return data.reshape(dims)
+
+
+_IDX_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _find_idx(folder: Path) -> dict[str, Path] | None:
+    found = {}
+    for split, stems in _IDX_STEMS.items():
+        for i, stem in enumerate(stems):
+            hits = [folder / (stem + ext) for ext in ("", ".gz") if (folder / (stem + ext)).is_file()]
+            if not hits:
+                return None
+            found[f"{split}{i}"] = hits[0]
+    return found
+
+
+def _mnist_candidates(info: DatasetInfo, root: Path | None) -> list[Path]:
+    tv_name = "FashionMNIST" if info.name == "fashion-mnist" else "MNIST"
+    bases = [root] if root else [default_data_dir()]
+    out = []
+    for b in bases:
+        out += [b, b / info.name, b / tv_name / "raw"]
+    if info.name == "fashion-mnist":
+        out.append(DEBIAN_FASHION_MNIST)
+    return out
+
+
+def _mnist_like(info: DatasetInfo, root: Path | None, download: bool) -> Data:
+    files = next((f for f in map(_find_idx, _mnist_candidates(info, root)) if f), None)
+    if files is None and download:
+        from torchvision import datasets
+
+        cls = datasets.FashionMNIST if info.name == "fashion-mnist" else datasets.MNIST
+        base = root or default_data_dir()
+        try:
+            cls(str(base), train=True, download=True)
+            cls(str(base), train=False, download=True)
+        except Exception as e:  # network errors come in many types
+            raise DataError(f"could not download {info.name}: {e}") from e
+        files = _find_idx(base / cls.__name__ / "raw")
+    if files is None:
+        hint = " or `apt-get install dataset-fashion-mnist`" if info.name == "fashion-mnist" else ""
+        raise DataError(
+            f"{info.name} not found (looked in {', '.join(map(str, _mnist_candidates(info, root)))}); "
+            f"pass --data-dir with the IDX files, --download{hint}"
+        )
+
+    def load(split):
+        x = torch.from_numpy(_read_idx(files[f"{split}0"]).copy()).float().div_(255).unsqueeze(1)
+        y = torch.from_numpy(_read_idx(files[f"{split}1"]).astype(np.int64))
+        return x, y
+
+    return _tensor_data(info, *load("train"), *load("test"))
+
+
+def _cifar(info: DatasetInfo, root: Path | None, download: bool) -> Data:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if info.name == "cifar10" else datasets.CIFAR100
+    base = root or default_data_dir()
+    try:
+        tr = cls(str(base), train=True, download=download)
+        te = cls(str(base), train=False, download=download)
+    except RuntimeError as e:
+        raise DataError(
+            f"{info.name} not found under {base}; pass --data-dir with the torchvision CIFAR folder, or --download"
+        ) from e
+    except Exception as e:
+        raise DataError(f"could not get {info.name}: {e}") from e
+
+    def tensors(ds):
+        x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255)
+        return x, torch.tensor(ds.targets, dtype=torch.long)
+
+    return _tensor_data(info, *tensors(tr), *tensors(te), tuple(tr.classes))
+
+
+def _imagefolder(info: DatasetInfo, root: Path | None) -> Data:
+    if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise DataError("imagefolder needs --data-dir pointing at a folder with train/ and val/ subfolders")
+    train, test = FolderSplit(root / "train", info, True), FolderSplit(root / "val", info, False)
+    if train.classes != test.classes:
+        raise DataError(f"train/ and val/ under {root} hold different class folders")
+    info = replace(info, num_classes=len(train.classes), classes=train.classes)
+    train.info = test.info = info
+    return Data(info, train, test, train.classes)
+
+
+def availability() -> list[tuple[str, bool, str]]:
+    """(name, available here without download, description) for `enofctl datasets`."""
+    rows = []
+    for name, info in DATASETS.items():
+        if name in ("digits", "synthetic"):
+            ok = True
+        elif name in ("mnist", "fashion-mnist"):
+            ok = any(_find_idx(p) for p in _mnist_candidates(info, None))
+        elif name in ("cifar10", "cifar100"):
+            sub = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+            ok = (default_data_dir() / sub).is_dir()
+        else:
+            ok = False  # needs --data-dir
+        rows.append((name, ok, info.description))
+    return rows

@@ -1,0 +1,137 @@
+"""ANN -> spiking network: swap activations for spiking neurons (RepAct keeps the last one as ReLU) and run
+the timm model with time folded into the batch.
+
+Only the neurons loop over time; every convolution, norm, pool and linear layer sees ``[T*B, ...]``,
+so BatchNorm statistics are shared over time and the model's own ``forward_features`` / ``forward_head``
+are reused unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
+
+from enofctl.errors import ConversionError
+from enofctl.spiking.neuron import NeuronSpec, SpikingNeuron
+
+CONVERTIBLE = (nn.ReLU, nn.ReLU6)
+_ACT_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me",
+                "timm.layers.activations_jit")
+
+
+class SpikingSpec(BaseModel):
+    """What makes a student spiking (stored in its manifest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    T: int = Field(4, ge=1, le=1024, description="time steps")
+    neuron: NeuronSpec = Field(default_factory=NeuronSpec)
+    repact: bool = Field(True, description="the last activation before the classifier stays ReLU")
+    encoding: str = Field("direct", pattern="^direct$", description="the image is repeated T times")
+
+
+def _is_activation(m: nn.Module) -> bool:
+    return type(m).__module__ in _ACT_MODULES or isinstance(m, CONVERTIBLE)
+
+
+def activation_order(model: nn.Module, input_size: tuple[int, int, int]) -> list[str]:
+    """Qualified names of the activation modules in the order a forward pass calls them.
+
+    Raises ConversionError for activations that cannot spike, attention blocks, or one module used twice.
+    """
+    for name, m in model.named_modules():
+        if "attention" in type(m).__name__.lower():
+            raise ConversionError(f"cannot convert {name!r} ({type(m).__name__}): attention has no spiking form")
+    calls: list[str] = []
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o, n=name: calls.append(n))
+        for name, m in model.named_modules()
+        if _is_activation(m) or isinstance(m, SpikingNeuron)
+    ]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    seen: set[str] = set()
+    for name in calls:
+        if name in seen:
+            raise ConversionError(f"cannot convert {name!r}: the module is called more than once per forward; "
+                                  "give each use its own activation module")
+        seen.add(name)
+        m = model.get_submodule(name)
+        if not isinstance(m, CONVERTIBLE + (SpikingNeuron,)):
+            raise ConversionError(f"cannot convert {name!r} ({type(m).__name__}): only ReLU activations can "
+                                  "become spiking neurons")
+    if not calls:
+        raise ConversionError("the model has no activation modules to make spiking")
+    return calls
+
+
+def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, int]) -> SpikingNet:
+    """A spiking copy of ``ann`` (a timm model): same weights, activations replaced by neurons."""
+    body = copy.deepcopy(ann)
+    order = activation_order(body, input_size)
+    for i, name in enumerate(order):
+        last = i == len(order) - 1
+        _set(body, name, nn.ReLU() if (last and spec.repact) else SpikingNeuron(spec.neuron, spec.T))
+    return SpikingNet(body, spec)
+
+
+class SpikingNet(nn.Module):
+    """A converted timm model run over T steps. Output: logits averaged over time, ``[B, classes]``."""
+
+    def __init__(self, body: nn.Module, spec: SpikingSpec):
+        super().__init__()
+        self.body, self.spec = body, spec
+        self.set_T(spec.T)
+
+    @property
+    def T(self) -> int:
+        return self.spec.T
+
+    def set_T(self, T: int) -> None:
+        """Change the number of time steps (e.g. to evaluate a sweep) without touching the weights."""
+        self.spec = self.spec.model_copy(update={"T": T})
+        for m in self.neurons().values():
+            m.T = T
+
+    def neurons(self) -> dict[str, SpikingNeuron]:
+        return {n: m for n, m in self.body.named_modules() if isinstance(m, SpikingNeuron)}
+
+    def get_classifier(self) -> nn.Module:
+        return self.body.get_classifier()
+
+    def forward_feature(self, x: torch.Tensor) -> torch.Tensor:
+        """The output feature f_s: the pooled last-block output averaged over T, ``[B, F]``."""
+        b, T = x.shape[0], self.T
+        x_seq = x.unsqueeze(0).expand(T, *x.shape).flatten(0, 1)  # direct encoding, [T*B, C, H, W]
+        feat = self.body.forward_head(self.body.forward_features(x_seq), pre_logits=True)  # [T*B, F]
+        return feat.view(T, b, -1).mean(0)  # [B, F]
+
+    def forward_with_feature(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f_s = self.forward_feature(x)
+        return self.get_classifier()(f_s), f_s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_feature(x)[0]
+
+
+def ann_forward_with_feature(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, output feature) of a timm ANN, through its own forward_head(pre_logits) and classifier."""
+    if isinstance(model, SpikingNet):
+        return model.forward_with_feature(x)
+    f = model.forward_head(model.forward_features(x), pre_logits=True)
+    return model.get_classifier()(f), f

@@ -1,0 +1,214 @@
+"""What the training stages share: the recipe config, the optimizer and schedule, the epoch loop with
+atomic per-epoch checkpoints (``--resume``), accuracy evaluation, and progress events."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
+
+from enofctl.data import Data, normalize
+from enofctl.errors import TrainingError, UsageError
+
+
+class TrainConfig(BaseModel):
+    """The training recipe shared by `teacher train` and `distill`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0, description="not applied to norm weights and biases")
+    warmup_epochs: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0)
+    augment: bool = True
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    limit_train: int | None = Field(None, ge=1, description="use only this many training samples (smoke runs)")
+
+
+@dataclass
+class Progress:
+    """A progress event: ``step`` of ``steps`` in ``epoch`` of ``epochs``; ``metrics`` after an epoch."""
+
+    stage: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights of conv/linear layers only, not on norm weights and biases (ndim <= 1)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def cosine_with_warmup(opt: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def batches_on(split, device: torch.device, mean, std, **kw) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for x, y in split.batches(**kw):
+        x = x.to(device, non_blocking=True)
+        yield normalize(x, mean, std), y.to(device, non_blocking=True)
+
+
+def n_batches(split, batch_size: int, limit: int | None = None) -> int:
+    n = len(split) if limit is None else min(limit, len(split))
+    return math.ceil(n / batch_size)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split, device, mean, std, batch_size: int = 256, limit: int | None = None,
+             ) -> dict[str, float]:
+    """top-1 / top-5 (fractions) and the sample count."""
+    model.eval()
+    c1 = c5 = n = 0
+    for x, y in batches_on(split, device, mean, std, batch_size=batch_size, limit=limit):
+        logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        c1 += (top[:, 0] == y).sum().item()
+        c5 += (top == y[:, None]).any(1).sum().item()
+        n += len(y)
+    return {"top1": c1 / max(n, 1), "top5": c5 / max(n, 1), "samples": n}
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+StepLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".ckpt")
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    stage: str,
+    model: nn.Module,
+    step_loss: StepLoss,
+    data: Data,
+    cfg: TrainConfig,
+    device: torch.device,
+    mean, std,
+    out: Path,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place for ``cfg.epochs`` epochs; returns the per-epoch history.
+
+    ``step_loss(x, y)`` runs the model and returns (loss, logged terms). After each epoch the test split
+    is evaluated and a checkpoint is written atomically beside ``out`` (removed when training ends), so an
+    interrupted run continues with ``resume=True`` from the last finished epoch.
+    """
+    gen = seed_everything(cfg.seed)
+    opt = make_optimizer(model, cfg)
+    steps = n_batches(data.train, cfg.batch_size, cfg.limit_train)
+    sched = cosine_with_warmup(opt, cfg.epochs * steps, cfg.warmup_epochs * steps)
+    history: list[dict[str, float]] = []
+    start = 0
+    ckpt = checkpoint_path(out)
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state.get("stage") != stage:
+            raise UsageError(f"{ckpt} belongs to a {state.get('stage')} run, not {stage}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start = state["history"], state["epoch"]
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        t0, sums, seen = time.perf_counter(), {}, 0
+        it = batches_on(data.train, device, mean, std, batch_size=cfg.batch_size, shuffle=True,
+                        augment=cfg.augment,
+                        generator=gen, limit=cfg.limit_train)
+        for step, (x, y) in enumerate(it):
+            loss, terms = step_loss(x, y)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; lower --lr "
+                                    "(the last good checkpoint is kept)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            for k, v in {"loss": loss.item(), **terms}.items():
+                sums[k] = sums.get(k, 0.0) + v * len(y)
+            seen += len(y)
+            if progress:
+                progress(Progress(stage, epoch + 1, cfg.epochs, step + 1, steps))
+        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}}
+        row.update({f"test_{k}": v for k, v in accuracy(model, data.test, device, mean, std).items()
+                    if k != "samples"})
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        _save_checkpoint(ckpt, {
+            "stage": stage, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        })
+        if progress:
+            progress(Progress(stage, epoch + 1, cfg.epochs, steps, steps, metrics=row))
+    return history
+
+
+def finish_checkpoint(out: Path) -> None:
+    checkpoint_path(out).unlink(missing_ok=True)

@@ -1,0 +1,165 @@
+"""Stage 1: an ANN teacher, trained here (`train_teacher`) or fetched with pretrained weights (`fetch_teacher`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from enofctl import artifacts
+from enofctl.artifacts import DataRef, Manifest, ModelSpec
+from enofctl.data import Data, load_dataset
+from enofctl.errors import DataError, UsageError
+from enofctl.models import build_model
+from enofctl.stages.common import (
+    ProgressFn, TrainConfig, accuracy, finish_checkpoint, fit, resolve_device, seed_everything,
+)
+
+# A small ResNet that suits each dataset when --model is not given (narrow ones train on a CPU).
+DEFAULT_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "digits": ("resnet20", {"width": 0.25}),
+    "synthetic": ("resnet20", {"width": 0.125}),
+    "mnist": ("resnet20", {"width": 0.25}),
+    "fashion-mnist": ("resnet20", {"width": 0.25}),
+    "cifar10": ("resnet20", {}),
+    "cifar100": ("resnet20", {}),
+    "imagefolder": ("resnet18", {}),
+}
+
+
+@dataclass
+class StageResult:
+    path: Path
+    manifest: Manifest
+
+
+class TeacherConfig(TrainConfig):
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    model: str | None = Field(None, description="any timm model name; None = the dataset's default")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
+    init: str | None = Field(None, description="start from this teacher artifact's weights")
+
+
+def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
+    default_name, default_kwargs = DEFAULT_MODELS[data.info.name]
+    if name is None:
+        name, kwargs = default_name, {**default_kwargs, **kwargs}
+    i = data.info
+    return ModelSpec(name=name, kwargs=kwargs, num_classes=i.num_classes, in_chans=i.in_chans,
+                     input_size=(i.in_chans, *i.image_size), mean=i.mean, std=i.std)
+
+
+def _check_runs(model: nn.Module, spec: ModelSpec) -> None:
+    import torch
+
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *spec.input_size))
+    except RuntimeError as e:
+        raise UsageError(f"model {spec.name!r} cannot run on {spec.input_size} inputs: "
+                         f"{str(e).splitlines()[0][:160]}") from e
+
+
+def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
+                  progress: ProgressFn | None = None) -> StageResult:
+    out = artifacts.check_output_path(out)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    seed_everything(cfg.seed)
+    parents = []
+    if cfg.init:
+        init = artifacts.load(cfg.init, expect="teacher")
+        spec = init.manifest.model
+        if init.manifest.data.dataset != cfg.dataset or (cfg.model and cfg.model != spec.name):
+            raise UsageError(f"--init {cfg.init} is a {spec.name} for {init.manifest.data.dataset}; "
+                             f"it does not match --model/--dataset")
+        model = init.build_ann()
+        parents.append(init.parent_ref())
+    else:
+        spec = model_spec_for(data, cfg.model, cfg.model_kwargs)
+        model = build_model(spec.name, spec.num_classes, spec.in_chans, spec.kwargs)
+    _check_runs(model, spec)
+    model.to(device)
+
+    def step_loss(x, y):
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), {}
+
+    history = fit("teacher-train", model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume,
+                  progress)
+    metrics = accuracy(model, data.test, device, spec.mean, spec.std)
+    manifest = Manifest(
+        kind="teacher", stage="teacher-train", model=spec,
+        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes)),
+        config=cfg.model_dump(), metrics=metrics, history=history, parents=parents,
+    )
+    artifacts.save(out, manifest, model.state_dict())
+    finish_checkpoint(out)
+    return StageResult(out, manifest)
+
+
+class FetchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    checkpoint: str | None = Field(None, description=".safetensors or torch checkpoint; None = the hub")
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    download: bool = False
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    evaluate: bool = Field(True, description="measure test accuracy when the dataset is available")
+
+
+def fetch_teacher(cfg: FetchConfig, out: str | Path) -> StageResult:
+    """A timm model with pretrained weights, re-headed to the dataset's classes when they differ.
+
+    Weights come from ``cfg.checkpoint`` (loaded by timm: safetensors, or torch with weights_only) or from
+    the Hugging Face hub when online. A re-headed classifier is untrained: fine-tune it with
+    ``teacher train --init``.
+    """
+    import timm
+
+    out = artifacts.check_output_path(out)
+    from enofctl.data import dataset_info
+
+    info = dataset_info(cfg.dataset)
+    if not timm.is_model(cfg.model):
+        build_model(cfg.model, 1, 1)  # raises the unknown-model error
+    if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
+        raise UsageError(f"no such file: {cfg.checkpoint}")
+    overlay = {"file": str(Path(cfg.checkpoint).resolve())} if cfg.checkpoint else None
+    try:
+        model = timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,
+                                  num_classes=info.num_classes, in_chans=info.in_chans, **cfg.model_kwargs)
+    except Exception as e:  # network errors, missing weights, bad checkpoints: many types
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if cfg.checkpoint:
+            raise DataError(f"cannot load weights for {cfg.model} from {cfg.checkpoint}: {first}") from e
+        raise DataError(f"cannot download pretrained weights for {cfg.model} ({first}); offline? pass "
+                        "--checkpoint PATH (.safetensors or a timm/torch checkpoint)") from e
+    spec = ModelSpec(name=cfg.model, kwargs=cfg.model_kwargs, num_classes=info.num_classes,
+                     in_chans=info.in_chans, input_size=(info.in_chans, *info.image_size), mean=info.mean,
+                     std=info.std)
+    _check_runs(model, spec)
+    metrics: dict = {}
+    classes = list(info.classes)
+    if cfg.evaluate:
+        try:
+            data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+            classes = list(data.classes)
+            metrics = accuracy(model, data.test, resolve_device("auto"), spec.mean, spec.std)
+        except DataError:
+            metrics = {}
+    manifest = Manifest(
+        kind="teacher", stage="teacher-fetch", model=spec,
+        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=classes),
+        config=cfg.model_dump(), metrics=metrics,
+    )
+    artifacts.save(out, manifest, model.state_dict())
+    return StageResult(out, manifest)
