@@ -109,11 +109,14 @@ class TensorSplit:
         generator: torch.Generator | None = None,
         limit: int | None = None,
         shard: tuple[int, int] = (0, 1),
+        drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self) if limit is None else min(limit, len(self))
         order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
         rank, world = shard
         order = order[rank::world]
+        if drop_last and len(order) > batch_size:  # a small last batch makes BatchNorm's statistics noisy
+            order = order[: len(order) - len(order) % batch_size]
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             x, y = self.x[idx], self.y[idx]
@@ -160,14 +163,16 @@ class FolderSplit:
     def __len__(self) -> int:
         return len(self.ds)
 
-    def batches(self, batch_size, *, shuffle=False, augment=False, generator=None, limit=None, shard=(0, 1)):
+    def batches(self, batch_size, *, shuffle=False, augment=False, generator=None, limit=None, shard=(0, 1),
+                drop_last=False):
         from torch.utils.data import DataLoader, Subset
 
         self.ds.transform = self._train_tf if augment else self._eval_tf
         n = len(self) if limit is None else min(limit, len(self))
         order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
         subset = Subset(self.ds, order[shard[0] :: shard[1]].tolist())
-        yield from DataLoader(subset, batch_size=batch_size, num_workers=self.workers)
+        yield from DataLoader(subset, batch_size=batch_size, num_workers=self.workers,
+                              drop_last=drop_last and len(subset) > batch_size)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Reports of `enofctl eval`: a versioned report.json and a report.md with tables a paper can paste."""
+"""Reports of `enofctl eval`: tables (terminal and markdown), a versioned report.json and PNG plots."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pydantic import BaseModel, Field
 
 from enofctl import __version__
 from enofctl.errors import UsageError
-from enofctl.stages.evaluate import EvalResult
+from enofctl.stages.evaluate import EvalResult, EvalRun
+
+REPORT_SCHEMA_VERSION = 1
 
 
 class Report(BaseModel):
-    schema_version: int = 1
+    schema_version: int = REPORT_SCHEMA_VERSION
     enofctl: str = __version__
     created: str = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     results: list[EvalResult]
@@ -28,23 +30,73 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def summary_rows(results: list[EvalResult]) -> list[list[str]]:
-    rows = []
+def _name(r: EvalResult) -> str:
+    return Path(r.artifact).name.removesuffix(".safetensors")
+
+
+def _runs(results: list[EvalResult]):
     for r in results:
         for run in r.runs:
-            rows.append([Path(r.artifact).name, r.kind, "-" if run.T is None else str(run.T), _pct(run.top1),
-                         _pct(run.top5), _num(run.spikes_per_sample), _pct(run.mean_firing_rate), str(run.samples)])
+            yield r, run
+
+
+# Each table: (title, header, rows). Short headers so the tables fit a 100-column terminal.
+SUMMARY_HEADER = ["artifact", "kind", "T", "top1 %", "top5 %", "spikes/img", "rate %", "img/s", "ms/batch"]
+ENERGY_HEADER = ["artifact", "T", "SOPs/img", "MACs/img", "RepAct MACs", "energy uJ/img", "x ANN"]
+LAYER_HEADER = ["layer", "neurons", "rate %", "spikes/img", "silent %", "saturated %"]
+OPS_HEADER = ["layer", "input", "SOPs/img", "MACs/img", "energy nJ/img", "ANN nJ/img"]
+
+
+def summary_rows(results: list[EvalResult]) -> list[list[str]]:
+    return [[_name(r), r.kind, _num(run.T, "d"), _pct(run.top1), _pct(run.top5), _num(run.spikes_per_sample),
+             _pct(run.mean_firing_rate), _num(run.speed.images_per_s if run.speed else None),
+             _num(run.speed.latency_ms_per_batch if run.speed else None, ".1f")]
+            for r, run in _runs(results)]
+
+
+def energy_rows(results: list[EvalResult]) -> list[list[str]]:
+    return [[_name(r), _num(run.T, "d"), _num(run.sops), _num(run.macs), _num(run.repact_macs),
+             _num(run.energy_pj / 1e6, ".3f"), _num(run.energy_ratio, ".3f")]
+            for r, run in _runs(results)]
+
+
+def layer_rows(run: EvalRun) -> list[list[str]]:
+    return [[x.name, f"{x.neurons:,}", _pct(x.firing_rate), _num(x.spikes_per_sample, ",.1f"), _pct(x.silent),
+             _pct(x.saturated)] for x in run.layers]
+
+
+def ops_rows(run: EvalRun) -> list[list[str]]:
+    ann = {o.name: o.energy_pj_per_sample for o in run.ann_ops}
+    rows = []
+    for o in run.ops:
+        label = f"{o.name} (RepAct)" if run.repact_macs is not None and o.name == run.classifier else o.name
+        rows.append([label, o.input_kind, _num(o.sops_per_sample), _num(o.macs_per_sample),
+                     _num(o.energy_pj_per_sample / 1e3, ",.1f"),
+                     _num(ann[o.name] / 1e3, ",.1f") if o.name in ann else "-"])
     return rows
 
 
-SUMMARY_HEADER = ["artifact", "kind", "T", "top1 %", "top5 %", "spikes/img", "rate %", "n"]
-LAYER_HEADER = ["layer", "neurons", "rate %", "spikes/img"]
+def tables(results: list[EvalResult]) -> list[tuple[str, list, list]]:
+    out = [("Accuracy and activity", SUMMARY_HEADER, summary_rows(results)),
+           ("Operations and energy (per image)", ENERGY_HEADER, energy_rows(results))]
+    for r in results:
+        run = r.runs[0]
+        if run.layers:
+            out.append((f"Per-layer activity: {_name(r)} (T={run.T})", LAYER_HEADER, layer_rows(run)))
+        if run.T is not None:
+            out.append((f"Per-layer operations: {_name(r)} (T={run.T})", OPS_HEADER, ops_rows(run)))
+    return out
 
 
-def layer_rows(r: EvalResult) -> list[list[str]]:
-    run = r.runs[0]
-    return [[layer.name, str(layer.neurons), _pct(layer.firing_rate), _num(layer.spikes_per_sample, ",.1f")]
-            for layer in run.layers]
+LEGEND = """\
+Columns: top1/top5 % = accuracy on the test split; spikes/img = spikes of all spiking layers over all T
+steps for one input; rate % = spikes / (neurons x T); img/s and ms/batch = measured inference speed on the
+evaluating device; SOPs = accumulates triggered by input spikes (each spike x its fan-out); MACs =
+multiply-accumulates of layers fed analog values (the directly encoded first layer, RepAct's classifier,
+convs after an average pool); energy = MACs x E_MAC + SOPs x E_AC (E_MAC = {e_mac} pJ, E_AC = {e_ac} pJ,
+Horowitz 2014, 45 nm); x ANN = energy relative to the same network run as an ANN (its MACs x E_MAC);
+silent / saturated % = neurons that never fired / fired at every step on the evaluated samples.
+"""
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -53,28 +105,42 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: Report) -> str:
-    parts = [f"# enofctl evaluation\n\nenofctl {report.enofctl}, {report.created}\n",
-             "## Summary\n", _md_table(SUMMARY_HEADER, summary_rows(report.results)), ""]
-    for r in report.results:
-        if r.runs[0].layers:
-            parts += [f"## Per-layer activity: {Path(r.artifact).name} (T={r.runs[0].T})\n",
-                      _md_table(LAYER_HEADER, layer_rows(r)), ""]
-    parts.append("Firing rate = spikes / (neurons x T); spikes/sample = all spikes of all layers and steps for "
-                 "one input. Accuracy on the artifact's test split.\n")
+def markdown(report: Report, plots: list[str]) -> str:
+    parts = [f"# enofctl evaluation\n\nenofctl {report.enofctl}, {report.created}\n"]
+    for title, header, rows in tables(report.results):
+        parts += [f"## {title}\n", _md_table(header, rows), ""]
+    r0 = report.results[0]
+    parts.append(LEGEND.format(e_mac=r0.e_mac, e_ac=r0.e_ac))
+    parts += [f"![{p}]({p})\n" for p in plots]
     return "\n".join(parts)
 
 
-def write_report(results: list[EvalResult], folder: str | Path) -> Path:
+def _atomic_write(path: Path, data: str | bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def check_report_dir(folder: str | Path) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--report {folder} exists and is not a directory")
     if not folder.parent.is_dir():
         raise UsageError(f"--report {folder}: directory {folder.parent} does not exist")
+    return folder
+
+
+def write_report(results: list[EvalResult], folder: str | Path) -> Path:
+    """report.json, report.md and the plots into ``folder`` (created if its parent exists)."""
+    from enofctl import plots
+
+    folder = check_report_dir(folder)
     folder.mkdir(exist_ok=True)
     report = Report(results=results)
-    for name, text in (("report.json", report.model_dump_json(indent=2)), ("report.md", markdown(report))):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)
+    made = []
+    for name, png in plots.all_plots(results).items():
+        _atomic_write(folder / name, png)
+        made.append(name)
+    _atomic_write(folder / "report.json", report.model_dump_json(indent=2))
+    _atomic_write(folder / "report.md", markdown(report, made))
     return folder

@@ -11,6 +11,19 @@ from pydantic import ValidationError
 
 from enofctl.errors import EnofError
 
+try:  # typer >= 0.2x vendors click as typer._click and raises its own exception classes, not click's
+    from typer._click import exceptions as _tx
+
+    _NoArgsIsHelp = (click.exceptions.NoArgsIsHelpError, _tx.NoArgsIsHelpError)
+    _Usage = (click.UsageError, _tx.UsageError)
+    _Exit = (click.exceptions.Exit, typer.Exit)
+    _Abort = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+except ImportError:  # older typer: click's classes
+    _NoArgsIsHelp = (click.exceptions.NoArgsIsHelpError,)
+    _Usage = (click.UsageError,)
+    _Exit = (click.exceptions.Exit,)
+    _Abort = (click.exceptions.Abort, KeyboardInterrupt)
+
 app = typer.Typer(
     name="enofctl",
     help="Turn a trained ANN into an accurate, low-activity spiking neural network.\n\n"
@@ -43,21 +56,22 @@ def _fail(message: str, code: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="enofctl")
+        if rv == 130:  # typer turns Ctrl-C into a return code when not standalone
+            print("enofctl: interrupted (a checkpoint is kept; continue with --resume)", file=sys.stderr)
         sys.exit(rv if isinstance(rv, int) else 0)
     except EnofError as e:
         _fail(str(e), e.exit_code)
-    except click.exceptions.NoArgsIsHelpError as e:
-        click.echo(e.ctx.get_help(), err=True)
+    except _NoArgsIsHelp:  # typer has printed the help already
         sys.exit(2)
-    except click.UsageError as e:
+    except _Usage as e:
         cmd = f" ({e.ctx.command_path} --help)" if e.ctx else ""
         _fail(f"{e.format_message()}{cmd}", 2)
     except ValidationError as e:  # a config built from options that no option check caught
         first = e.errors()[0]
         _fail(f"invalid option {'.'.join(map(str, first['loc']))}: {first['msg']}", 2)
-    except click.exceptions.Exit as e:
+    except _Exit as e:
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except _Abort:
         print("enofctl: interrupted", file=sys.stderr)
         sys.exit(130)
     except MemoryError:

@@ -29,7 +29,8 @@ def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
         yield None
         return
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True)
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+                   disable=not err.is_terminal)  # no live bar into pipes/logs: it would leave blank lines
     task = None
 
     def on_event(ev: Event) -> None:
@@ -52,4 +53,4 @@ def emit(result: BaseModel | dict, as_json: bool, text: str | None = None) -> No
         data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
         print(json.dumps(data))
     elif text is not None:
-        out.print(text)
+        print(text)  # verbatim: rich would read "[...]" in a path as markup and drop it

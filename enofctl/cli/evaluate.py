@@ -22,29 +22,37 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 
 
 def evaluate(
-    artifacts: Annotated[list[Path], typer.Argument(help="One or more artifacts (teacher or student).")],
+    artifacts: Annotated[list[Path], typer.Argument(help="One or more artifacts (teacher or student), "
+                                                    "compared side by side.")],
     T: Annotated[Optional[str], typer.Option("--T", help="Evaluate students at these time steps, e.g. 1,2,4,8 "
                                              "[default: each student's own T].")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write report.json and report.md into this folder.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this "
+                                                   "folder.")] = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 256,
     dataset: Annotated[Optional[str], typer.Option(help="Evaluate on this dataset instead of the artifact's.")] = None,
     data_dir: o.DataDir = None,
     download: o.Download = False,
     device: o.DeviceOpt = o.Device.auto,
+    e_mac: Annotated[float, typer.Option(min=0.0, help="Energy per multiply-accumulate, pJ.")] = 4.6,
+    e_ac: Annotated[float, typer.Option(min=0.0, help="Energy per accumulate, pJ.")] = 0.9,
+    speed_batches: Annotated[int, typer.Option(min=0, help="Batches timed for throughput (0: skip).")] = 5,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
-    """Accuracy (top-1/top-5) and spiking activity (firing rate per layer, spikes per sample)."""
-    from enofctl.report import LAYER_HEADER, SUMMARY_HEADER, layer_rows, summary_rows, write_report
+    """Accuracy, spiking activity, synaptic operations, energy and speed of one or more artifacts."""
+    from enofctl.report import check_report_dir, tables, write_report
     from enofctl.stages import EvalConfig
     from enofctl.stages import evaluate as run
 
     Ts = o.parse_int_list(T)
+    if report is not None:
+        check_report_dir(report)
+    cfg = EvalConfig(T=Ts, limit=limit, batch_size=batch_size, dataset=dataset,
+                     data_dir=str(data_dir) if data_dir else None, download=download, device=device.value,
+                     e_mac=e_mac, e_ac=e_ac, speed_batches=speed_batches)
     results = []
     for path in artifacts:
-        cfg = EvalConfig(T=Ts, limit=limit, batch_size=batch_size, dataset=dataset,
-                         data_dir=str(data_dir) if data_dir else None, download=download, device=device.value)
         with progress(quiet or json_, f"eval {path.name}") as cb:
             results.append(run(path, cfg, progress=cb))
     if report is not None:
@@ -54,10 +62,9 @@ def evaluate(
         return
     from enofctl.cli.display import out
 
-    out.print(_table("Summary", SUMMARY_HEADER, summary_rows(results)))
-    for r in results:
-        if r.runs[0].layers and not quiet:
-            out.print(_table(f"Per-layer activity: {r.artifact} (T={r.runs[0].T})", LAYER_HEADER, layer_rows(r)))
+    for i, (title, header, rows) in enumerate(tables(results)):
+        if i < 2 or not quiet:
+            out.print(_table(title, header, rows))
     if report is not None and not quiet:
         err.print(f"report written to {report}/")
 

@@ -51,11 +51,16 @@ def activation_order(model: nn.Module, input_size: tuple[int, int, int]) -> list
         for name, m in model.named_modules()
         if _is_activation(m) or isinstance(m, SpikingNeuron)
     ]
+    # a (partly) spiking model folds time into the batch: one sample needs T rows
+    rows = max((m.T for m in model.modules() if isinstance(m, SpikingNeuron)), default=1)
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *input_size))
+            model(torch.zeros(rows, *input_size))
+    except RuntimeError as e:  # e.g. an input size that does not fit the model
+        raise ConversionError(f"cannot run the model on an input of size {tuple(input_size)}: "
+                              f"{str(e).splitlines()[0][:200]}") from e
     finally:
         model.train(was_training)
         for h in hooks:

@@ -103,9 +103,9 @@ def batches_on(split, device: torch.device, mean, std, **kw) -> Iterator[tuple[t
         yield normalize(x, mean, std), y.to(device, non_blocking=True)
 
 
-def n_batches(split, batch_size: int, limit: int | None = None) -> int:
+def n_batches(split, batch_size: int, limit: int | None = None, drop_last: bool = False) -> int:
     n = len(split) if limit is None else min(limit, len(split))
-    return math.ceil(n / batch_size)
+    return n // batch_size if drop_last and n > batch_size else math.ceil(n / batch_size)
 
 
 @torch.no_grad()
@@ -158,7 +158,7 @@ def fit(
     """
     gen = seed_everything(cfg.seed)
     opt = make_optimizer(model, cfg)
-    steps = n_batches(data.train, cfg.batch_size, cfg.limit_train)
+    steps = n_batches(data.train, cfg.batch_size, cfg.limit_train, drop_last=True)
     sched = cosine_with_warmup(opt, cfg.epochs * steps, cfg.warmup_epochs * steps)
     history: list[dict[str, float]] = []
     start = 0
@@ -178,7 +178,7 @@ def fit(
         t0, sums, seen = time.perf_counter(), {}, 0
         it = batches_on(data.train, device, mean, std, batch_size=cfg.batch_size, shuffle=True,
                         augment=cfg.augment,
-                        generator=gen, limit=cfg.limit_train)
+                        generator=gen, limit=cfg.limit_train, drop_last=True)
         for step, (x, y) in enumerate(it):
             loss, terms = step_loss(x, y)
             if not torch.isfinite(loss):

@@ -27,8 +27,8 @@ from enofctl.stages.teacher import StageResult
 
 
 class DistillConfig(TrainConfig):
-    epochs: int = Field(20, ge=1)
-    lr: float = Field(0.02, gt=0)
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(0.05, gt=0)
     T: int | None = Field(None, ge=1, le=1024, description="time steps; None = the student's T (4 if converted)")
     laf_lambda: float = Field(0.1, ge=0, description="weight of L_AF (authors' code: 0.1; paper unconfirmed)")
     laf_tau: float = Field(20.0, gt=0, description="L_AF temperature (authors' code: 20; paper unconfirmed)")
@@ -90,7 +90,7 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
         return ce + cfg.laf_lambda * laf, {"ce": ce.item(), "laf": laf.item()}
 
     history = fit("distill", s_model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume, progress)
-    run = measure(s_model, data.test, device, spec.mean, spec.std)
+    run = measure(s_model, data.test, device, spec.mean, spec.std, spec.input_size)
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
         config=cfg.model_dump(), history=history, parents=parents,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from enofctl import artifacts
 from enofctl.data import load_dataset
 from enofctl.errors import UsageError
+from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
 from enofctl.spiking import SpikingNet, SpikingNeuron
 from enofctl.stages.common import ProgressFn, Progress, batches_on, n_batches, resolve_device
 
@@ -28,6 +30,9 @@ class EvalConfig(BaseModel):
     data_dir: str | None = None
     download: bool = False
     device: str = "auto"
+    e_mac: float = Field(E_MAC_PJ, gt=0, description="pJ per multiply-accumulate (Horowitz 2014, 45 nm)")
+    e_ac: float = Field(E_AC_PJ, gt=0, description="pJ per accumulate (Horowitz 2014, 45 nm)")
+    speed_batches: int = Field(5, ge=0, description="batches timed for throughput/latency (0: skip)")
 
 
 class LayerActivity(BaseModel):
@@ -35,10 +40,19 @@ class LayerActivity(BaseModel):
     neurons: int = Field(description="neurons per sample")
     firing_rate: float = Field(description="spikes / (neurons * T)")
     spikes_per_sample: float
+    silent: float = Field(description="fraction of neurons that never fired on the evaluated samples")
+    saturated: float = Field(description="fraction of neurons that fired at every step of every sample")
+
+
+class Speed(BaseModel):
+    device: str
+    batch_size: int
+    images_per_s: float
+    latency_ms_per_batch: float
 
 
 class EvalRun(BaseModel):
-    """One evaluation at one T (T is None for an ANN)."""
+    """One evaluation at one T (T is None for an ANN). Operations and energy are per sample."""
 
     T: int | None
     top1: float
@@ -48,6 +62,16 @@ class EvalRun(BaseModel):
     mean_firing_rate: float | None
     firing_rates: dict[str, float]
     layers: list[LayerActivity]
+    sops: float = Field(description="synaptic operations (accumulates triggered by spikes) per sample")
+    macs: float = Field(description="multiply-accumulates (layers fed analog values) per sample")
+    energy_pj: float = Field(description="macs * e_mac + sops * e_ac per sample, picojoules")
+    ann_energy_pj: float = Field(description="energy of the same network as an ANN: its macs * e_mac")
+    energy_ratio: float = Field(description="energy_pj / ann_energy_pj")
+    classifier: str | None = Field(None, description="name of the classifier layer")
+    repact_macs: float | None = Field(None, description="MACs of the classifier fed RepAct's analog feature")
+    ops: list[LayerOps]
+    ann_ops: list[LayerOps] = Field(default_factory=list, description="a student's network run as an ANN")
+    speed: Speed | None = None
 
 
 class EvalResult(BaseModel):
@@ -67,25 +91,32 @@ class EvalResult(BaseModel):
     T: int | None
     spikes_per_sample: float | None
     firing_rates: dict[str, float]
+    sops: float
+    macs: float
+    energy_pj: float
+    energy_ratio: float
+    e_mac: float
+    e_ac: float
     runs: list[EvalRun]
 
 
 class ActivityMeter:
-    """Counts the spikes each neuron layer emits during forwards, through forward hooks (no neuron state)."""
+    """Counts the spikes of every neuron of every spiking layer through forward hooks (no neuron state)."""
 
     def __init__(self, model: nn.Module):
-        self.spikes: dict[str, float] = {}
-        self.elements: dict[str, int] = {}
+        self.counts: dict[str, torch.Tensor] = {}  # per neuron: spikes over all steps and samples
+        self.rows: dict[str, int] = {}  # T * samples seen
         root = model.body if isinstance(model, SpikingNet) else model  # layer names as in the teacher
         self._hooks = [
-            m.register_forward_hook(self._hook(name))
+            m.register_forward_hook(self._hook(name, m))
             for name, m in root.named_modules() if isinstance(m, SpikingNeuron)
         ]
 
-    def _hook(self, name: str):
+    def _hook(self, name: str, neuron: SpikingNeuron):
         def fn(_mod, _inp, out):
-            self.spikes[name] = self.spikes.get(name, 0.0) + out.detach().sum().item()
-            self.elements[name] = self.elements.get(name, 0) + out.numel()
+            per_neuron = out.detach().flatten(1).sum(0, dtype=torch.float64)  # [neurons]
+            self.counts[name] = self.counts[name] + per_neuron if name in self.counts else per_neuron
+            self.rows[name] = self.rows.get(name, 0) + out.shape[0]
 
         return fn
 
@@ -94,20 +125,50 @@ class ActivityMeter:
             h.remove()
 
     def layers(self, samples: int, T: int) -> list[LayerActivity]:
-        return [
-            LayerActivity(name=n, neurons=self.elements[n] // (samples * T),
-                          firing_rate=self.spikes[n] / self.elements[n],
-                          spikes_per_sample=self.spikes[n] / samples)
-            for n in self.spikes
-        ]
+        out = []
+        for n, c in self.counts.items():
+            rows = self.rows[n]  # = T * samples
+            out.append(LayerActivity(
+                name=n, neurons=c.numel(), firing_rate=c.sum().item() / (c.numel() * rows),
+                spikes_per_sample=c.sum().item() / samples, silent=(c == 0).double().mean().item(),
+                saturated=(c == rows).double().mean().item(),
+            ))
+        return out
 
 
 @torch.no_grad()
-def measure(model: nn.Module, split, device: torch.device, mean, std, batch_size: int = 256,
-            limit: int | None = None, progress: ProgressFn | None = None) -> EvalRun:
-    """Accuracy and per-layer activity of ``model`` (an ANN or a SpikingNet) on ``split``."""
+def measure_speed(model: nn.Module, split, device: torch.device, mean, std, batch_size: int, batches: int,
+                  ) -> Speed | None:
+    """Inference throughput and latency per batch, timed after one warm-up batch, without any hooks."""
+    if batches <= 0:
+        return None
+    xs = [x for x, _ in batches_on(split, device, mean, std, batch_size=batch_size, limit=batch_size * (batches + 1))]
+    if len(xs) < 2:
+        return None
+    model(xs[0])  # warm-up
+    times, n = [], 0
+    for x in xs[1:]:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        n += len(x)
+    return Speed(device=str(device), batch_size=batch_size, images_per_s=n / sum(times),
+                 latency_ms_per_batch=1000 * sum(times) / len(times))
+
+
+@torch.no_grad()
+def measure(model: nn.Module, split, device: torch.device, mean, std, input_size: tuple[int, ...],
+            batch_size: int = 256, limit: int | None = None, progress: ProgressFn | None = None,
+            e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ, speed_batches: int = 0) -> EvalRun:
+    """Accuracy, per-layer activity, operations and energy of ``model`` (an ANN or a SpikingNet)."""
     model.eval().to(device)
+    spiking = isinstance(model, SpikingNet)
     meter = ActivityMeter(model)
+    ops = OpsMeter(model) if spiking else None
     c1 = c5 = n = 0
     steps = n_batches(split, batch_size, limit)
     try:
@@ -121,16 +182,35 @@ def measure(model: nn.Module, split, device: torch.device, mean, std, batch_size
                 progress(Progress("eval", 1, 1, i + 1, steps))
     finally:
         meter.close()
-    T = model.T if isinstance(model, SpikingNet) else None
-    layers = meter.layers(max(n, 1), T or 1) if T else []
+        if ops:
+            ops.close()
+    T = model.T if spiking else None
+    layers = meter.layers(max(n, 1), T or 1) if spiking else []
     total = sum(layer.spikes_per_sample for layer in layers)
     neurons = sum(layer.neurons for layer in layers)
+    ann_rows = dense_macs(model, input_size, e_mac=e_mac)
+    # an ANN multiplies in every layer, whatever its input happens to be (ReLU outputs can be 0/1)
+    op_rows = ops.rows(max(n, 1), e_mac, e_ac) if ops else ann_rows
+    tot, ann = totals(op_rows), totals(ann_rows)
+    head = _classifier_name(model)
+    repact_macs = next((r.macs_per_sample for r in op_rows if r.name == head), None) \
+        if spiking and model.spec.repact else None
     return EvalRun(
         T=T, top1=c1 / max(n, 1), top5=c5 / max(n, 1), samples=n,
-        spikes_per_sample=total if T else None,
-        mean_firing_rate=total / (neurons * T) if T and neurons else None,
+        spikes_per_sample=total if spiking else None,
+        mean_firing_rate=total / (neurons * T) if spiking and neurons else None,
         firing_rates={layer.name: layer.firing_rate for layer in layers}, layers=layers,
+        sops=tot["sops"], macs=tot["macs"], energy_pj=tot["energy_pj"], ann_energy_pj=ann["energy_pj"],
+        energy_ratio=tot["energy_pj"] / ann["energy_pj"] if ann["energy_pj"] else float("nan"),
+        classifier=head, repact_macs=repact_macs, ops=op_rows, ann_ops=ann_rows if spiking else [],
+        speed=measure_speed(model, split, device, mean, std, batch_size, speed_batches),
     )
+
+
+def _classifier_name(model: nn.Module) -> str | None:
+    root = model.body if isinstance(model, SpikingNet) else model
+    head = model.get_classifier()
+    return next((n for n, m in root.named_modules() if m is head), None)
 
 
 def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
@@ -146,11 +226,13 @@ def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = No
     for T in (cfg.T or [None]) if m.kind == "student" else [None]:  # an ANN has no time steps
         if T is not None:
             model.set_T(T)
-        runs.append(measure(model, data.test, device, m.model.mean, m.model.std, cfg.batch_size, cfg.limit,
-                            progress))
+        runs.append(measure(model, data.test, device, m.model.mean, m.model.std, m.model.input_size,
+                            cfg.batch_size, cfg.limit, progress, cfg.e_mac, cfg.e_ac, cfg.speed_batches))
     first = runs[0]
     return EvalResult(
         artifact=str(path), sha256=art.sha256, kind=m.kind, model=m.model.name, dataset=data.info.name,
         top1=first.top1, top5=first.top5, samples=first.samples, T=first.T,
-        spikes_per_sample=first.spikes_per_sample, firing_rates=first.firing_rates, runs=runs,
+        spikes_per_sample=first.spikes_per_sample, firing_rates=first.firing_rates, sops=first.sops,
+        macs=first.macs, energy_pj=first.energy_pj, energy_ratio=first.energy_ratio, e_mac=cfg.e_mac,
+        e_ac=cfg.e_ac, runs=runs,
     )

@@ -1,0 +1,208 @@
+"""Synaptic operations, multiply-accumulates and the energy estimate of every conv / linear layer.
+
+Conventions (shared/methods.md, "Conventions for energy figures"):
+
+- a layer whose input is binary (every element 0 or 1: spikes) does one accumulate per input spike and
+  per synapse it reaches: SOPs = sum over input spikes of their fan-out;
+- a layer whose input is analog (the directly encoded first conv, a classifier fed a real-valued feature,
+  a conv after an average pool...) does the dense count of multiply-accumulates (MACs);
+- energy = MACs * E_MAC + SOPs * E_AC, with Horowitz (2014), 45 nm, 32-bit float: E_MAC = 4.6 pJ,
+  E_AC = 0.9 pJ. The ANN's energy is its MACs * E_MAC (see ``dense_macs``).
+
+Biases, norms, pools and neurons are not counted. A conv's exact SOP count, without a loop over spikes:
+sum the input over the channels of each group, convolve with an all-ones kernel ``[G, 1, *k]`` using the
+layer's stride / padding / dilation and ``groups=G``, so each output position holds the spikes of its
+receptive field; the sum over output positions is the number of (spike, output position) pairs, and every
+such pair feeds the ``out_channels / G`` output channels of the group.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from enofctl.spiking import SpikingNet
+
+E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
+E_AC_PJ = 0.9  # pJ per 32-bit float accumulate, 45 nm (Horowitz 2014)
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+Kind = Literal["spikes", "analog", "mixed"]
+
+
+class LayerOps(BaseModel):
+    """Operations and energy of one layer, per sample (over all time steps of a spiking forward)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: Literal["conv", "linear"]
+    input_kind: Kind = Field(description="spikes: binary input on every call; analog: never; mixed: both")
+    sops_per_sample: float = Field(description="accumulates triggered by input spikes")
+    macs_per_sample: float = Field(description="multiply-accumulates on analog input")
+    energy_pj_per_sample: float = Field(description="macs * e_mac + sops * e_ac, picojoules")
+
+
+def is_binary(x: torch.Tensor) -> bool:
+    """Whether every element of ``x`` is 0 or 1 (an empty tensor counts as binary)."""
+    return bool(((x == 0) | (x == 1)).all())
+
+
+def conv_sops(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> int:
+    """Exact accumulates of ``conv`` on a binary input ``x`` ([N, C, *spatial] or unbatched [C, *spatial])."""
+    _check_conv(conv)
+    nd, G = len(conv.kernel_size), conv.groups
+    if x.dim() == nd + 1:
+        x = x.unsqueeze(0)  # unbatched input
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        per_group = x.detach().float().unflatten(1, (G, -1)).sum(2)  # [N, G, *spatial], spikes per group
+        ones = per_group.new_ones(G, 1, *conv.kernel_size)
+        reach = _CONV_FN[nd](per_group, ones, stride=conv.stride, padding=conv.padding,
+                             dilation=conv.dilation, groups=G)  # [N, G, *out]: spikes in each receptive field
+        pairs = reach.sum(dtype=torch.float64).item()  # (spike, output position) pairs, exact integer
+    return round(pairs) * (conv.out_channels // G)
+
+
+def conv_macs(conv: nn.modules.conv._ConvNd, out: torch.Tensor) -> int:
+    """Dense multiply-accumulates of ``conv`` given its output: each output element sums a receptive field."""
+    return out.numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
+
+
+def linear_sops(linear: nn.Linear, x: torch.Tensor) -> int:
+    """Accumulates of ``linear`` on a binary input of any leading shape: each spike reaches out_features."""
+    with torch.no_grad():
+        spikes = x.detach().sum(dtype=torch.float64).item()
+    return round(spikes) * linear.out_features
+
+
+def linear_macs(linear: nn.Linear, x: torch.Tensor) -> int:
+    """Dense multiply-accumulates of ``linear`` on an input of any leading shape ``[..., in_features]``."""
+    return (x.numel() // linear.in_features) * linear.in_features * linear.out_features
+
+
+def _check_conv(conv: nn.modules.conv._ConvNd) -> None:
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"cannot count the operations of {conv}: padding_mode={conv.padding_mode!r} "
+                         "(only 'zeros' is supported)")
+
+
+class OpsMeter:
+    """Counts SOPs (binary input) and MACs (analog input) of every conv and linear layer, by forward hooks.
+
+    Counts accumulate over all forward calls until ``reset()``; a spiking net's layers see ``[T*B, ...]``,
+    so its counts cover all T steps. Layer names are relative to ``root`` (default: ``model.body`` for a
+    SpikingNet, so they match the teacher's; otherwise ``model``).
+    """
+
+    def __init__(self, model: nn.Module, root: nn.Module | None = None, force_analog: bool = False):
+        if root is None:
+            root = model.body if isinstance(model, SpikingNet) else model
+        self.force_analog = force_analog
+        self.sops: dict[str, int] = {}
+        self.macs: dict[str, int] = {}
+        self.calls: dict[str, int] = {}
+        self.kinds: dict[str, set[str]] = {}
+        self.types: dict[str, Literal["conv", "linear"]] = {}
+        rel = {id(m): n for n, m in root.named_modules()}
+        self._hooks = []
+        for name, m in model.named_modules():
+            if not isinstance(m, _CONVS + (nn.Linear,)):
+                continue
+            if isinstance(m, _CONVS):
+                _check_conv(m)
+            name = rel.get(id(m), name)  # a layer outside root keeps its name in model
+            self._hooks.append(m.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str):
+        @torch.no_grad()
+        def fn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+            x = inp[0]
+            binary = not self.force_analog and is_binary(x)
+            if isinstance(mod, nn.Linear):
+                self.types[name] = "linear"
+                sops, macs = (linear_sops(mod, x), 0) if binary else (0, linear_macs(mod, x))
+            else:
+                self.types[name] = "conv"
+                sops, macs = (conv_sops(mod, x), 0) if binary else (0, conv_macs(mod, out))
+            self.sops[name] = self.sops.get(name, 0) + sops
+            self.macs[name] = self.macs.get(name, 0) + macs
+            self.calls[name] = self.calls.get(name, 0) + 1
+            self.kinds.setdefault(name, set()).add("spikes" if binary else "analog")
+
+        return fn
+
+    def input_kind(self, name: str) -> Kind:
+        kinds = self.kinds[name]
+        return "mixed" if len(kinds) > 1 else next(iter(kinds))  # type: ignore[return-value]
+
+    def reset(self) -> None:
+        for d in (self.sops, self.macs, self.calls, self.kinds, self.types):
+            d.clear()
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def __enter__(self) -> OpsMeter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def rows(self, samples: int, e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ) -> list[LayerOps]:
+        """Per-sample figures of every layer called since the last reset, in the order first called."""
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        out = []
+        for name in self.calls:
+            sops, macs = self.sops[name] / samples, self.macs[name] / samples
+            out.append(LayerOps(name=name, type=self.types[name], input_kind=self.input_kind(name),
+                                sops_per_sample=sops, macs_per_sample=macs,
+                                energy_pj_per_sample=macs * e_mac + sops * e_ac))
+        return out
+
+
+def totals(rows: Iterable[LayerOps]) -> dict[str, float]:
+    """Per-sample totals over layers: ``{"sops", "macs", "energy_pj"}``."""
+    rows = list(rows)
+    return {
+        "sops": sum(r.sops_per_sample for r in rows),
+        "macs": sum(r.macs_per_sample for r in rows),
+        "energy_pj": sum(r.energy_pj_per_sample for r in rows),
+    }
+
+
+def dense_macs(model: nn.Module, input_size: tuple[int, ...], root: nn.Module | None = None,
+               e_mac: float = E_MAC_PJ) -> list[LayerOps]:
+    """The ANN's MACs per sample: one eval-mode forward of a zero input, every layer counted as analog.
+
+    For a SpikingNet, the figures of its body run as an ANN (one time step's worth of MACs), named as in
+    the teacher.
+    """
+    rows = 1
+    if isinstance(model, SpikingNet):
+        # its neurons unfold T rows per sample: feed T rows to the body (no time-averaging), divide by T
+        rows = model.T
+        model = model.body
+        root = model if root is None else root
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    meter = OpsMeter(model, root, force_analog=True)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(rows, *input_size, device=device, dtype=dtype))
+    finally:
+        model.train(was_training)
+        meter.close()
+    return meter.rows(rows, e_mac=e_mac, e_ac=0.0)
