@@ -28,6 +28,7 @@ from enofctl.spiking import SpikingNet, SpikingSpec, make_spiking
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "enofctl"
+DIGEST_KEY = "enofctl.manifest_sha256"  # sha256 of the manifest JSON, which holds the tensors' sha256
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # a manifest plus a few thousand tensor entries fit easily
 
 
@@ -132,6 +133,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def manifest_metadata(text: str) -> dict[str, str]:
+    """The safetensors metadata that carries a manifest's JSON ``text`` and its sha256."""
+    return {METADATA_KEY: text, DIGEST_KEY: hashlib.sha256(text.encode()).hexdigest()}
+
+
 def check_output_path(out: str | Path) -> Path:
     """Fail before any work if ``out`` cannot be written: its folder must exist and it must not be a folder."""
     out = Path(out)
@@ -151,7 +157,7 @@ def save(path: str | Path, manifest: Manifest, tensors: dict[str, torch.Tensor])
     manifest.tensors_sha256 = tensors_digest(tensors)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: manifest.model_dump_json()})
+        save_file(tensors, str(tmp), metadata=manifest_metadata(manifest.model_dump_json()))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -249,8 +255,11 @@ def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) 
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or METADATA_KEY not in meta:
         raise ArtifactError(f"{path} is a safetensors file but not an enofctl artifact (no manifest)")
+    text = meta[METADATA_KEY]
+    if not isinstance(text, str) or meta.get(DIGEST_KEY) != hashlib.sha256(text.encode()).hexdigest():
+        raise ArtifactError(f"{path}: manifest does not match its sha256 (modified or corrupt file)")
     try:
-        raw = json.loads(meta[METADATA_KEY])
+        raw = json.loads(text)
     except (TypeError, json.JSONDecodeError) as e:
         raise ArtifactError(f"{path}: manifest is not valid JSON") from e
     if not isinstance(raw, dict):

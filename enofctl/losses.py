@@ -16,7 +16,8 @@ def softened_kl(target_logits: torch.Tensor, logits: torch.Tensor, tau: float) -
     ) * (tau * tau)
 
 
-def laf_loss(f_s: torch.Tensor, teacher_logits: torch.Tensor, teacher_head: torch.nn.Module, tau: float) -> torch.Tensor:
+def laf_loss(f_s: torch.Tensor, teacher_logits: torch.Tensor, teacher_head: torch.nn.Module,
+             tau: float) -> torch.Tensor:
     """EnOF-SNN's L_AF: the student's feature through the teacher's frozen classifier, matched to the teacher.
 
     ``f_s`` [B, F] student output feature; ``teacher_logits`` [B, K] = W_a f_a + b_a (no grad);

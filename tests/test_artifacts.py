@@ -76,7 +76,20 @@ def _rewrite_manifest(path: Path, edit) -> None:
     tensors = load_file(str(path))
     raw = json.loads(meta[artifacts.METADATA_KEY])
     edit(raw)
-    save_file(tensors, str(path), metadata={artifacts.METADATA_KEY: json.dumps(raw)})
+    save_file(tensors, str(path), metadata=artifacts.manifest_metadata(json.dumps(raw)))
+
+
+def test_edited_manifest_is_refused(teacher_file) -> None:
+    """A manifest changed without its digest (e.g. a hand-edited input size) is refused as tampered."""
+    path = teacher_file[0]
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    raw = json.loads(meta[artifacts.METADATA_KEY])
+    raw["model"]["input_size"] = [3, 99, 99]
+    meta[artifacts.METADATA_KEY] = json.dumps(raw)
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(ArtifactError, match="manifest does not match its sha256"):
+        artifacts.load(path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -235,7 +248,7 @@ def test_invalid_manifest(teacher_file, edit, pattern: str) -> None:
 
 def test_manifest_not_json(teacher_file) -> None:
     path = teacher_file[0]
-    save_file(load_file(str(path)), str(path), metadata={artifacts.METADATA_KEY: "{not json"})
+    save_file(load_file(str(path)), str(path), metadata=artifacts.manifest_metadata("{not json"))
     with refused(ArtifactError, path, r"^<path>: manifest is not valid JSON$"):
         artifacts.load(path)
 

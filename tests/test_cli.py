@@ -306,7 +306,7 @@ def _newer_schema(d: Path, pipe: Pipeline) -> Path:
     raw = json.loads(meta[artifacts.METADATA_KEY])
     raw["schema_version"] = 99
     p = d / "future.safetensors"
-    save_file(load_file(str(pipe.teacher)), str(p), metadata={artifacts.METADATA_KEY: json.dumps(raw)})
+    save_file(load_file(str(pipe.teacher)), str(p), metadata=artifacts.manifest_metadata(json.dumps(raw)))
     return p
 
 

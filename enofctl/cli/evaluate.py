@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -24,13 +24,13 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 def evaluate(
     artifacts: Annotated[list[Path], typer.Argument(help="One or more artifacts (teacher or student), "
                                                     "compared side by side.")],
-    T: Annotated[Optional[str], typer.Option("--T", help="Evaluate students at these time steps, e.g. 1,2,4,8 "
+    T: Annotated[str | None, typer.Option("--T", help="Evaluate students at these time steps, e.g. 1,2,4,8 "
                                              "[default: each student's own T].")] = None,
-    report: Annotated[Optional[Path], typer.Option(help="Write report.json, report.md and PNG plots into this "
+    report: Annotated[Path | None, typer.Option(help="Write report.json, report.md and PNG plots into this "
                                                    "folder.")] = None,
     limit: o.Limit = None,
     batch_size: o.BatchSize = 256,
-    dataset: Annotated[Optional[str], typer.Option(help="Evaluate on this dataset instead of the artifact's.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset instead of the artifact's.")] = None,
     data_dir: o.DataDir = None,
     download: o.Download = False,
     device: o.DeviceOpt = o.Device.auto,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -38,28 +38,28 @@ class Optim(str, Enum):
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Artifact to write (.safetensors); written atomically.")]
 Dataset = Annotated[str, typer.Option(help="Dataset name (see `enofctl datasets`).")]
-DataDir = Annotated[Optional[Path], typer.Option(help="Where the dataset's files are.")]
+DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are.")]
 Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
-Epochs = Annotated[Optional[int], typer.Option(min=1, help="Training epochs [default: the stage's].")]
+Epochs = Annotated[int | None, typer.Option(min=1, help="Training epochs [default: the stage's].")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]
-Lr = Annotated[Optional[float], typer.Option(min=0.0, help="Peak learning rate [default: the stage's].")]
+Lr = Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate [default: the stage's].")]
 Optimizer = Annotated[Optim, typer.Option(help="Optimizer.")]
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="Weight decay (not on norm weights and biases).")]
 Warmup = Annotated[int, typer.Option(min=0, help="Linear warm-up epochs before the cosine schedule.")]
 Seed = Annotated[int, typer.Option(help="Random seed.")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to compute.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")]
-Limit = Annotated[Optional[int], typer.Option(min=1, help="Use only the first N samples (quick looks).")]
+Limit = Annotated[int | None, typer.Option(min=1, help="Use only the first N samples (quick looks).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 T = Annotated[int, typer.Option("--T", min=1, max=1024, help="Time steps.")]
-OptT = Annotated[Optional[int], typer.Option("--T", min=1, max=1024,
+OptT = Annotated[int | None, typer.Option("--T", min=1, max=1024,
                                             help="Time steps [default: the student's, or 4].")]
 Decay = Annotated[float, typer.Option(min=0.0, max=1.0, help="LIF membrane decay per step (1 = no leak).")]
 Vth = Annotated[float, typer.Option("--v-th", min=0.0, help="Firing threshold.")]
 ResetOpt = Annotated[Reset, typer.Option(help="Reset after a spike: hard (to 0) or soft (subtract v_th).")]
 SurrogateOpt = Annotated[Surrogate, typer.Option(help="Surrogate gradient of the spike.")]
-SurrogateAlpha = Annotated[Optional[float], typer.Option(min=0.0, help="Surrogate sharpness/width "
+SurrogateAlpha = Annotated[float | None, typer.Option(min=0.0, help="Surrogate sharpness/width "
                                                          "[default: the surrogate's own].")]
 RepAct = Annotated[bool, typer.Option("--repact/--no-repact",
                                       help="Keep the last activation before the classifier as ReLU (RepAct).")]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -35,7 +35,7 @@ def convert(
 def distill(
     teacher: Annotated[Path, typer.Option(help="Teacher artifact (frozen; guides the student through L_AF).")],
     out: o.Out,
-    student: Annotated[Optional[Path], typer.Option(help="Student artifact to train [default: convert "
+    student: Annotated[Path | None, typer.Option(help="Student artifact to train [default: convert "
                                                     "the teacher].")] = None,
     T: o.OptT = None,
     laf_lambda: Annotated[float, typer.Option(min=0.0, help="Weight of L_AF; 0 = plain CE (authors' code: "
@@ -57,7 +57,7 @@ def distill(
     seed: o.Seed = 0,
     device: o.DeviceOpt = o.Device.auto,
     data_dir: o.DataDir = None,
-    limit_train: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N samples only.")] = None,
+    limit_train: Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.")] = None,
     resume: o.Resume = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -22,10 +22,10 @@ def _result_json(res) -> dict:
 def train(
     out: o.Out,
     dataset: o.Dataset = "digits",
-    model: Annotated[Optional[str], typer.Option(help="Any timm CNN [default: a small ResNet for the dataset]")] = None,
-    width: Annotated[Optional[float], typer.Option(min=0.01, help="Channel width multiplier (resnet20/19).")] = None,
-    model_arg: Annotated[Optional[list[str]], typer.Option(help="Extra timm.create_model KEY=VALUE.")] = None,
-    init: Annotated[Optional[Path], typer.Option(help="Start from this teacher artifact's weights.")] = None,
+    model: Annotated[str | None, typer.Option(help="Any timm CNN [default: a small ResNet for the dataset]")] = None,
+    width: Annotated[float | None, typer.Option(min=0.01, help="Channel width multiplier (resnet20/19).")] = None,
+    model_arg: Annotated[list[str] | None, typer.Option(help="Extra timm.create_model KEY=VALUE.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from this teacher artifact's weights.")] = None,
     epochs: o.Epochs = None,
     batch_size: o.BatchSize = 64,
     lr: o.Lr = None,
@@ -37,7 +37,7 @@ def train(
     device: o.DeviceOpt = o.Device.auto,
     data_dir: o.DataDir = None,
     download: o.Download = False,
-    limit_train: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N samples only.")] = None,
+    limit_train: Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.")] = None,
     resume: o.Resume = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -64,10 +64,10 @@ def train(
 def fetch(
     model: Annotated[str, typer.Argument(help="timm model name, e.g. resnet18")],
     out: o.Out,
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Local weights (.safetensors or torch "
+    checkpoint: Annotated[Path | None, typer.Option(help="Local weights (.safetensors or torch "
                                                        "checkpoint); without it, the Hugging Face hub.")] = None,
     dataset: o.Dataset = "cifar10",
-    model_arg: Annotated[Optional[list[str]], typer.Option(help="Extra timm.create_model KEY=VALUE.")] = None,
+    model_arg: Annotated[list[str] | None, typer.Option(help="Extra timm.create_model KEY=VALUE.")] = None,
     data_dir: o.DataDir = None,
     download: o.Download = False,
     json_: o.Json = False,

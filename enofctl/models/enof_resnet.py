@@ -65,7 +65,7 @@ class EnofResNet(nn.Module):
             stem.append(nn.AvgPool2d(2))
         self.stem = nn.Sequential(*stem)
         stages = []
-        for i, (n, c) in enumerate(zip(layers, channels)):
+        for i, (n, c) in enumerate(zip(layers, channels, strict=True)):
             cout = _ch(c, width)
             blocks = []
             for j in range(n):

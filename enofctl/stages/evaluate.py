@@ -14,7 +14,7 @@ from enofctl.data import load_dataset
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
 from enofctl.spiking import SpikingNet, SpikingNeuron
-from enofctl.stages.common import ProgressFn, Progress, batches_on, n_batches, resolve_device
+from enofctl.stages.common import Progress, ProgressFn, batches_on, n_batches, resolve_device
 
 REPORT_SCHEMA_VERSION = 1
 

@@ -16,7 +16,13 @@ from enofctl.data import Data, load_dataset
 from enofctl.errors import DataError, UsageError
 from enofctl.models import build_model
 from enofctl.stages.common import (
-    ProgressFn, TrainConfig, accuracy, finish_checkpoint, fit, resolve_device, seed_everything,
+    ProgressFn,
+    TrainConfig,
+    accuracy,
+    finish_checkpoint,
+    fit,
+    resolve_device,
+    seed_everything,
 )
 
 # A small ResNet that suits each dataset when --model is not given (narrow ones train on a CPU).
