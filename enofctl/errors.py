@@ -28,3 +28,9 @@ class TrainingError(EnofError):
 
 class ConversionError(UsageError):
     """The model holds a module that cannot be made spiking; the message names it."""
+
+
+class GateError(EnofError):
+    """An evaluation gate failed (e.g. top-1 below --min-top1): the pipeline should stop."""
+
+    exit_code = 3

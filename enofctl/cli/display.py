@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 
 from pydantic import BaseModel
@@ -21,6 +22,7 @@ from enofctl.stages.common import Progress as Event
 from enofctl.stages.common import ProgressFn
 
 err = Console(stderr=True)
+MAIN_RANK = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
 out = Console(soft_wrap=True, highlight=False)
 
 
@@ -32,7 +34,7 @@ def _fmt(metrics: dict) -> str:
 @contextlib.contextmanager
 def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
     """A callback for the stages' progress events: a bar per epoch and one log line per finished epoch."""
-    if quiet:
+    if quiet or not MAIN_RANK:
         yield None
         return
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -56,6 +58,8 @@ def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
 
 def emit(result: BaseModel | dict, as_json: bool, text: str | None = None) -> None:
     """``--json``: one JSON object on stdout; otherwise ``text`` (e.g. the artifact path)."""
+    if not MAIN_RANK:
+        return
     if as_json:
         data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
         print(json.dumps(data))

@@ -37,13 +37,21 @@ def evaluate(
     e_mac: Annotated[float, typer.Option(min=0.0, help="Energy per multiply-accumulate, pJ.")] = 4.6,
     e_ac: Annotated[float, typer.Option(min=0.0, help="Energy per accumulate, pJ.")] = 0.9,
     speed_batches: Annotated[int, typer.Option(min=0, help="Batches timed for throughput (0: skip).")] = 5,
+    min_top1: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Gate: exit 3 if a top-1 (fraction) "
+                                                   "is below this.")] = None,
+    max_spikes_per_sample: Annotated[float | None, typer.Option(min=0.0, help="Gate: exit 3 if a student "
+                                                                "emits more spikes per sample.")] = None,
+    max_energy_ratio: Annotated[float | None, typer.Option(min=0.0, help="Gate: exit 3 if a student's energy "
+                                                           "relative to its ANN is above this.")] = None,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
     """Accuracy, spiking activity, synaptic operations, energy and speed of one or more artifacts."""
+    from enofctl.errors import GateError
     from enofctl.report import check_report_dir, tables, write_report
     from enofctl.stages import EvalConfig
     from enofctl.stages import evaluate as run
+    from enofctl.stages.evaluate import Gates, gate_failures
 
     Ts = o.parse_int_list(T)
     if report is not None:
@@ -57,16 +65,23 @@ def evaluate(
             results.append(run(path, cfg, progress=cb))
     if report is not None:
         write_report(results, report)
+    fails = gate_failures(results, Gates(min_top1=min_top1, max_spikes_per_sample=max_spikes_per_sample,
+                                         max_energy_ratio=max_energy_ratio))
     if json_:
-        emit(results[0] if len(results) == 1 else {"results": [r.model_dump(mode="json") for r in results]}, True)
-        return
-    from enofctl.cli.display import out
+        payload = results[0].model_dump(mode="json") if len(results) == 1 else \
+            {"results": [r.model_dump(mode="json") for r in results]}
+        emit({**payload, "gates_failed": fails}, True)
+    else:
+        from enofctl.cli.display import out
 
-    for i, (title, header, rows) in enumerate(tables(results)):
-        if i < 2 or not quiet:
-            out.print(_table(title, header, rows))
-    if report is not None and not quiet:
-        err.print(f"report written to {report}/")
+        for i, (title, header, rows) in enumerate(tables(results)):
+            if i < 2 or not quiet:
+                out.print(_table(title, header, rows))
+        if report is not None and not quiet:
+            err.print(f"report written to {report}/")
+    if fails:
+        more = f" (and {len(fails) - 1} more)" if len(fails) > 1 else ""
+        raise GateError(f"gate failed: {fails[0]}{more}")
 
 
 def register(app: typer.Typer) -> None:

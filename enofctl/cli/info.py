@@ -16,11 +16,15 @@ from enofctl.cli.display import out
 def inspect(
     artifact: Annotated[Path, typer.Argument(help="Artifact to describe.")],
     json_: o.Json = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only validate: print nothing, exit 0 if the "
+                                        "artifact is sound.")] = False,
 ) -> None:
     """Print an artifact's manifest (after validating the whole file)."""
     from enofctl import artifacts
 
     art = artifacts.load(artifact)
+    if quiet:
+        return
     data = {"path": str(art.path), "sha256": art.sha256, "manifest": art.manifest.model_dump(mode="json")}
     if json_:
         print(json.dumps(data))
@@ -46,11 +50,18 @@ def inspect(
     out.print(t)
 
 
-def datasets(json_: o.Json = False) -> None:
+def datasets(
+    json_: o.Json = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the names of the datasets available "
+                                        "here, one per line.")] = False,
+) -> None:
     """List the datasets and whether each is available here without a download."""
     from enofctl.data import availability
 
     rows = availability()
+    if quiet and not json_:
+        print("\n".join(n for n, ok, _ in rows if ok))
+        return
     if json_:
         print(json.dumps([{"name": n, "available": a, "description": d} for n, a, d in rows]))
         return

@@ -22,6 +22,7 @@ def convert(
     surrogate: o.SurrogateOpt = o.Surrogate.tanh,
     surrogate_alpha: o.SurrogateAlpha = None,
     json_: o.Json = False,
+    quiet: o.Quiet = False,
 ) -> None:
     """ANN teacher -> spiking student skeleton: activations become multi-step LIF neurons, same weights."""
     from enofctl.stages import ConvertConfig

@@ -130,8 +130,10 @@ class SpikingNet(nn.Module):
         f_s = self.forward_feature(x)
         return self.get_classifier()(f_s), f_s
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_feature(x)[0]
+    def forward(self, x: torch.Tensor, with_feature: bool = False):
+        """Logits ``[B, K]``; with ``with_feature``, ``(logits, f_s)`` (the form DDP training calls)."""
+        logits, f_s = self.forward_with_feature(x)
+        return (logits, f_s) if with_feature else logits
 
 
 def ann_forward_with_feature(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

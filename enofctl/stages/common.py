@@ -18,6 +18,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.data import Data, normalize
+from enofctl.distributed import barrier, device_for, sum_all, world
 from enofctl.errors import TrainingError, UsageError
 
 
@@ -39,6 +40,7 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     limit_train: int | None = Field(None, ge=1, description="use only this many training samples (smoke runs)")
+    sync_bn: bool = Field(False, description="SyncBatchNorm across ranks under torchrun (CUDA)")
 
 
 @dataclass
@@ -57,11 +59,11 @@ ProgressFn = Callable[[Progress], None]
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """cpu / cuda / auto; under torchrun on CUDA, this rank's GPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
-    return torch.device(name)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+    return device_for(world(), dev)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -110,22 +112,23 @@ def n_batches(split, batch_size: int, limit: int | None = None, drop_last: bool 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, split, device, mean, std, batch_size: int = 256, limit: int | None = None,
-             ) -> dict[str, float]:
-    """top-1 / top-5 (fractions) and the sample count."""
+             shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+    """top-1 / top-5 (fractions) and the sample count; with a shard, this rank's part summed over ranks."""
     model.eval()
     c1 = c5 = n = 0
-    for x, y in batches_on(split, device, mean, std, batch_size=batch_size, limit=limit):
+    for x, y in batches_on(split, device, mean, std, batch_size=batch_size, limit=limit, shard=shard):
         logits = model(x)
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         c1 += (top[:, 0] == y).sum().item()
         c5 += (top == y[:, None]).any(1).sum().item()
         n += len(y)
-    return {"top1": c1 / max(n, 1), "top5": c5 / max(n, 1), "samples": n}
+    c1, c5, n = sum_all([c1, c5, n], device)
+    return {"top1": c1 / max(n, 1), "top5": c5 / max(n, 1), "samples": int(n)}
 
 
 # ----------------------------------------------------------------------------------------------------------
 
-StepLoss = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
 
 def checkpoint_path(out: Path) -> Path:
@@ -152,13 +155,24 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train ``model`` in place for ``cfg.epochs`` epochs; returns the per-epoch history.
 
-    ``step_loss(x, y)`` runs the model and returns (loss, logged terms). After each epoch the test split
-    is evaluated and a checkpoint is written atomically beside ``out`` (removed when training ends), so an
-    interrupted run continues with ``resume=True`` from the last finished epoch.
+    ``step_loss(net, x, y)`` runs ``net`` (the model, or its DDP wrapper under torchrun) and returns
+    (loss, logged terms). After each epoch the test split is evaluated and a checkpoint is written atomically
+    beside ``out`` (removed when training ends), so an interrupted run continues with ``resume=True`` from
+    the last finished epoch.
     """
+    w = world()
     gen = seed_everything(cfg.seed)
+    if cfg.sync_bn and w.size > 1:
+        if device.type != "cuda":
+            raise UsageError("--sync-bn needs CUDA devices")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    net = model
+    if w.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = make_optimizer(model, cfg)
-    steps = n_batches(data.train, cfg.batch_size, cfg.limit_train, drop_last=True)
+    steps = n_batches(data.train, cfg.batch_size * w.size, cfg.limit_train, drop_last=True)
     sched = cosine_with_warmup(opt, cfg.epochs * steps, cfg.warmup_epochs * steps)
     history: list[dict[str, float]] = []
     start = 0
@@ -178,9 +192,9 @@ def fit(
         t0, sums, seen = time.perf_counter(), {}, 0
         it = batches_on(data.train, device, mean, std, batch_size=cfg.batch_size, shuffle=True,
                         augment=cfg.augment,
-                        generator=gen, limit=cfg.limit_train, drop_last=True)
+                        generator=gen, limit=cfg.limit_train, drop_last=True, shard=w.shard)
         for step, (x, y) in enumerate(it):
-            loss, terms = step_loss(x, y)
+            loss, terms = step_loss(net, x, y)
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; lower --lr "
                                     "(the last good checkpoint is kept)")
@@ -193,19 +207,22 @@ def fit(
             for k, v in {"loss": loss.item(), **terms}.items():
                 sums[k] = sums.get(k, 0.0) + v * len(y)
             seen += len(y)
-            if progress:
+            if progress and w.main:
                 progress(Progress(stage, epoch + 1, cfg.epochs, step + 1, steps))
-        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}}
-        row.update({f"test_{k}": v for k, v in accuracy(model, data.test, device, mean, std).items()
-                    if k != "samples"})
+        *totals, seen = sum_all([*sums.values(), seen], device)
+        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in zip(sums, totals, strict=True)}}
+        row.update({f"test_{k}": v for k, v in accuracy(model, data.test, device, mean, std,
+                                                        shard=w.shard).items() if k != "samples"})
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
-        _save_checkpoint(ckpt, {
-            "stage": stage, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        })
-        if progress:
+        if w.main:
+            _save_checkpoint(ckpt, {
+                "stage": stage, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+            })
+        barrier()
+        if progress and w.main:
             progress(Progress(stage, epoch + 1, cfg.epochs, steps, steps, metrics=row))
     return history
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from enofctl import artifacts
 from enofctl.artifacts import Artifact, Manifest
 from enofctl.data import load_dataset
+from enofctl.distributed import barrier, world
 from enofctl.errors import UsageError
 from enofctl.losses import laf_loss
 from enofctl.models import feature_dim
@@ -79,8 +80,8 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     data = load_dataset(s_manifest.data.dataset, cfg.data_dir or s_manifest.data.data_dir)
     s_model.to(device)
 
-    def step_loss(x, y):
-        logits, f_s = s_model.forward_with_feature(x)
+    def step_loss(net, x, y):
+        logits, f_s = net(x, with_feature=True)
         ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
         if cfg.laf_lambda == 0:
             return ce, {"ce": ce.item()}
@@ -90,7 +91,7 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
         return ce + cfg.laf_lambda * laf, {"ce": ce.item(), "laf": laf.item()}
 
     history = fit("distill", s_model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume, progress)
-    run = measure(s_model, data.test, device, spec.mean, spec.std, spec.input_size)
+    run = measure(s_model, data.test, device, spec.mean, spec.std, spec.input_size)  # every rank: whole split
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
         config=cfg.model_dump(), history=history, parents=parents,
@@ -98,6 +99,8 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
                  "mean_firing_rate": run.mean_firing_rate,
                  "teacher_top1": t_art.manifest.metrics.get("top1")},
     )
-    artifacts.save(out, manifest, s_model.body.state_dict())
-    finish_checkpoint(out)
+    if world().main:
+        artifacts.save(out, manifest, s_model.body.state_dict())
+        finish_checkpoint(out)
+    barrier()
     return StageResult(out, manifest)

@@ -236,3 +236,33 @@ def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = No
         macs=first.macs, energy_pj=first.energy_pj, energy_ratio=first.energy_ratio, e_mac=cfg.e_mac,
         e_ac=cfg.e_ac, runs=runs,
     )
+
+
+class Gates(BaseModel):
+    """Thresholds a CI pipeline can stop on. None: not checked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_top1: float | None = Field(None, ge=0, le=1)
+    max_spikes_per_sample: float | None = Field(None, ge=0)
+    max_energy_ratio: float | None = Field(None, ge=0)
+
+
+def gate_failures(results: list[EvalResult], gates: Gates) -> list[str]:
+    """Why each result fails the gates (empty when all pass). Spike and energy gates apply to students."""
+    fails = []
+    for r in results:
+        name = Path(r.artifact).name
+        for run in r.runs:
+            at = f"{name}" + (f" at T={run.T}" if run.T is not None else "")
+            if gates.min_top1 is not None and run.top1 < gates.min_top1:
+                fails.append(f"{at}: top-1 {run.top1:.4f} < --min-top1 {gates.min_top1}")
+            if run.T is None:
+                continue
+            if gates.max_spikes_per_sample is not None and run.spikes_per_sample > gates.max_spikes_per_sample:
+                fails.append(f"{at}: {run.spikes_per_sample:,.0f} spikes/sample > --max-spikes-per-sample "
+                             f"{gates.max_spikes_per_sample:g}")
+            if gates.max_energy_ratio is not None and run.energy_ratio > gates.max_energy_ratio:
+                fails.append(f"{at}: energy ratio {run.energy_ratio:.3f} > --max-energy-ratio "
+                             f"{gates.max_energy_ratio:g}")
+    return fails

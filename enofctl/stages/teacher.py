@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from enofctl import artifacts
 from enofctl.artifacts import DataRef, Manifest, ModelSpec
 from enofctl.data import Data, load_dataset
+from enofctl.distributed import barrier, world
 from enofctl.errors import DataError, UsageError
 from enofctl.models import build_model
 from enofctl.stages.common import (
@@ -93,20 +94,23 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
     _check_runs(model, spec)
     model.to(device)
 
-    def step_loss(x, y):
-        logits = model(x)
+    def step_loss(net, x, y):
+        logits = net(x)
         return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), {}
 
     history = fit("teacher-train", model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume,
                   progress)
-    metrics = accuracy(model, data.test, device, spec.mean, spec.std)
+    w = world()
+    metrics = accuracy(model, data.test, device, spec.mean, spec.std, shard=w.shard)
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
         data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes)),
         config=cfg.model_dump(), metrics=metrics, history=history, parents=parents,
     )
-    artifacts.save(out, manifest, model.state_dict())
-    finish_checkpoint(out)
+    if w.main:
+        artifacts.save(out, manifest, model.state_dict())
+        finish_checkpoint(out)
+    barrier()
     return StageResult(out, manifest)
 
 

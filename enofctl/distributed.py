@@ -1,0 +1,64 @@
+"""torch.distributed, when the process was started by torchrun (WORLD_SIZE > 1); a no-op otherwise.
+
+gloo on CPU, NCCL on CUDA. Each rank trains on its shard of every epoch's shuffled order (the same seeded
+permutation on every rank, split by rank), gradients are averaged by DDP, metrics are summed across ranks,
+and only rank 0 writes artifacts, checkpoints and logs. The effective batch is ``batch_size * world``; the
+learning rate is used as given (scale it yourself, e.g. linearly with the world size).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return (self.rank, self.size)
+
+
+def world() -> World:
+    """This process's place; initializes the process group on first call under torchrun."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and os.environ.get("ENOFCTL_DIST_BACKEND") != "gloo" \
+            else "gloo"
+        dist.init_process_group(backend)
+    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_for(w: World, device: torch.device) -> torch.device:
+    """Under torchrun on CUDA, each rank takes its local GPU."""
+    if device.type == "cuda" and w.size > 1:
+        torch.cuda.set_device(w.local_rank)
+        return torch.device("cuda", w.local_rank)
+    return device
+
+
+def sum_all(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (identity without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
