@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from enofctl.data import DATASETS, TensorSplit
-from enofctl.spiking import NeuronSpec, SpikingNet, SpikingSpec, SpikingNeuron
+from enofctl.spiking import NeuronSpec, SpikingNet, SpikingNeuron, SpikingSpec
 from enofctl.stages.evaluate import ActivityMeter, measure
 
 
