@@ -87,7 +87,7 @@ class NeuronSpec(BaseModel):
     decay: float = Field(0.25, ge=0.0, le=1.0, description="membrane leak factor per step (1 = no leak)")
     v_th: float = Field(0.5, gt=0.0, description="firing threshold")
     reset: Literal["hard", "soft"] = "hard"
-    surrogate: Literal["rect", "triangle", "sigmoid", "atan", "tanh"] = "tanh"
+    surrogate: Literal["rect", "triangle", "sigmoid", "atan", "tanh"] = "triangle"
     alpha: float | None = Field(None, gt=0.0, description="surrogate sharpness/width; None = its default")
 
     def surrogate_alpha(self) -> float:

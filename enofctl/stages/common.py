@@ -18,7 +18,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.data import Data, normalize
-from enofctl.distributed import barrier, device_for, sum_all, world
+from enofctl.distributed import barrier, broadcast_buffers, device_for, sum_all, world
 from enofctl.errors import TrainingError, UsageError
 
 
@@ -209,6 +209,7 @@ def fit(
             seen += len(y)
             if progress and w.main:
                 progress(Progress(stage, epoch + 1, cfg.epochs, step + 1, steps))
+        broadcast_buffers(model)  # evaluate (and save) the same model on every rank
         *totals, seen = sum_all([*sums.values(), seen], device)
         row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in zip(sums, totals, strict=True)}}
         row.update({f"test_{k}": v for k, v in accuracy(model, data.test, device, mean, std,
