@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from enofctl import __version__
 from enofctl.errors import ArtifactError, UsageError
 from enofctl.models import build_model
-from enofctl.spiking import SpikingNet, SpikingSpec, make_spiking
+from enofctl.models.acts import ActSpec, apply_act
+from enofctl.spiking import SpikingSpec, make_spiking
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "enofctl"
@@ -46,6 +47,7 @@ class ModelSpec(_Strict):
     input_size: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    act: ActSpec = Field(default_factory=ActSpec, description="activation the ANN uses (relu, clamp, cq, qcfs)")
 
 
 class DataRef(_Strict):
@@ -183,25 +185,38 @@ class Artifact:
     def parent_ref(self) -> ParentRef:
         return ParentRef(kind=self.kind, sha256=self.sha256, path=str(self.path))
 
-    def build_ann(self) -> nn.Module:
-        """The timm network of this artifact as an ANN (for a student: with its weights, activations ReLU)."""
+    def ann_skeleton(self) -> nn.Module:
+        """The timm network of the manifest with its activation, untrained weights."""
         m = self.manifest.model
-        model = build_model(m.name, m.num_classes, m.in_chans, m.kwargs)
-        _load_checked(model, self.tensors, self.path)
+        return apply_act(build_model(m.name, m.num_classes, m.in_chans, m.kwargs), m.act)
+
+    def build_ann(self, strict: bool = True) -> nn.Module:
+        """The ANN with the artifact's weights: a teacher, or a surrogate-trained student with its neurons as
+        ReLU again (``strict=False``: parameters the artifact lacks, such as a new QCFS clip, keep their
+        initial values)."""
+        if self.manifest.spiking is not None and self.manifest.spiking.method != "surrogate":
+            raise UsageError(f"{self.path} is a converted IF network (BatchNorm folded); it has no ANN form")
+        model = self.ann_skeleton()
+        _load_checked(model, self.tensors, self.path, strict)
         return model
 
     def build(self) -> nn.Module:
         """A teacher's timm model, or a student's SpikingNet, with the artifact's weights, in eval mode."""
-        model = self.build_ann()
-        if self.manifest.spiking is not None:
-            model = make_spiking(model, self.manifest.spiking, self.manifest.model.input_size)
+        model = self.ann_skeleton()
+        spec = self.manifest.spiking
+        if spec is not None:
+            model = make_spiking(model, spec, self.manifest.model.input_size)
+        _load_checked(model.body if spec is not None else model, self.tensors, self.path)
         return model.eval()
 
 
-def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, strict: bool = True) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
+    if not strict:
+        expected = {k: v for k, v in expected.items() if k in tensors}
+        missing = []
     if missing or extra:
         what = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
         raise ArtifactError(f"{path}: tensors do not match the model its manifest describes ({what})")
@@ -210,7 +225,7 @@ def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path
         if t.shape != ref.shape or t.dtype != ref.dtype:
             raise ArtifactError(f"{path}: tensor {k!r} is {t.dtype}{list(t.shape)}, the model expects "
                                 f"{ref.dtype}{list(ref.shape)}")
-    model.load_state_dict(tensors)
+    model.load_state_dict(tensors, strict=strict)
 
 
 def read_header(path: Path) -> dict[str, Any]:
@@ -283,9 +298,3 @@ def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) 
     if tensors_digest(tensors) != manifest.tensors_sha256:
         raise ArtifactError(f"{path}: tensor data does not match the manifest's sha256 (modified or corrupt file)")
     return Artifact(path, manifest, tensors, file_sha256(path))
-
-
-def load_student_model(art: Artifact) -> SpikingNet:
-    model = art.build()
-    assert isinstance(model, SpikingNet)
-    return model

@@ -30,14 +30,15 @@ class World:
         return (self.rank, self.size)
 
 
-def world() -> World:
-    """This process's place; initializes the process group on first call under torchrun."""
+def world(backend: str | None = None) -> World:
+    """This process's place; initializes the process group on first call under torchrun (``backend``: gloo
+    or nccl for the device this rank computes on; None = nccl where CUDA is available)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and os.environ.get("ENOFCTL_DIST_BACKEND") != "gloo" \
-            else "gloo"
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        backend = "gloo" if os.environ.get("ENOFCTL_DIST_BACKEND") == "gloo" else backend
         dist.init_process_group(backend)
     return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 

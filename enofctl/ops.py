@@ -51,8 +51,12 @@ class LayerOps(BaseModel):
 
 
 def is_binary(x: torch.Tensor) -> bool:
-    """Whether every element of ``x`` is 0 or 1 (an empty tensor counts as binary)."""
-    return bool(((x == 0) | (x == 1)).all())
+    """Whether ``x`` is spikes: every element 0 or one same positive amplitude (1, or the threshold an
+    integrate-and-fire neuron of a converted QCFS network emits). An empty tensor counts as binary."""
+    if x.numel() == 0:
+        return True
+    top = x.max()
+    return bool(top >= 0) and bool(((x == 0) | (x == top)).all())
 
 
 def conv_sops(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> int:
@@ -125,6 +129,8 @@ class OpsMeter:
         def fn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
             x = inp[0]
             binary = not self.force_analog and is_binary(x)
+            if binary:
+                x = (x != 0).to(x.dtype)  # count events, whatever their amplitude
             if isinstance(mod, nn.Linear):
                 self.types[name] = "linear"
                 sops, macs = (linear_sops(mod, x), 0) if binary else (0, linear_macs(mod, x))

@@ -123,7 +123,7 @@ def test_student_round_trip(student_file) -> None:
     art = artifacts.load(str(path), expect="student")
     assert art.kind == "student"
     assert art.manifest.spiking == student.spec
-    rebuilt = artifacts.load_student_model(art)
+    rebuilt = art.build()
     assert isinstance(rebuilt, SpikingNet) and rebuilt.T == 2
     assert list(rebuilt.neurons()) == list(student.neurons())
     assert all(m.spec.reset == "soft" and m.spec.surrogate == "atan" for m in rebuilt.neurons().values())

@@ -20,6 +20,18 @@ class Surrogate(str, Enum):
     tanh = "tanh"
 
 
+class Act(str, Enum):
+    relu = "relu"
+    clamp = "clamp"
+    cq = "cq"
+    qcfs = "qcfs"
+
+
+class Method(str, Enum):
+    surrogate = "surrogate"
+    cq = "cq"
+
+
 class Reset(str, Enum):
     hard = "hard"
     soft = "soft"

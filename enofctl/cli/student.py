@@ -15,6 +15,15 @@ def convert(
     teacher: Annotated[Path, typer.Argument(help="Teacher artifact.")],
     out: o.Out,
     T: o.T = 4,
+    method: Annotated[o.Method, typer.Option(help="surrogate: LIF skeleton to train with `distill`; cq: "
+                                             "integrate-and-fire conversion of a CQ/QCFS teacher.")] = (
+        o.Method.surrogate),
+    weight_bits: Annotated[int | None, typer.Option(min=2, max=32, help="cq: round weights to n-bit fixed "
+                                                    "point.")] = None,
+    weight_norm: Annotated[bool, typer.Option("--weight-norm/--no-weight-norm", help="cq + --weight-bits: "
+                                              "normalize each layer by its max |w| first.")] = True,
+    spiking_pool: Annotated[bool, typer.Option("--spiking-pool", help="cq: an IF neuron after each average "
+                                               "pool.")] = False,
     repact: o.RepAct = True,
     decay: o.Decay = 0.25,
     v_th: o.Vth = 0.5,
@@ -28,9 +37,12 @@ def convert(
     from enofctl.stages import ConvertConfig
     from enofctl.stages import convert as run
 
-    cfg = ConvertConfig(T=T, repact=repact, neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha))
+    cfg = ConvertConfig(T=T, method=method.value, repact=repact, weight_bits=weight_bits, weight_norm=weight_norm,
+                        spiking_pool=spiking_pool,
+                        neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha))
     res = run(teacher, cfg, out)
-    emit({"artifact": str(res.path), "kind": "student", "T": T, "repact": repact}, json_, str(res.path))
+    emit({"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
+          "repact": res.manifest.spiking.repact}, json_, str(res.path))
 
 
 def distill(

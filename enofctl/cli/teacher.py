@@ -26,6 +26,10 @@ def train(
     width: Annotated[float | None, typer.Option(min=0.01, help="Channel width multiplier (resnet20/19).")] = None,
     model_arg: Annotated[list[str] | None, typer.Option(help="Extra timm.create_model KEY=VALUE.")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from this teacher artifact's weights.")] = None,
+    act: Annotated[o.Act, typer.Option(help="Activation: relu, or for CQ conversion clamp (to [0,1]), cq "
+                                       "(clamp + quantize) or qcfs (learnable clip).")] = o.Act.relu,
+    levels: Annotated[int | None, typer.Option(min=1, max=1024, help="Quantization levels Q for --act cq/qcfs "
+                                               "(convert at T = Q).")] = None,
     epochs: o.Epochs = None,
     batch_size: o.BatchSize = 64,
     lr: o.Lr = None,
@@ -43,6 +47,7 @@ def train(
     quiet: o.Quiet = False,
 ) -> None:
     """Train a timm CNN teacher with SGD/AdamW and a cosine schedule."""
+    from enofctl.models.acts import ActSpec
     from enofctl.stages import TeacherConfig, train_teacher
 
     kwargs = o.parse_kv(model_arg)
@@ -50,7 +55,8 @@ def train(
         kwargs["width"] = width
     cfg = TeacherConfig(
         dataset=dataset, data_dir=str(data_dir) if data_dir else None, download=download, model=model,
-        model_kwargs=kwargs, init=str(init) if init else None, batch_size=batch_size,
+        model_kwargs=kwargs, init=str(init) if init else None, act=ActSpec(kind=act.value, levels=levels),
+        batch_size=batch_size,
         optimizer=optimizer.value, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         augment=not no_augment, seed=seed, device=device.value, limit_train=limit_train,
         **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}),

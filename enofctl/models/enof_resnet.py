@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
+from enofctl.models.base import TimmHead, entry_kwargs
+
 
 def _ch(c: int, width: float) -> int:
     return max(1, int(round(c * width)))
@@ -38,7 +40,7 @@ class BasicBlock(nn.Module):
         return self.act2(x + shortcut)  # the last block's act2 is what RepAct turns into ReLU
 
 
-class EnofResNet(nn.Module):
+class EnofResNet(TimmHead):
     def __init__(
         self,
         layers: tuple[int, ...],
@@ -54,7 +56,6 @@ class EnofResNet(nn.Module):
         global_pool: str = "avg",
     ):
         super().__init__()
-        self.num_classes, self.drop_rate = num_classes, drop_rate
         stem_c = _ch(stem_channels, width)
         stem: list[nn.Module] = []
         cin = in_chans
@@ -73,9 +74,7 @@ class EnofResNet(nn.Module):
                 cin = cout
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.num_features = cin
-        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_head(cin, num_classes, drop_rate)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -83,32 +82,12 @@ class EnofResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))  # [B, C, H', W']
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x)  # [B, C]
-        if self.drop_rate:
-            x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 def _create(pretrained: bool, kwargs: dict, **arch) -> EnofResNet:
-    if pretrained:
-        raise ValueError("no pretrained weights are published for this architecture; train a teacher instead")
-    for k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(k, None)
-    return EnofResNet(**arch, **kwargs)
+    return EnofResNet(**arch, **entry_kwargs(pretrained, kwargs))
 
 
 @register_model

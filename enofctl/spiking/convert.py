@@ -9,15 +9,17 @@ are reused unchanged.
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.errors import ConversionError
+from enofctl.models.acts import BOUNDED
 from enofctl.spiking.neuron import NeuronSpec, SpikingNeuron
 
-CONVERTIBLE = (nn.ReLU, nn.ReLU6)
+CONVERTIBLE = (nn.ReLU, nn.ReLU6, *BOUNDED)
 _ACT_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me",
                 "timm.layers.activations_jit")
 
@@ -31,6 +33,10 @@ class SpikingSpec(BaseModel):
     neuron: NeuronSpec = Field(default_factory=NeuronSpec)
     repact: bool = Field(True, description="the last activation before the classifier stays ReLU")
     encoding: str = Field("direct", pattern="^direct$", description="the image is repeated T times")
+    method: Literal["surrogate", "cq"] = Field("surrogate", description="surrogate: LIF skeleton for BPTT; "
+                                               "cq: BN folded, IF neurons with the clip as threshold")
+    spiking_pool: bool = Field(False, description="cq: an IF neuron after each average pool")
+    weight_bits: int | None = Field(None, ge=2, le=32, description="cq: weights were rounded to n-bit fixed point")
 
 
 def _is_activation(m: nn.Module) -> bool:
@@ -87,6 +93,10 @@ def _set(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, int]) -> SpikingNet:
     """A spiking copy of ``ann`` (a timm model): same weights, activations replaced by neurons."""
+    if spec.method == "cq":
+        from enofctl.spiking.cq import make_if_snn
+
+        return SpikingNet(make_if_snn(ann, spec.neuron, spec.T, input_size, spec.spiking_pool), spec)
     body = copy.deepcopy(ann)
     order = activation_order(body, input_size)
     for i, name in enumerate(order):

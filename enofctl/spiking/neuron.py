@@ -89,6 +89,7 @@ class NeuronSpec(BaseModel):
     reset: Literal["hard", "soft"] = "hard"
     surrogate: Literal["rect", "triangle", "sigmoid", "atan", "tanh"] = "triangle"
     alpha: float | None = Field(None, gt=0.0, description="surrogate sharpness/width; None = its default")
+    v_init: float = Field(0.0, ge=0.0, le=1.0, description="initial membrane, as a fraction of v_th")
 
     def surrogate_alpha(self) -> float:
         return self.alpha if self.alpha is not None else SURROGATES[self.surrogate][1]
@@ -105,7 +106,7 @@ def neuron_step(x: torch.Tensor, v: torch.Tensor, spec: NeuronSpec) -> tuple[tor
 
 def neuron_multistep(x_seq: torch.Tensor, spec: NeuronSpec, v0: torch.Tensor | None = None) -> torch.Tensor:
     """A whole sequence: ``x_seq`` [T, B, ...] -> spikes [T, B, ...]."""
-    v = torch.zeros_like(x_seq[0]) if v0 is None else v0
+    v = torch.full_like(x_seq[0], spec.v_init * spec.v_th) if v0 is None else v0
     out = []
     for t in range(x_seq.shape[0]):
         spk, v = neuron_step(x_seq[t], v, spec)

@@ -62,14 +62,23 @@ def resolve_device(name: str) -> torch.device:
     """cpu / cuda / auto; under torchrun on CUDA, this rank's GPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
-    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
-    return device_for(world(), dev)
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if torchrun else 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if torchrun else 0
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if name == "auto":  # CUDA only when every local rank gets its own GPU
+        name = "cuda" if 0 < ranks_here <= gpus else "cpu"
+    elif name == "cuda" and local_rank >= gpus:
+        raise UsageError(f"--device cuda: local rank {local_rank} has no GPU ({gpus} visible); "
+                         "start at most that many processes per node, or use --device cpu")
+    return device_for(world("nccl" if name == "cuda" else "gloo"), torch.device(name))
 
 
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # reproducible on CUDA
     return torch.Generator().manual_seed(seed)
 
 

@@ -114,7 +114,7 @@ class ActivityMeter:
 
     def _hook(self, name: str, neuron: SpikingNeuron):
         def fn(_mod, _inp, out):
-            per_neuron = out.detach().flatten(1).sum(0, dtype=torch.float64)  # [neurons]
+            per_neuron = (out.detach() != 0).flatten(1).sum(0, dtype=torch.float64)  # [neurons], spike events
             self.counts[name] = self.counts[name] + per_neuron if name in self.counts else per_neuron
             self.rows[name] = self.rows.get(name, 0) + out.shape[0]
 

@@ -16,6 +16,7 @@ from enofctl.data import Data, load_dataset
 from enofctl.distributed import barrier, world
 from enofctl.errors import DataError, UsageError
 from enofctl.models import build_model
+from enofctl.models.acts import ActSpec, apply_act
 from enofctl.stages.common import (
     ProgressFn,
     TrainConfig,
@@ -51,6 +52,7 @@ class TeacherConfig(TrainConfig):
     model: str | None = Field(None, description="any timm model name; None = the dataset's default")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
     init: str | None = Field(None, description="start from this teacher artifact's weights")
+    act: ActSpec = Field(default_factory=ActSpec, description="activation: relu, clamp, cq or qcfs (CQ training)")
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
@@ -86,11 +88,13 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
         if init.manifest.data.dataset != cfg.dataset or (cfg.model and cfg.model != spec.name):
             raise UsageError(f"--init {cfg.init} is a {spec.name} for {init.manifest.data.dataset}; "
                              f"it does not match --model/--dataset")
+        spec = spec.model_copy(update={"act": cfg.act})  # staged CQ training: relu -> clamp -> cq
         model = init.build_ann()
+        apply_act(model, cfg.act)
         parents.append(init.parent_ref())
     else:
-        spec = model_spec_for(data, cfg.model, cfg.model_kwargs)
-        model = build_model(spec.name, spec.num_classes, spec.in_chans, spec.kwargs)
+        spec = model_spec_for(data, cfg.model, cfg.model_kwargs).model_copy(update={"act": cfg.act})
+        model = apply_act(build_model(spec.name, spec.num_classes, spec.in_chans, spec.kwargs), cfg.act)
     _check_runs(model, spec)
     model.to(device)
 
@@ -163,7 +167,9 @@ def fetch_teacher(cfg: FetchConfig, out: str | Path) -> StageResult:
         try:
             data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
             classes = list(data.classes)
-            metrics = accuracy(model, data.test, resolve_device("auto"), spec.mean, spec.std)
+            device = resolve_device("auto")
+            metrics = accuracy(model.to(device), data.test, device, spec.mean, spec.std)
+            model.cpu()
         except DataError:
             metrics = {}
     manifest = Manifest(

@@ -1,0 +1,103 @@
+"""Activations for conversion-friendly ANNs (CQ training, Yan et al. AAAI 2021; QCFS, Bu et al. ICLR 2022).
+
+- ``clamp``: a = clamp(x, 0, 1), the middle stage of CQ training.
+- ``cq``: clamp, then quantize to levels {0, 1/Q, ..., 1} (round, straight-through gradient): what an
+  integrate-and-fire neuron with threshold 1 and its membrane started at half the threshold emits in Q steps.
+- ``qcfs``: lambda * clamp(floor(x Q / lambda + 1/2) / Q, 0, 1) with a learnable clip lambda per layer.
+
+``apply_act`` swaps every ReLU of a timm model for one of these, so any ReLU CNN can be trained this way.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ActSpec(BaseModel):
+    """The activation a teacher was trained with (stored in its manifest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["relu", "clamp", "cq", "qcfs"] = "relu"
+    levels: int | None = Field(None, ge=1, le=1024, description="quantization levels Q (cq, qcfs)")
+
+    @model_validator(mode="after")
+    def _levels(self) -> ActSpec:
+        if self.kind in ("cq", "qcfs") and self.levels is None:
+            raise ValueError(f"--act {self.kind} needs --levels")
+        if self.kind in ("relu", "clamp") and self.levels is not None:
+            raise ValueError(f"--levels does not apply to --act {self.kind}")
+        return self
+
+
+def _ste(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` in the forward pass, the gradient of ``x`` in the backward pass."""
+    return x + (y - x).detach()
+
+
+class ClampQuant(nn.Module):
+    """clamp(x, 0, 1), then (with ``levels``) round to a multiple of 1/levels, straight-through."""
+
+    def __init__(self, levels: int | None = None):
+        super().__init__()
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.clamp(0.0, 1.0)
+        if self.levels:
+            a = _ste(a, torch.round(a * self.levels) / self.levels)
+        return a
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+class QCFS(nn.Module):
+    """Quantization-clip-floor-shift activation with a learnable clip ``lambda`` (the SNN threshold)."""
+
+    def __init__(self, levels: int, clip: float = 8.0):  # the QCFS code starts the clip at 8
+        super().__init__()
+        self.levels = levels
+        self.clip = nn.Parameter(torch.tensor(float(clip)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = x / self.clip * self.levels + 0.5
+        q = _ste(u, torch.floor(u)) / self.levels
+        return self.clip * q.clamp(0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+BOUNDED = (ClampQuant, QCFS)
+
+
+def make_act(spec: ActSpec) -> nn.Module:
+    if spec.kind == "relu":
+        return nn.ReLU()
+    if spec.kind == "qcfs":
+        return QCFS(spec.levels)
+    return ClampQuant(spec.levels if spec.kind == "cq" else None)
+
+
+def apply_act(model: nn.Module, spec: ActSpec) -> nn.Module:
+    """Replace every ReLU (and bounded activation) of ``model`` in place by ``spec``'s activation.
+
+    A QCFS module keeps the clip it replaces when it replaces a QCFS module.
+    """
+    if spec.kind == "relu":
+        return model
+    for name, m in list(model.named_modules()):
+        if isinstance(m, (nn.ReLU, nn.ReLU6, *BOUNDED)):
+            new = make_act(spec)
+            if isinstance(new, QCFS) and isinstance(m, QCFS):
+                new = copy.deepcopy(m)
+                new.levels = spec.levels
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, new)
+    return model

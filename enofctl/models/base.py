@@ -1,0 +1,42 @@
+"""What enofctl's registered models share: timm's head contract and entry-point plumbing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+
+class TimmHead(nn.Module):
+    """timm's model contract over ``forward_features``: a global average pool, optional dropout and one
+    linear classifier ``fc`` of ``num_features`` inputs. Subclasses call ``_init_head`` and define
+    ``forward_features``."""
+
+    def _init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
+        self.num_features, self.num_classes, self.drop_rate = num_features, num_classes, drop_rate
+        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.fc = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x)  # [B, C]
+        if self.drop_rate:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def entry_kwargs(pretrained: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A registered entry point's kwargs without timm's pretrained-config plumbing."""
+    if pretrained:
+        raise ValueError("no pretrained weights are published for this architecture; train a teacher instead")
+    return {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}

@@ -1,0 +1,192 @@
+"""CQ training and integrate-and-fire conversion: activations, BN folding, n-bit weights, the IF network
+against the quantized ANN, and the CLI path teacher --act cq -> convert --method cq -> eval/distill."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+from clihelp import assert_one_error_line, ok, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enofctl.models import build_model
+from enofctl.models.acts import QCFS, ActSpec, ClampQuant, apply_act
+from enofctl.spiking import SpikingNet, SpikingSpec
+from enofctl.spiking.cq import IFNeuron, fold_bn, make_if_snn, quantize_weights
+from enofctl.stages.convert import CQ_NEURON
+
+
+def test_clamp_quant_levels_and_straight_through() -> None:
+    x = torch.tensor([-0.5, 0.01, 0.06, 0.07, 0.5, 0.93, 1.2], requires_grad=True)
+    y = ClampQuant(8)(x)
+    assert torch.equal(y.detach(), torch.tensor([0.0, 0.0, 0.0, 0.125, 0.5, 0.875, 1.0]))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]))  # clamp's gradient, STE
+
+
+def test_qcfs_matches_formula() -> None:
+    act = QCFS(4, clip=2.0)
+    x = torch.linspace(-1, 3, 41)
+    expected = 2.0 * torch.clamp(torch.floor(x * 4 / 2.0 + 0.5) / 4, 0, 1)
+    torch.testing.assert_close(act(x), expected)
+    x = x.clone().requires_grad_(True)
+    act(x).sum().backward()
+    assert act.clip.grad is not None and x.grad is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=st.floats(0.0, 1.0), q=st.sampled_from([1, 2, 4, 8, 16]))
+def test_if_neuron_at_T_equals_Q_is_the_quantized_activation(x: float, q: int) -> None:
+    """Constant input, T = Q, membrane from v_th/2: Q * rate = round(x Q) (away from the .5 ties)."""
+    frac = x * q - int(x * q)
+    if abs(frac - 0.5) < 1e-4:
+        return
+    neuron = IFNeuron(CQ_NEURON, T=q, v_th=1.0)
+    out = neuron(torch.full((q, 1), x))  # [T*B, 1] with B = 1
+    assert out.mean().item() == pytest.approx(ClampQuant(q)(torch.tensor(x)).item(), abs=1e-6)
+
+
+class _OneLayer(nn.Module):
+    """timm contract: linear -> bounded activation; the 'feature' is the activation itself."""
+
+    def __init__(self, act: nn.Module):
+        super().__init__()
+        self.lin, self.act, self.fc = nn.Linear(6, 5), act, nn.Identity()
+
+    def forward_features(self, x):
+        return self.act(self.lin(x))
+
+    def forward_head(self, x, pre_logits=False):
+        return x
+
+    def get_classifier(self):
+        return self.fc
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def test_single_layer_network_equals_quantized_ann_at_T_equals_Q() -> None:
+    torch.manual_seed(0)
+    q = 8
+    ann = _OneLayer(ClampQuant(q)).eval()
+    spec = SpikingSpec(T=q, neuron=CQ_NEURON, repact=False, method="cq")
+    snn = SpikingNet(make_if_snn(ann, CQ_NEURON, q, (6,)), spec).eval()
+    x = torch.rand(64, 6) * 2 - 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(snn(x), ann(x), atol=1e-6, rtol=0)
+
+
+def test_conversion_gap_shrinks_with_T() -> None:
+    """A random plain CNN: the IF network approaches the clamp ANN as T grows."""
+    torch.manual_seed(0)
+    ann = apply_act(build_model("vgg7", 4, 3, {"width": 0.0625}), ActSpec(kind="clamp")).eval()
+    for m in ann.modules():  # non-trivial BN statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    snn = SpikingNet(make_if_snn(ann, CQ_NEURON, 8, (3, 8, 8)), SpikingSpec(T=8, neuron=CQ_NEURON, repact=False,
+                                                                            method="cq")).eval()
+    x = torch.rand(16, 3, 8, 8)
+    with torch.no_grad():
+        ref = ann(x)
+        gaps = []
+        for T in (4, 16, 64, 256):
+            snn.set_T(T)
+            gaps.append((snn(x) - ref).abs().mean().item())
+    assert gaps[-1] < gaps[0] / 4, gaps
+    assert gaps[-1] < 0.05 * ref.abs().mean().item(), gaps
+
+
+@pytest.mark.parametrize("name,kwargs,size", [("resnet20", {"width": 0.125}, (3, 16, 16)),
+                                              ("vgg7", {"width": 0.0625}, (3, 8, 8))])
+def test_bn_folding_keeps_outputs(name: str, kwargs: dict, size: tuple) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 5, 3, kwargs)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.2, 3)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    x = torch.randn(4, *size)
+    with torch.no_grad():
+        before = model(x)
+        folded = fold_bn(model, size)
+        after = folded(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+
+
+def test_fold_bn_refuses_nothing_it_cannot_pair() -> None:
+    """A BN that does not read a conv's output (here: after a ReLU) stays."""
+    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.BatchNorm2d(3)).eval()
+    fold_bn(m, (2, 5, 5))
+    assert isinstance(m[2], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_n_bit_weights_round_as_specified(bits: int) -> None:
+    torch.manual_seed(0)
+    step = 2.0 ** (1 - bits)
+    lin = nn.Linear(16, 8)
+    with torch.no_grad():
+        lin.weight.uniform_(-0.9, 0.9)
+    w = lin.weight.detach().clone()
+    quantize_weights(lin, bits, normalize=False)
+    expected = (torch.round(w / step) * step).clamp(-1, 1 - step)
+    assert torch.equal(lin.weight, expected)
+    # normalized: a per-layer grid of step * max|w|
+    lin2 = nn.Linear(16, 8)
+    w2 = lin2.weight.detach().clone()
+    quantize_weights(lin2, bits, normalize=True)
+    s = w2.abs().max()
+    torch.testing.assert_close(lin2.weight, (torch.round(w2 / s / step) * step).clamp(-1, 1 - step) * s)
+    assert len(torch.unique(lin2.weight)) <= 2**bits
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command line
+
+
+@pytest.fixture(scope="module")
+def cq_teacher(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cq")
+    t = d / "t_cq.safetensors"
+    ok("teacher", "train", "--dataset", "synthetic", "--model", "vgg7", "--width", "0.0625", "--act", "cq",
+       "--levels", "4", "--epochs", "2", "--quiet", "--out", t)
+    return d, t
+
+
+def test_cli_cq_pipeline(cq_teacher) -> None:
+    d, t = cq_teacher
+    manifest = json.loads(ok("inspect", t, "--json"))["manifest"]
+    assert manifest["model"]["act"] == {"kind": "cq", "levels": 4}
+    snn = d / "snn.safetensors"
+    ok("convert", t, "--method", "cq", "--T", "4", "--out", snn)
+    spiking = json.loads(ok("inspect", snn, "--json"))["manifest"]["spiking"]
+    assert spiking["method"] == "cq" and spiking["neuron"]["kind"] == "if" and spiking["neuron"]["v_init"] == 0.5
+    ann = json.loads(ok("eval", t, "--json", "--speed-batches", "0"))
+    res = json.loads(ok("eval", snn, "--T", "4,16", "--json", "--speed-batches", "0"))
+    assert [r["T"] for r in res["runs"]] == [4, 16]
+    assert all(0 <= rate <= 1 for rate in res["firing_rates"].values())
+    assert res["sops"] > 0  # binary spikes feed every conv after the first
+    assert abs(res["runs"][1]["top1"] - ann["top1"]) <= 0.2
+    # 8-bit weights, and the converted network as a distill student
+    ok("convert", t, "--method", "cq", "--T", "4", "--weight-bits", "8", "--out", d / "snn8.safetensors")
+    ok("distill", "--teacher", t, "--student", snn, "--epochs", "1", "--limit-train", "64", "--quiet",
+       "--out", d / "tuned.safetensors")
+
+
+def test_cli_cq_refuses_a_relu_teacher(tmp_path) -> None:
+    t = tmp_path / "t.safetensors"
+    ok("teacher", "train", "--dataset", "synthetic", "--width", "0.125", "--epochs", "1", "--quiet", "--out", t)
+    out = tmp_path / "snn.safetensors"
+    assert_one_error_line(*run("convert", t, "--method", "cq", "--out", out), 2, "--act cq")
+    assert not out.exists()
+    assert_one_error_line(*run("teacher", "train", "--dataset", "synthetic", "--act", "cq", "--out", out), 2,
+                          "--levels")
