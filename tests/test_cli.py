@@ -233,7 +233,7 @@ def test_convert_json_and_odd_file_name(pipe: Pipeline, tmp_path: Path) -> None:
     assert ok("convert", pipe.teacher, "--T", "3", "--out", out) == f"{out}\n"
     assert manifest(out).spiking.T == 3
     data = json.loads(ok("convert", pipe.teacher, "--T", "3", "--out", out, "--json"))
-    assert data == {"artifact": str(out), "kind": "student", "T": 3, "repact": True}
+    assert data == {"artifact": str(out), "kind": "student", "T": 3, "method": "surrogate", "repact": True}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_torchrun_distill_two_cpu_processes(teacher: Path, tmp_path: Path) -> No
     assert len(lines) == 1, f"only rank 0 prints: {proc.stdout!r}"
     printed = json.loads(lines[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.safetensors"]  # no checkpoint, no temp file
-    single = evaluate(out, EvalConfig(speed_batches=0))
+    single = evaluate(out, EvalConfig(device="cpu", speed_batches=0))  # where the ranks ran, also on a GPU machine
     assert printed["metrics"]["top1"] == pytest.approx(single.top1)
     assert printed["metrics"]["spikes_per_sample"] == pytest.approx(single.spikes_per_sample)
     history = json.loads(ok("inspect", out, "--json"))["manifest"]["history"]
