@@ -61,9 +61,10 @@ def accuracy_vs_T(results: list[EvalResult]) -> bytes | None:
         line = ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", label=f"{_label(r)} top-1")[0]
         ax2.plot(Ts, [run.spikes_per_sample for run in r.runs], marker="s", ls="--", color=line.get_color(),
                  alpha=0.6, label=f"{_label(r)} spikes/img")
-    for r in results:
-        if r.kind == "teacher":
-            ax.axhline(100 * r.top1, color="gray", ls=":", label=f"{_label(r)} (ANN) top-1")
+    styles = [":", "-.", (0, (1, 3)), (0, (5, 2))]
+    for i, r in enumerate(x for x in results if x.kind == "teacher"):
+        ax.axhline(100 * r.top1, color=("gray", "black")[i % 2], ls=styles[i % len(styles)],
+                   label=f"{_label(r)} (ANN) top-1")
     ax.set_xscale("log", base=2)
     all_T = sorted({run.T for r in students for run in r.runs})
     ax.set_xticks(all_T, [str(t) for t in all_T])

@@ -33,7 +33,7 @@ def convert(
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
-    """ANN teacher -> spiking student skeleton: activations become multi-step LIF neurons, same weights."""
+    """ANN teacher -> spiking student: a LIF skeleton for `distill`, or (--method cq) an IF network."""
     from enofctl.stages import ConvertConfig
     from enofctl.stages import convert as run
 
