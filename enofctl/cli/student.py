@@ -55,6 +55,13 @@ def distill(
                                               "0.1; paper value unconfirmed).")] = 0.1,
     laf_tau: Annotated[float, typer.Option(min=0.0, help="L_AF temperature (authors' code: 20; paper value "
                                            "unconfirmed).")] = 20.0,
+    kd_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Logit KD: (1 - a) * CE + a * KD from the "
+                                            "teacher's logits (0 = off).")] = 0.0,
+    kd_tau: Annotated[float, typer.Option(min=0.0, help="Logit KD temperature (unconfirmed default).")] = 4.0,
+    act_reg: Annotated[float, typer.Option(min=0.0, help="Weight of the firing-rate regularizer (0 = off).")] = 0.0,
+    act_reg_kind: Annotated[str, typer.Option(help="l1: each layer's mean rate; l2: its square.")] = "l1",
+    act_reg_weight: Annotated[list[str] | None, typer.Option(help="Per-layer factor LAYER=W (repeatable).")] = None,
+    logit_reg: Annotated[float, typer.Option(min=0.0, help="Weight of the L2 logits regularizer (0 = off).")] = 0.0,
     repact: o.RepAct = True,
     decay: o.Decay = 0.25,
     v_th: o.Vth = 0.5,
@@ -75,14 +82,16 @@ def distill(
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
-    """Train the spiking student with surrogate gradients and CE + lambda * L_AF (EnOF-SNN).
+    """Train the spiking student with surrogate gradients: CE + lambda * L_AF (EnOF-SNN), optionally logit KD
+    and firing-rate / logits regularization (fewer spikes).
 
     Neuron and RepAct options apply when the teacher is converted here (no --student)."""
     from enofctl.stages import DistillConfig
     from enofctl.stages import distill as run
 
     cfg = DistillConfig(
-        T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact,
+        T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, kd_alpha=kd_alpha, kd_tau=kd_tau,
+        act_reg=act_reg, act_reg_kind=act_reg_kind, act_reg_weights=o.parse_kv(act_reg_weight), logit_reg=logit_reg,
         neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha), batch_size=batch_size,
         optimizer=optimizer.value, weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed,
         device=device.value, data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,

@@ -8,6 +8,7 @@ trains, and is evaluated with, its own classifier.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from enofctl.artifacts import Artifact, Manifest
 from enofctl.data import load_dataset
 from enofctl.distributed import barrier, world
 from enofctl.errors import UsageError
-from enofctl.losses import laf_loss
+from enofctl.losses import activation_reg, laf_loss, logit_kd, logits_reg
 from enofctl.models import feature_dim
 from enofctl.spiking import NeuronSpec, SpikingNet, ann_forward_with_feature
 from enofctl.stages.common import ProgressFn, TrainConfig, finish_checkpoint, fit, resolve_device
@@ -33,6 +34,12 @@ class DistillConfig(TrainConfig):
     T: int | None = Field(None, ge=1, le=1024, description="time steps; None = the student's T (4 if converted)")
     laf_lambda: float = Field(0.1, ge=0, description="weight of L_AF (authors' code: 0.1; paper unconfirmed)")
     laf_tau: float = Field(20.0, gt=0, description="L_AF temperature (authors' code: 20; paper unconfirmed)")
+    kd_alpha: float = Field(0.0, ge=0, le=1, description="logit KD weight: (1 - a) * CE + a * KD (0 = off)")
+    kd_tau: float = Field(4.0, gt=0, description="logit KD temperature (unconfirmed; a common default)")
+    act_reg: float = Field(0.0, ge=0, description="weight of the firing-rate regularizer (0 = off)")
+    act_reg_kind: Literal["l1", "l2"] = Field("l1", description="penalize each layer's mean rate or its square")
+    act_reg_weights: dict[str, float] = Field(default_factory=dict, description="per-layer factors (default 1)")
+    logit_reg: float = Field(0.0, ge=0, description="weight of the L2 logits regularizer (Louis et al.: 0.01)")
     neuron: NeuronSpec = Field(default_factory=NeuronSpec, description="used when converting the teacher")
     repact: bool = Field(True, description="used when converting the teacher")
     data_dir: str | None = None
@@ -80,17 +87,42 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     data = load_dataset(s_manifest.data.dataset, cfg.data_dir or s_manifest.data.data_dir)
     s_model.to(device)
 
+    unknown = set(cfg.act_reg_weights) - set(s_model.neurons())
+    if unknown:
+        raise UsageError(f"--act-reg-weights: no spiking layer named {sorted(unknown)[0]!r}; layers: "
+                         f"{', '.join(s_model.neurons())}")
+    rates: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: rates.__setitem__(n, o.mean()))
+             for n, m in s_model.neurons().items()] if cfg.act_reg else []
+
     def step_loss(net, x, y):
+        """CE (or (1 - a) CE + a KD) + lambda L_AF + activation and logits regularization; each term logged."""
         logits, f_s = net(x, with_feature=True)
         ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        if cfg.laf_lambda == 0:
-            return ce, {"ce": ce.item()}
-        with torch.no_grad():
-            z_t, _ = ann_forward_with_feature(t_model, x)
-        laf = laf_loss(f_s, z_t, t_head, cfg.laf_tau)
-        return ce + cfg.laf_lambda * laf, {"ce": ce.item(), "laf": laf.item()}
+        terms = {"ce": ce}
+        loss = ce
+        if cfg.laf_lambda or cfg.kd_alpha:
+            with torch.no_grad():
+                z_t, _ = ann_forward_with_feature(t_model, x)
+            if cfg.kd_alpha:
+                terms["kd"] = logit_kd(logits, z_t, cfg.kd_tau)
+                loss = (1 - cfg.kd_alpha) * ce + cfg.kd_alpha * terms["kd"]
+            if cfg.laf_lambda:
+                terms["laf"] = laf_loss(f_s, z_t, t_head, cfg.laf_tau)
+                loss = loss + cfg.laf_lambda * terms["laf"]
+        if cfg.act_reg:
+            terms["act"] = activation_reg(rates, cfg.act_reg_kind, cfg.act_reg_weights)
+            loss = loss + cfg.act_reg * terms["act"]
+        if cfg.logit_reg:
+            terms["logit"] = logits_reg(logits)
+            loss = loss + cfg.logit_reg * terms["logit"]
+        return loss, {k: v.item() for k, v in terms.items()}
 
-    history = fit("distill", s_model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume, progress)
+    try:
+        history = fit("distill", s_model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume, progress)
+    finally:
+        for h in hooks:
+            h.remove()
     run = measure(s_model, data.test, device, spec.mean, spec.std, spec.input_size)  # every rank: whole split
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
