@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from enofctl.stages.ablate import AblationResult
 from enofctl.stages.evaluate import EvalResult
 
 
@@ -111,3 +112,20 @@ def all_plots(results: list[EvalResult]) -> dict[str, bytes]:
         "energy_per_layer.png": energy_per_layer(results),
     }
     return {k: v for k, v in made.items() if v is not None}
+
+
+def ablation(result: AblationResult) -> bytes:
+    """Accuracy vs. spikes per sample of every ablation row, with the seed spread as error bars."""
+    plt, fig, ax = _figure()
+    for i, r in enumerate(result.rows):
+        marker = "o" if r.grid == "enof" else "s"
+        ax.errorbar(r.spikes_mean, 100 * r.top1_mean, xerr=r.spikes_std, yerr=100 * r.top1_std, fmt=marker,
+                    color=f"C{i % 10}", label=f"{r.grid}: {r.variant} (T={r.T})", capsize=3)
+    if result.teacher_top1 is not None:
+        ax.axhline(100 * result.teacher_top1, color="gray", ls=":", label="teacher (ANN)")
+    ax.set_xlabel("spikes per sample")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("Ablation: accuracy vs. activity (mean +- std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    return _png(plt, fig)

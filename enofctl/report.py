@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from enofctl import __version__
 from enofctl.errors import UsageError
+from enofctl.stages.ablate import AblationResult
 from enofctl.stages.evaluate import EvalResult, EvalRun
 
 REPORT_SCHEMA_VERSION = 1
@@ -143,4 +144,37 @@ def write_report(results: list[EvalResult], folder: str | Path) -> Path:
         made.append(name)
     _atomic_write(folder / "report.json", report.model_dump_json(indent=2))
     _atomic_write(folder / "report.md", markdown(report, made))
+    return folder
+
+
+def ablation_markdown(result: AblationResult) -> str:
+    parts = [f"# Ablation\n\nteacher `{result.teacher}` (top-1 "
+             f"{'-' if result.teacher_top1 is None else f'{100 * result.teacher_top1:.2f} %'}); seeds "
+             f"{result.config.seeds}; {result.config.train.epochs} epochs per cell. Mean +- standard deviation "
+             "over seeds.\n"]
+    for grid, title in (("enof", "EnOF-SNN: L_AF and RepAct"), ("activity", "Activity: KD and regularizers")):
+        rows = [r for r in result.rows if r.grid == grid]
+        if not rows:
+            continue
+        head = "| variant | T | top-1 % | spikes / sample |" + (" vs CE |" if grid == "activity" else "")
+        sep = "|---|---|---|---|" + ("---|" if grid == "activity" else "")
+        parts += [f"## {title}\n", head, sep]
+        for r in rows:
+            line = (f"| {r.variant} | {r.T} | {100 * r.top1_mean:.2f} +- {100 * r.top1_std:.2f} | "
+                    f"{r.spikes_mean:,.0f} +- {r.spikes_std:,.0f} |")
+            if grid == "activity":
+                line += " - |" if r.spikes_vs_ce_pct is None else f" {r.spikes_vs_ce_pct:+.1f} % |"
+            parts.append(line)
+        parts.append("")
+    return "\n".join(parts)
+
+
+def write_ablation(result: AblationResult, folder: str | Path) -> Path:
+    """ablation.json, ablation.md and ablation.png into ``folder``."""
+    from enofctl import plots
+
+    folder = Path(folder)
+    _atomic_write(folder / "ablation.json", result.model_dump_json(indent=2))
+    _atomic_write(folder / "ablation.md", ablation_markdown(result))
+    _atomic_write(folder / "ablation.png", plots.ablation(result))
     return folder

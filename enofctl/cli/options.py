@@ -95,13 +95,13 @@ def parse_kv(items: list[str] | None) -> dict:
     return out
 
 
-def parse_int_list(text: str | None, name: str = "--T") -> list[int] | None:
+def parse_int_list(text: str | None, name: str = "--T", lo: int = 1) -> list[int] | None:
     if text is None:
         return None
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers", param_hint=name) from None
-    if not values or any(v < 1 or v > 1024 for v in values):
-        raise typer.BadParameter(f"{text!r}: each value must be in 1..1024", param_hint=name)
+    if not values or any(v < lo or v > 1024 for v in values):
+        raise typer.BadParameter(f"{text!r}: each value must be in {lo}..1024", param_hint=name)
     return values

@@ -1,0 +1,71 @@
+"""`enofctl ablate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from enofctl.cli import options as o
+from enofctl.cli.display import MAIN_RANK, emit, err
+
+
+class Grid(str, o.Enum):
+    enof = "enof"
+    activity = "activity"
+    both = "both"
+
+
+def ablate(
+    teacher: Annotated[Path, typer.Option(help="Teacher artifact every cell distills from.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ablation.md/.json/.png and runs/.")],
+    grid: Annotated[Grid, typer.Option(help="enof: baseline/+L_AF/+RepAct/both at each T; activity: "
+                                       "CE/KD/KD+act/KD+logits at the largest T.")] = Grid.enof,
+    T: Annotated[str, typer.Option("--T", help="Time steps, e.g. 1,2,4.")] = "1,2,4",
+    seeds: Annotated[str, typer.Option(help="Seeds to repeat each cell with, e.g. 0,1,2.")] = "0",
+    epochs: o.Epochs = None,
+    batch_size: o.BatchSize = 64,
+    lr: o.Lr = None,
+    laf_lambda: Annotated[float, typer.Option(min=0.0, help="L_AF weight where a cell uses L_AF.")] = 0.1,
+    laf_tau: Annotated[float, typer.Option(min=0.0, help="L_AF temperature.")] = 20.0,
+    kd_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="KD weight in the activity grid.")] = 0.5,
+    act_reg: Annotated[float, typer.Option(min=0.0, help="Activation-regularizer weight (activity grid).")] = 0.1,
+    logit_reg: Annotated[float, typer.Option(min=0.0, help="Logits-regularizer weight (activity grid).")] = 0.01,
+    limit_train: Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.")] = None,
+    device: o.DeviceOpt = o.Device.auto,
+    data_dir: o.DataDir = None,
+    json_: o.Json = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Reproduce the papers' ablations from one teacher: same budget and seeds for every cell."""
+    from enofctl.report import write_ablation
+    from enofctl.stages import DistillConfig
+    from enofctl.stages.ablate import AblateConfig
+    from enofctl.stages.ablate import ablate as run
+
+    train = DistillConfig(batch_size=batch_size, laf_lambda=laf_lambda, laf_tau=laf_tau, device=device.value,
+                          data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,
+                          **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}))
+    cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
+                       train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg)
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
+                   disable=quiet or json_ or not MAIN_RANK or not err.is_terminal)
+    task = bar.add_task("ablate", total=None)
+
+    def on_cell(i: int, n: int, what: str, seconds: float) -> None:
+        bar.update(task, completed=i, total=n, description=f"cell {min(i + 1, n)}/{n}: {what}")
+        if not (quiet or json_) and MAIN_RANK and i < n:
+            left = f", about {seconds / i * (n - i) / 60:.1f} min left" if i else ""
+            err.print(f"[dim]ablate[/] cell {i + 1}/{n}: {what}{left}")
+
+    with bar:
+        result = run(cfg, teacher, out, on_cell=on_cell)
+    write_ablation(result, out)
+    emit(result, json_, str(out / "ablation.md"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ablate")(ablate)

@@ -1,0 +1,160 @@
+"""`ablate`: the papers' ablation tables from one teacher, same budget and seeds for every cell.
+
+- ``enof`` (EnOF-SNN): baseline / +L_AF / +RepAct / both, at each T.
+- ``activity`` (Louis et al. 2024): CE / KD / KD + activation reg. / KD + logits reg., at the largest T,
+  with the change in spikes per sample relative to CE.
+
+Every cell's student artifact is kept under ``DIR/runs/`` (`enofctl.report.write_ablation` writes the
+tables and the plot beside them); a cell whose artifact is already there is read
+back instead of retrained, so an interrupted ablation continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from enofctl import artifacts
+from enofctl.errors import ArtifactError, UsageError
+from enofctl.stages.distill import DistillConfig, distill
+
+ENOF_VARIANTS: dict[str, dict] = {
+    "baseline": {"laf": False, "repact": False},
+    "+L_AF": {"laf": True, "repact": False},
+    "+RepAct": {"laf": False, "repact": True},
+    "both": {"laf": True, "repact": True},
+}
+ACTIVITY_VARIANTS = ("CE", "KD", "KD+act", "KD+logits")
+
+
+class AblateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    grid: Literal["enof", "activity", "both"] = "enof"
+    T: list[int] = Field(default_factory=lambda: [1, 2, 4], description="enof: every T; activity: the largest")
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    train: DistillConfig = Field(default_factory=DistillConfig, description="the shared recipe and budget")
+    kd_alpha: float = Field(0.5, gt=0, le=1, description="KD weight in the activity grid")
+    act_reg: float = Field(0.1, gt=0, description="activation-regularizer weight in the activity grid")
+    logit_reg: float = Field(0.01, gt=0, description="logits-regularizer weight in the activity grid")
+
+
+class Cell(BaseModel):
+    grid: str
+    variant: str
+    T: int
+    seed: int
+    artifact: str
+    top1: float
+    spikes_per_sample: float
+    seconds: float
+
+
+class Row(BaseModel):
+    grid: str
+    variant: str
+    T: int
+    n: int
+    top1_mean: float
+    top1_std: float
+    spikes_mean: float
+    spikes_std: float
+    spikes_vs_ce_pct: float | None = None
+
+
+class AblationResult(BaseModel):
+    schema_version: int = 1
+    teacher: str
+    teacher_top1: float | None
+    config: AblateConfig
+    cells: list[Cell]
+    rows: list[Row]
+
+
+def plan(cfg: AblateConfig) -> list[tuple[str, str, int, int, DistillConfig]]:
+    """(grid, variant, T, seed, distill config) of every cell, in run order."""
+    base = cfg.train
+    cells = []
+    if cfg.grid in ("enof", "both"):
+        for T in cfg.T:
+            for name, v in ENOF_VARIANTS.items():
+                for seed in cfg.seeds:
+                    c = base.model_copy(update={"T": T, "seed": seed, "repact": v["repact"],
+                                                "laf_lambda": base.laf_lambda if v["laf"] else 0.0})
+                    cells.append(("enof", name, T, seed, c))
+    if cfg.grid in ("activity", "both"):
+        T = max(cfg.T)
+        extra = {"CE": {}, "KD": {"kd_alpha": cfg.kd_alpha},
+                 "KD+act": {"kd_alpha": cfg.kd_alpha, "act_reg": cfg.act_reg},
+                 "KD+logits": {"kd_alpha": cfg.kd_alpha, "logit_reg": cfg.logit_reg}}
+        for name in ACTIVITY_VARIANTS:
+            for seed in cfg.seeds:
+                c = base.model_copy(update={"T": T, "seed": seed, "repact": False, "laf_lambda": 0.0,
+                                            **extra[name]})
+                cells.append(("activity", name, T, seed, c))
+    return cells
+
+
+def _slug(grid: str, variant: str, T: int, seed: int) -> str:
+    v = variant.replace("+", "plus_").replace("_", "-").lower()
+    return f"{grid}_{v}_T{T}_s{seed}.safetensors"
+
+
+def summarize(cells: list[Cell]) -> list[Row]:
+    groups: dict[tuple[str, str, int], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.grid, c.variant, c.T), []).append(c)
+    rows = []
+    for (grid, variant, T), cs in groups.items():
+        top1 = [c.top1 for c in cs]
+        spikes = [c.spikes_per_sample for c in cs]
+        rows.append(Row(grid=grid, variant=variant, T=T, n=len(cs), top1_mean=statistics.fmean(top1),
+                        top1_std=statistics.stdev(top1) if len(cs) > 1 else 0.0,
+                        spikes_mean=statistics.fmean(spikes),
+                        spikes_std=statistics.stdev(spikes) if len(cs) > 1 else 0.0))
+    ce = {r.T: r.spikes_mean for r in rows if r.grid == "activity" and r.variant == "CE"}
+    for r in rows:
+        if r.grid == "activity" and ce.get(r.T):
+            r.spikes_vs_ce_pct = 100 * (r.spikes_mean / ce[r.T] - 1)
+    return rows
+
+
+CellFn = Callable[[int, int, str, float], None]  # (index, total, description, seconds so far)
+
+
+def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
+           on_cell: CellFn | None = None) -> AblationResult:
+    out_dir = Path(out_dir)
+    if not out_dir.parent.is_dir():
+        raise UsageError(f"--out {out_dir}: directory {out_dir.parent} does not exist")
+    t_art = artifacts.load(teacher, expect="teacher")
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    todo = plan(cfg)
+    cells: list[Cell] = []
+    done: dict[str, Path] = {}  # identical cells (the enof baseline is the activity grid's CE) train once
+    start = time.perf_counter()
+    for i, (grid, variant, T, seed, dcfg) in enumerate(todo):
+        key = dcfg.model_dump_json()
+        path = done.get(key, out_dir / "runs" / _slug(grid, variant, T, seed))
+        if on_cell:
+            on_cell(i, len(todo), f"{grid} {variant} T={T} seed={seed}", time.perf_counter() - start)
+        t0 = time.perf_counter()
+        try:  # the same cell run above, or a finished cell of an earlier, interrupted ablation
+            m = artifacts.load(path, expect="student").manifest
+            if m.config != dcfg.model_dump():
+                raise ArtifactError(f"{path} was trained with another config")
+        except (UsageError, ArtifactError):
+            m = distill(dcfg, teacher, path).manifest
+        done[key] = path
+        cells.append(Cell(grid=grid, variant=variant, T=T, seed=seed, artifact=str(path),
+                          top1=m.metrics["top1"], spikes_per_sample=m.metrics["spikes_per_sample"],
+                          seconds=time.perf_counter() - t0))
+    if on_cell:
+        on_cell(len(todo), len(todo), "done", time.perf_counter() - start)
+    return AblationResult(teacher=str(teacher), teacher_top1=t_art.manifest.metrics.get("top1"), config=cfg,
+                          cells=cells, rows=summarize(cells))
