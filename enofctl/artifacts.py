@@ -190,14 +190,13 @@ class Artifact:
         m = self.manifest.model
         return apply_act(build_model(m.name, m.num_classes, m.in_chans, m.kwargs), m.act)
 
-    def build_ann(self, strict: bool = True) -> nn.Module:
+    def build_ann(self) -> nn.Module:
         """The ANN with the artifact's weights: a teacher, or a surrogate-trained student with its neurons as
-        ReLU again (``strict=False``: parameters the artifact lacks, such as a new QCFS clip, keep their
-        initial values)."""
+        ReLU again."""
         if self.manifest.spiking is not None and self.manifest.spiking.method != "surrogate":
             raise UsageError(f"{self.path} is a converted IF network (BatchNorm folded); it has no ANN form")
         model = self.ann_skeleton()
-        _load_checked(model, self.tensors, self.path, strict)
+        _load_checked(model, self.tensors, self.path)
         return model
 
     def build(self) -> nn.Module:
@@ -210,13 +209,10 @@ class Artifact:
         return model.eval()
 
 
-def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, strict: bool = True) -> None:
+def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
-    if not strict:
-        expected = {k: v for k, v in expected.items() if k in tensors}
-        missing = []
     if missing or extra:
         what = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
         raise ArtifactError(f"{path}: tensors do not match the model its manifest describes ({what})")
@@ -225,7 +221,7 @@ def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path
         if t.shape != ref.shape or t.dtype != ref.dtype:
             raise ArtifactError(f"{path}: tensor {k!r} is {t.dtype}{list(t.shape)}, the model expects "
                                 f"{ref.dtype}{list(ref.shape)}")
-    model.load_state_dict(tensors, strict=strict)
+    model.load_state_dict(tensors)
 
 
 def read_header(path: Path) -> dict[str, Any]:

@@ -190,3 +190,14 @@ def test_cli_cq_refuses_a_relu_teacher(tmp_path) -> None:
     assert not out.exists()
     assert_one_error_line(*run("teacher", "train", "--dataset", "synthetic", "--act", "cq", "--out", out), 2,
                           "--levels")
+
+
+def test_apply_act_round_trip() -> None:
+    model = build_model("vgg7", 4, 3, {"width": 0.0625})
+    n_relu = sum(isinstance(m, nn.ReLU) for m in model.modules())
+    apply_act(model, ActSpec(kind="qcfs", levels=4))
+    assert sum(isinstance(m, QCFS) for m in model.modules()) == n_relu
+    apply_act(model, ActSpec(kind="cq", levels=8))
+    assert all(m.levels == 8 for m in model.modules() if isinstance(m, ClampQuant))
+    apply_act(model, ActSpec(kind="relu"))  # a ReLU stage after a bounded one really is ReLU again
+    assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == n_relu

@@ -88,11 +88,12 @@ def make_act(spec: ActSpec) -> nn.Module:
 def apply_act(model: nn.Module, spec: ActSpec) -> nn.Module:
     """Replace every ReLU (and bounded activation) of ``model`` in place by ``spec``'s activation.
 
-    A QCFS module keeps the clip it replaces when it replaces a QCFS module.
+    A QCFS module keeps the clip it replaces when it replaces a QCFS module; ``relu`` turns bounded
+    activations back into ReLU and leaves ReLUs alone.
     """
-    if spec.kind == "relu":
-        return model
     for name, m in list(model.named_modules()):
+        if spec.kind == "relu" and not isinstance(m, BOUNDED):
+            continue
         if isinstance(m, (nn.ReLU, nn.ReLU6, *BOUNDED)):
             new = make_act(spec)
             if isinstance(new, QCFS) and isinstance(m, QCFS):
