@@ -116,11 +116,14 @@ def all_plots(results: list[EvalResult]) -> dict[str, bytes]:
 
 def ablation(result: AblationResult) -> bytes:
     """Accuracy vs. spikes per sample of every ablation row, with the seed spread as error bars."""
-    plt, fig, ax = _figure()
-    for i, r in enumerate(result.rows):
-        marker = "o" if r.grid == "enof" else "s"
-        ax.errorbar(r.spikes_mean, 100 * r.top1_mean, xerr=r.spikes_std, yerr=100 * r.top1_std, fmt=marker,
-                    color=f"C{i % 10}", label=f"{r.grid}: {r.variant} (T={r.T})", capsize=3)
+    plt, fig, ax = _figure(9.0, 5.0)
+    variants = list(dict.fromkeys((r.grid, r.variant) for r in result.rows))  # color: the variant
+    Ts = sorted({r.T for r in result.rows})  # marker: T
+    markers = "os^Dvp*h"
+    for r in result.rows:
+        ax.errorbar(r.spikes_mean, 100 * r.top1_mean, xerr=r.spikes_std, yerr=100 * r.top1_std,
+                    fmt=markers[Ts.index(r.T) % len(markers)], color=f"C{variants.index((r.grid, r.variant)) % 10}",
+                    label=f"{r.grid}: {r.variant} (T={r.T})", capsize=3, markersize=7)
     if result.teacher_top1 is not None:
         ax.axhline(100 * result.teacher_top1, color="gray", ls=":", label="teacher (ANN)")
     ax.set_xlabel("spikes per sample")
