@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from enofctl.models.base import replace_module
+
 
 class ActSpec(BaseModel):
     """The activation a teacher was trained with (stored in its manifest)."""
@@ -99,6 +101,5 @@ def apply_act(model: nn.Module, spec: ActSpec) -> nn.Module:
             if isinstance(new, QCFS) and isinstance(m, QCFS):
                 new = copy.deepcopy(m)
                 new.levels = spec.levels
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, new)
+            replace_module(model, name, new)
     return model

@@ -40,3 +40,9 @@ def entry_kwargs(pretrained: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
     if pretrained:
         raise ValueError("no pretrained weights are published for this architecture; train a teacher instead")
     return {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule called ``name`` (a dotted path) is."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)

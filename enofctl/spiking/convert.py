@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.errors import ConversionError
 from enofctl.models.acts import BOUNDED
+from enofctl.models.base import replace_module
 from enofctl.spiking.neuron import NeuronSpec, SpikingNeuron
 
 CONVERTIBLE = (nn.ReLU, nn.ReLU6, *BOUNDED)
@@ -86,10 +87,6 @@ def activation_order(model: nn.Module, input_size: tuple[int, int, int]) -> list
     return calls
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
 
 def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, int]) -> SpikingNet:
     """A spiking copy of ``ann`` (a timm model): same weights, activations replaced by neurons."""
@@ -101,7 +98,7 @@ def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, 
     order = activation_order(body, input_size)
     for i, name in enumerate(order):
         last = i == len(order) - 1
-        _set(body, name, nn.ReLU() if (last and spec.repact) else SpikingNeuron(spec.neuron, spec.T))
+        replace_module(body, name, nn.ReLU() if (last and spec.repact) else SpikingNeuron(spec.neuron, spec.T))
     return SpikingNet(body, spec)
 
 

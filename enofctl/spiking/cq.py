@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from enofctl.errors import ConversionError
 from enofctl.models.acts import QCFS, ClampQuant
+from enofctl.models.base import replace_module
 from enofctl.spiking.neuron import NeuronSpec, SpikeFn, SpikingNeuron
 
 
@@ -76,8 +77,8 @@ def fold_bn(model: nn.Module, input_size: tuple[int, ...]) -> nn.Module:
             h.remove()
     for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        _set(model, conv_name, _folded(conv, bn))
-        _set(model, bn_name, nn.Identity())
+        replace_module(model, conv_name, _folded(conv, bn))
+        replace_module(model, bn_name, nn.Identity())
     return model
 
 
@@ -92,10 +93,6 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         new.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
     return new
 
-
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def quantize_weights(model: nn.Module, bits: int, normalize: bool = True) -> nn.Module:
@@ -131,9 +128,9 @@ def make_if_snn(ann: nn.Module, neuron: NeuronSpec, T: int, input_size: tuple[in
             raise ConversionError(f"cannot convert {name!r} ({type(m).__name__}) with --method cq: train the "
                                   "teacher with --act cq (or qcfs/clamp) so every activation is bounded")
         v_th = float(m.clip.detach()) if isinstance(m, QCFS) else 1.0
-        _set(body, name, IFNeuron(neuron, T, v_th))
+        replace_module(body, name, IFNeuron(neuron, T, v_th))
     if spiking_pool:
         for name, m in list(body.named_modules()):
             if isinstance(m, nn.AvgPool2d):
-                _set(body, name, nn.Sequential(m, IFNeuron(neuron, T, 1.0)))
+                replace_module(body, name, nn.Sequential(m, IFNeuron(neuron, T, 1.0)))
     return body

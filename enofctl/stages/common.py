@@ -119,6 +119,12 @@ def n_batches(split, batch_size: int, limit: int | None = None, drop_last: bool 
     return n // batch_size if drop_last and n > batch_size else math.ceil(n / batch_size)
 
 
+def topk_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """How many of the batch are right at top-1 and within the top-5."""
+    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    return int((top[:, 0] == y).sum()), int((top == y[:, None]).any(1).sum())
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split, device, mean, std, batch_size: int = 256, limit: int | None = None,
              shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
@@ -126,11 +132,8 @@ def accuracy(model: nn.Module, split, device, mean, std, batch_size: int = 256, 
     model.eval()
     c1 = c5 = n = 0
     for x, y in batches_on(split, device, mean, std, batch_size=batch_size, limit=limit, shard=shard):
-        logits = model(x)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        c1 += (top[:, 0] == y).sum().item()
-        c5 += (top == y[:, None]).any(1).sum().item()
-        n += len(y)
+        k1, k5 = topk_correct(model(x), y)
+        c1, c5, n = c1 + k1, c5 + k5, n + len(y)
     c1, c5, n = sum_all([c1, c5, n], device)
     return {"top1": c1 / max(n, 1), "top5": c5 / max(n, 1), "samples": int(n)}
 

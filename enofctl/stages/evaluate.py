@@ -14,7 +14,7 @@ from enofctl.data import load_dataset
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
 from enofctl.spiking import SpikingNet, SpikingNeuron
-from enofctl.stages.common import Progress, ProgressFn, batches_on, n_batches, resolve_device
+from enofctl.stages.common import Progress, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -173,11 +173,8 @@ def measure(model: nn.Module, split, device: torch.device, mean, std, input_size
     steps = n_batches(split, batch_size, limit)
     try:
         for i, (x, y) in enumerate(batches_on(split, device, mean, std, batch_size=batch_size, limit=limit)):
-            logits = model(x)
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            c1 += (top[:, 0] == y).sum().item()
-            c5 += (top == y[:, None]).any(1).sum().item()
-            n += len(y)
+            k1, k5 = topk_correct(model(x), y)
+            c1, c5, n = c1 + k1, c5 + k5, n + len(y)
             if progress:
                 progress(Progress("eval", 1, 1, i + 1, steps))
     finally:
