@@ -81,13 +81,13 @@ def neuron_spec(decay: float, v_th: float, reset: Reset, surrogate: Surrogate, a
     return NeuronSpec(decay=decay, v_th=v_th, reset=reset.value, surrogate=surrogate.value, alpha=alpha)
 
 
-def parse_kv(items: list[str] | None) -> dict:
+def parse_kv(items: list[str] | None, name: str = "--model-arg") -> dict:
     """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, booleans), else as strings."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--model-arg")
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=name)
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -91,7 +91,8 @@ def distill(
 
     cfg = DistillConfig(
         T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, kd_alpha=kd_alpha, kd_tau=kd_tau,
-        act_reg=act_reg, act_reg_kind=act_reg_kind, act_reg_weights=o.parse_kv(act_reg_weight), logit_reg=logit_reg,
+        act_reg=act_reg, act_reg_kind=act_reg_kind, act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"),
+        logit_reg=logit_reg,
         neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha), batch_size=batch_size,
         optimizer=optimizer.value, weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed,
         device=device.value, data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,
