@@ -103,6 +103,9 @@ class OpsMeter:
     Counts accumulate over all forward calls until ``reset()``; a spiking net's layers see ``[T*B, ...]``,
     so its counts cover all T steps. Layer names are relative to ``root`` (default: ``model.body`` for a
     SpikingNet, so they match the teacher's; otherwise ``model``).
+
+    While attached, a SpikingNet runs its first layers at every step (``stem_once`` off): the figures follow
+    the papers' convention that every layer computes at every step, whatever shortcut training takes.
     """
 
     def __init__(self, model: nn.Module, root: nn.Module | None = None, force_analog: bool = False):
@@ -114,6 +117,9 @@ class OpsMeter:
         self.calls: dict[str, int] = {}
         self.kinds: dict[str, set[str]] = {}
         self.types: dict[str, Literal["conv", "linear"]] = {}
+        self._net, self._stem_once = (model, model.stem_once) if isinstance(model, SpikingNet) else (None, False)
+        if self._net is not None:
+            self._net.stem_once = False
         rel = {id(m): n for n, m in root.named_modules()}
         self._hooks = []
         for name, m in model.named_modules():
@@ -156,6 +162,8 @@ class OpsMeter:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        if self._net is not None:
+            self._net.stem_once = self._stem_once
 
     def __enter__(self) -> OpsMeter:
         return self

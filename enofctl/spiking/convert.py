@@ -8,6 +8,7 @@ are reused unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Literal
 
@@ -19,6 +20,7 @@ from enofctl.errors import ConversionError
 from enofctl.models.acts import BOUNDED
 from enofctl.models.base import replace_module
 from enofctl.spiking.neuron import NeuronSpec, SpikingNeuron
+from enofctl.spiking.packing import SpikePacker
 
 CONVERTIBLE = (nn.ReLU, nn.ReLU6, *BOUNDED)
 _ACT_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me",
@@ -99,15 +101,53 @@ def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, 
     for i, name in enumerate(order):
         last = i == len(order) - 1
         replace_module(body, name, nn.ReLU() if (last and spec.repact) else SpikingNeuron(spec.neuron, spec.T))
-    return SpikingNet(body, spec)
+    net = SpikingNet(body, spec)
+    net.first_neuron = order[0] if isinstance(body.get_submodule(order[0]), SpikingNeuron) else None
+    net.stem_once = _stem_can_run_once(net, input_size)
+    return net
+
+
+def _stem_can_run_once(net: SpikingNet, input_size: tuple[int, ...]) -> bool:
+    """Whether the layers before the first neuron can run once per image instead of once per step.
+
+    Under direct encoding they see the same image at every step, so this holds whenever nothing but the
+    first neuron consumes them; checked on a probe (shapes and values, eval mode, a private generator so
+    the global random state is untouched) rather than assumed.
+    """
+    if net.first_neuron is None:
+        return False
+    probe = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net.stem_once = False
+            every_step = net.forward_feature(probe)
+            net.stem_once = True
+            once = net.forward_feature(probe)
+        return once.shape == every_step.shape and torch.allclose(once, every_step, rtol=1e-4, atol=1e-5)
+    except RuntimeError:
+        return False
+    finally:
+        net.stem_once = False
+        net.train(was_training)
 
 
 class SpikingNet(nn.Module):
-    """A converted timm model run over T steps. Output: logits averaged over time, ``[B, classes]``."""
+    """A converted timm model run over T steps. Output: logits averaged over time, ``[B, classes]``.
+
+    Two things make a training forward cheaper than running the ANN T times, neither changing the result:
+    with ``stem_once`` the layers before the first neuron run once per image (direct encoding repeats the
+    image, so they would compute the same thing T times) and the first neuron takes that output at every
+    step; with ``pack_spikes`` the spike tensors autograd keeps for backward are stored as bits.
+    """
 
     def __init__(self, body: nn.Module, spec: SpikingSpec):
         super().__init__()
         self.body, self.spec = body, spec
+        self.first_neuron: str | None = None  # qualified name of the neuron a forward reaches first
+        self.stem_once = False
+        self.pack_spikes = True
         self.set_T(spec.T)
 
     @property
@@ -129,8 +169,13 @@ class SpikingNet(nn.Module):
     def forward_feature(self, x: torch.Tensor) -> torch.Tensor:
         """The output feature f_s: the pooled last-block output averaged over T, ``[B, F]``."""
         b, T = x.shape[0], self.T
-        x_seq = x.unsqueeze(0).expand(T, *x.shape).flatten(0, 1)  # direct encoding, [T*B, C, H, W]
-        feat = self.body.forward_head(self.body.forward_features(x_seq), pre_logits=True)  # [T*B, F]
+        if self.first_neuron is not None:
+            self.body.get_submodule(self.first_neuron).repeat_input = self.stem_once
+        if not self.stem_once:  # direct encoding: the image at every step, [T*B, C, H, W]
+            x = x.unsqueeze(0).expand(T, *x.shape).flatten(0, 1)
+        packing = self.pack_spikes and torch.is_grad_enabled()
+        with SpikePacker() if packing else contextlib.nullcontext():
+            feat = self.body.forward_head(self.body.forward_features(x), pre_logits=True)  # [T*B, F]
         return feat.view(T, b, -1).mean(0)  # [B, F]
 
     def forward_with_feature(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

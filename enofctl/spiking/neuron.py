@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
+from enofctl.spiking.packing import active_packer
+
 # ----------------------------------------------------------------------------------------------------------
 # surrogate gradients: d spike / d x at x = u - v_th, each with its sharpness/width ``alpha``
 
@@ -114,16 +116,131 @@ def neuron_multistep(x_seq: torch.Tensor, spec: NeuronSpec, v0: torch.Tensor | N
     return torch.stack(out)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# the same dynamics as one autograd node over the whole sequence (what SpikingNeuron runs)
+
+
+def _alloc_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """An empty tensor like ``x`` with ``rows`` rows, in x's memory format (channels-last stays so)."""
+    fmt = torch.contiguous_format
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        fmt = torch.channels_last
+    return torch.empty((rows, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
+def _surrogate_(z: torch.Tensor, name: str, a: float, scratch: torch.Tensor) -> torch.Tensor:
+    """The surrogate derivative at ``z = u - v_th``, computed in place in ``z`` where the formula allows
+    (the same operations as SURROGATES, so the same rounding); ``scratch`` is a bool buffer like ``z``."""
+    if name == "triangle":  # (a - |z|)+ / a^2
+        return z.abs_().neg_().add_(a).clamp_(min=0).div_(a * a)
+    if name == "rect":  # (|z| < a/2) / a
+        torch.lt(z.abs_(), a / 2, out=scratch)
+        return z.copy_(scratch).div_(a)
+    fn, _ = SURROGATES[name]
+    return z.copy_(fn(z, a))
+
+
+class _NeuronSequence(torch.autograd.Function):
+    """``neuron_multistep`` in one node. It keeps only the membrane before firing, ``u`` (one tensor the
+    size of the input); the spikes and surrogate derivatives are recomputed from it in backward, where the
+    per-step loop keeps about four tensors per step. Each step writes into a few buffers allocated once per
+    call (not per step), which also keeps the allocator from fragmenting. Outputs and gradients are those
+    of the loop, operation for operation.
+
+    ``x``: ``[T*B, ...]``, or ``[B, ...]`` with ``repeat`` (the same input at every step, e.g. the first
+    layer's output under direct encoding: computed once, its gradient summed over the steps).
+    """
+
+    @staticmethod
+    def forward(ctx, x, T: int, repeat: bool, decay: float, v_th: float, hard: bool, v_init: float,
+                surrogate: str, alpha: float):
+        B = x.shape[0] if repeat else x.shape[0] // T
+        keep = ctx.needs_input_grad[0]
+        spk = _alloc_rows(x, T * B)  # [T*B, ...]
+        u_all = _alloc_rows(x, T * B) if keep else None
+        u_buf = None if keep else _alloc_rows(x, B)
+        fired = _alloc_rows(x, B).bool()  # [B, ...] buffers reused at every step
+        v = _alloc_rows(x, B).fill_(v_init * v_th) if v_init else None
+        for t in range(T):
+            rows = slice(t * B, (t + 1) * B)
+            x_t = x if repeat else x[rows]
+            u = u_all[rows] if keep else u_buf
+            if v is None:
+                u.copy_(x_t)  # decay * 0 + x
+                v = torch.empty_like(u)
+            else:
+                torch.mul(v, decay, out=u).add_(x_t)  # decay * v + x, rounded as the loop rounds it
+            torch.gt(u, v_th, out=fired)
+            spk_t = spk[rows]
+            spk_t.copy_(fired)
+            if hard:  # u * (1 - spk)
+                v.copy_(u).masked_fill_(fired, 0.0)
+            else:  # u - spk * v_th
+                torch.sub(u, spk_t, alpha=v_th, out=v)
+        if keep:
+            ctx.save_for_backward(u_all)
+        ctx.config = (T, B, repeat, decay, v_th, hard, surrogate, alpha)
+        return spk
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_spk):
+        (u_all,) = ctx.saved_tensors
+        T, B, repeat, decay, v_th, hard, surrogate, alpha = ctx.config
+        grad_x = _alloc_rows(u_all, B if repeat else T * B)
+        sg = _alloc_rows(u_all, B)
+        tmp = _alloc_rows(u_all, B)
+        mask = sg.bool() if hard or surrogate == "rect" else None
+        grad_v = None  # dL/dv[t], carried back from step t + 1
+        for t in reversed(range(T)):
+            rows = slice(t * B, (t + 1) * B)
+            u, g = u_all[rows], grad_spk[rows]
+            out = tmp if repeat else grad_x[rows]
+            _surrogate_(torch.sub(u, v_th, out=sg), surrogate, alpha, mask)  # d spk / d u
+            if grad_v is None:
+                torch.mul(g, sg, out=out)
+                grad_v = torch.empty_like(sg)
+            elif hard:  # v = u * (1 - spk): dv/du = (1 - spk) - u * sg
+                torch.sub(g, torch.mul(grad_v, u, out=out), out=out).mul_(sg)
+                torch.gt(u, v_th, out=mask)
+                out.add_(grad_v.masked_fill_(mask, 0.0))
+            else:  # v = u - spk * v_th: dv/du = 1 - v_th * sg
+                torch.sub(g, torch.mul(grad_v, v_th, out=out), out=out).mul_(sg).add_(grad_v)
+            if repeat:
+                grad_x.copy_(out) if t == T - 1 else grad_x.add_(out)
+            torch.mul(out, decay, out=grad_v)  # u[t] = decay * v[t-1] + x[t]
+        return grad_x, None, None, None, None, None, None, None, None
+
+
+def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = False) -> torch.Tensor:
+    """Time-folded spikes ``[T*B, ...]`` of ``x`` (``[T*B, ...]``, or ``[B, ...]`` repeated at every step
+    with ``repeat``), the same dynamics as ``neuron_multistep`` in one autograd node that saves only ``u``."""
+    if not repeat and x.shape[0] % T:
+        raise ValueError(f"{x.shape[0]} rows are not T={T} steps of one batch")
+    decay = 1.0 if spec.kind == "if" else spec.decay
+    return _NeuronSequence.apply(x, T, repeat, decay, spec.v_th, spec.reset == "hard", spec.v_init,
+                                 spec.surrogate, spec.surrogate_alpha())
+
+
 class SpikingNeuron(nn.Module):
-    """Multi-step neuron in a time-folded network: ``[T*B, ...]`` in, spikes ``[T*B, ...]`` out."""
+    """Multi-step neuron in a time-folded network: ``[T*B, ...]`` in, spikes ``[T*B, ...]`` out.
+
+    With ``repeat_input`` set (by SpikingNet, for the first neuron under direct encoding) the input is
+    ``[B, ...]``, the same current at every step. Spikes are announced to an active ``SpikePacker`` so that
+    autograd keeps them as bits.
+    """
 
     def __init__(self, spec: NeuronSpec, T: int = 1):
         super().__init__()
         self.spec, self.T = spec, T
+        self.repeat_input = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_seq = x.unflatten(0, (self.T, -1))  # [T, B, ...]
-        return neuron_multistep(x_seq, self.spec).flatten(0, 1)  # [T*B, ...]
+        spk = neuron_sequence(x, self.spec, self.T, self.repeat_input)  # [T*B, ...]
+        packer = active_packer()
+        if packer is not None:
+            packer.mark(spk)
+        return spk
 
     def extra_repr(self) -> str:
         s = self.spec
