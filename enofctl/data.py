@@ -2,11 +2,13 @@
 
 Small datasets (digits, MNIST-like, CIFAR, synthetic) are held in memory as float tensors in [0, 1] and
 augmented on whole batches; `imagefolder` streams through torchvision. Normalization is done on batches
-with the mean/std the manifest records, so an artifact carries everything needed to feed it.
+with the mean/std the manifest records, so an artifact carries everything needed to feed it. A validation
+split is carved from the training set by `split_validation` (stratified, fixed by a seed).
 """
 
 from __future__ import annotations
 
+import copy
 import gzip
 import os
 import struct
@@ -91,6 +93,31 @@ def dataset_info(name: str) -> DatasetInfo:
 # batch sources
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Training augmentation of a batch of images in [0, 1], applied in this order, per image."""
+
+    crop_flip: bool = True  # random crop (zero padding of info.crop_pad) and horizontal flip (if info.hflip)
+    autoaugment: bool = False  # torchvision's CIFAR-10 AutoAugment policy (RGB images)
+    cutout: int = 0  # side of one square set to the dataset mean (0 after normalization); 0 = off
+
+    def apply(self, x: torch.Tensor, info: DatasetInfo, generator: torch.Generator | None) -> torch.Tensor:
+        if self.crop_flip:
+            x = augment_batch(x, info.crop_pad, info.hflip, generator)
+        if self.autoaugment:
+            x = autoaugment(x, generator)
+        if self.cutout:
+            x = cutout(x, self.cutout, generator, fill=info.mean)
+        return x
+
+
+def _as_augment(augment: bool | Augment | None) -> Augment | None:
+    """``True`` is the crop/flip of earlier versions; ``False``/``None`` is none."""
+    if augment is True:
+        return Augment()
+    return augment or None
+
+
 class TensorSplit:
     """One split held in memory. ``x``: float [N, C, H, W] in [0, 1]; ``y``: long [N]."""
 
@@ -100,17 +127,24 @@ class TensorSplit:
     def __len__(self) -> int:
         return len(self.y)
 
+    def labels(self) -> torch.Tensor:
+        return self.y
+
+    def subset(self, idx: torch.Tensor) -> TensorSplit:
+        return TensorSplit(self.x[idx], self.y[idx], self.info)
+
     def batches(
         self,
         batch_size: int,
         *,
         shuffle: bool = False,
-        augment: bool = False,
+        augment: bool | Augment | None = False,
         generator: torch.Generator | None = None,
         limit: int | None = None,
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        augment = _as_augment(augment)
         n = len(self) if limit is None else min(limit, len(self))
         order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
         rank, world = shard
@@ -121,7 +155,7 @@ class TensorSplit:
             idx = order[start : start + batch_size]
             x, y = self.x[idx], self.y[idx]
             if augment:
-                x = augment_batch(x, self.info.crop_pad, self.info.hflip, generator)
+                x = augment.apply(x, self.info, generator)
             yield x, y
 
 
@@ -143,6 +177,38 @@ def augment_batch(x: torch.Tensor, pad: int, hflip: bool, generator: torch.Gener
     return x
 
 
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
+           fill: tuple[float, ...] | None = None) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): per image, a ``size`` x ``size`` square around a uniformly drawn
+    centre, clipped at the borders, set to ``fill`` (per channel; None = 0) in every channel."""
+    b, c, h, w = x.shape
+    cy = torch.randint(0, h, (b, 1), generator=generator)  # centres, [B, 1]
+    cx = torch.randint(0, w, (b, 1), generator=generator)
+    y0, x0 = cy - size // 2, cx - size // 2
+    rows, cols = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    in_rows = (rows >= y0) & (rows < y0 + size)  # [B, H]
+    in_cols = (cols >= x0) & (cols < x0 + size)  # [B, W]
+    mask = (in_rows[:, :, None] & in_cols[:, None, :])[:, None].to(x.device)  # [B, 1, H, W]
+    value = torch.zeros((), dtype=x.dtype, device=x.device) if fill is None else \
+        torch.tensor(fill, dtype=x.dtype, device=x.device).view(1, c, 1, 1)
+    return torch.where(mask, value, x)
+
+
+def autoaugment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """torchvision's AutoAugment with its CIFAR-10 policy, one sub-policy drawn per image, on a batch
+    ``[B, 3, H, W]``: uint8, or float in [0, 1] (rounded to 8 bits, as the images were stored; returned as
+    float in [0, 1]). The draws come from ``generator``; the global RNG is left as it was."""
+    from torchvision.transforms import v2
+
+    policy = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
+    x8 = x if x.dtype == torch.uint8 else x.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG
+        torch.manual_seed(seed)
+        out = torch.stack([policy(img) for img in x8])  # per image: a batch call would share one draw
+    return out if x.dtype == torch.uint8 else out.to(x.dtype).div_(255)
+
+
 class FolderSplit:
     """An image folder streamed through torchvision (for data too large to hold in memory)."""
 
@@ -159,20 +225,36 @@ class FolderSplit:
         self.ds = datasets.ImageFolder(str(root))
         self.classes = tuple(self.ds.classes)
         self.info, self.train, self.workers = info, train, workers
+        self.index: torch.Tensor | None = None  # the images of ds in this split (None: all)
 
     def __len__(self) -> int:
-        return len(self.ds)
+        return len(self.ds) if self.index is None else len(self.index)
+
+    def labels(self) -> torch.Tensor:
+        y = torch.tensor(self.ds.targets, dtype=torch.long)
+        return y if self.index is None else y[self.index]
+
+    def subset(self, idx: torch.Tensor) -> FolderSplit:
+        part = copy.copy(self)
+        part.ds = copy.copy(self.ds)  # its own transform
+        part.index = idx if self.index is None else self.index[idx]
+        return part
 
     def batches(self, batch_size, *, shuffle=False, augment=False, generator=None, limit=None, shard=(0, 1),
                 drop_last=False):
         from torch.utils.data import DataLoader, Subset
 
-        self.ds.transform = self._train_tf if augment else self._eval_tf
+        augment = _as_augment(augment)
+        self.ds.transform = self._train_tf if augment and augment.crop_flip else self._eval_tf
+        on_batch = replace(augment, crop_flip=False) if augment else None  # crop/flip: done per image above
         n = len(self) if limit is None else min(limit, len(self))
         order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
+        if self.index is not None:
+            order = self.index[order]
         subset = Subset(self.ds, order[shard[0] :: shard[1]].tolist())
-        yield from DataLoader(subset, batch_size=batch_size, num_workers=self.workers,
-                              drop_last=drop_last and len(subset) > batch_size)
+        for x, y in DataLoader(subset, batch_size=batch_size, num_workers=self.workers,
+                               drop_last=drop_last and len(subset) > batch_size):
+            yield (on_batch.apply(x, self.info, generator) if on_batch else x), y
 
 
 @dataclass
@@ -181,6 +263,32 @@ class Data:
     train: TensorSplit | FolderSplit
     test: TensorSplit | FolderSplit
     classes: tuple[str, ...]
+    val: TensorSplit | FolderSplit | None = None  # carved from the training set by split_validation
+
+
+def split_validation(data: Data, fraction: float, seed: int) -> Data:
+    """Hold out ``fraction`` of the training set for validation: per class (stratified), drawn with its own
+    generator seeded by ``seed``, so every rank under torchrun computes the same split and the training
+    draws do not change. Every class keeps at least one training image. ``fraction == 0``: ``data``."""
+    if not fraction:
+        return data
+    if data.val is not None:
+        raise ValueError("this data already has a validation split")
+    labels = data.train.labels()
+    g = torch.Generator().manual_seed(seed)
+    held = []
+    for c in torch.unique(labels):  # sorted
+        idx = (labels == c).nonzero().flatten()
+        k = min(len(idx) - 1, int(fraction * len(idx) + 0.5))
+        held.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    val_idx = torch.cat(held).sort().values
+    if len(val_idx) == 0:
+        raise UsageError(f"--val-fraction {fraction} of {len(labels)} training images holds none out; "
+                         "raise it")
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[val_idx] = False
+    train_idx = keep.nonzero().flatten()
+    return replace(data, train=data.train.subset(train_idx), val=data.train.subset(val_idx))
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -216,6 +216,17 @@ def test_datasets() -> None:
     assert rows["imagefolder"]["available"] is False  # needs --data-dir
 
 
+def test_recipe_options_reach_the_manifest(tmp_path: Path) -> None:
+    out = tmp_path / "t.safetensors"
+    ok("teacher", "train", "--dataset", "synthetic", *TINY, "--limit-train", "64", "--val-fraction", "0.25",
+       "--autoaugment", "--cutout", "4", "--no-augment", "--quiet", "--out", out)
+    m = manifest(out)
+    assert {k: m.config[k] for k in ("augment", "autoaugment", "cutout", "val_fraction", "amp")} == {
+        "augment": False, "autoaugment": True, "cutout": 4, "val_fraction": 0.25, "amp": False}
+    assert m.metrics["best_epoch"] == 1 and m.metrics["best_val_top1"] == m.history[0]["val_top1"]
+    assert {"val_top1", "test_top1"} <= set(m.history[0])
+
+
 def test_convert_no_repact(pipe: Pipeline, tmp_path: Path) -> None:
     out = tmp_path / "nr.safetensors"
     assert ok("convert", pipe.teacher, "--T", "2", "--no-repact", "--out", out) == f"{out}\n"
@@ -367,6 +378,17 @@ USAGE_ERRORS = {
                                  "no such file"),
     "report-is-a-file": (lambda p, o: ("eval", p.teacher, "--limit", "8", "--report", p.teacher),
                          "not a directory"),
+    # impossible recipe options: refused before any training, whatever the machine (--device cpu)
+    "teacher-amp-on-cpu": (lambda p, o: ("teacher", "train", "--dataset", "synthetic", *TINY, "--device", "cpu",
+                                         "--amp", "--out", o), "--amp needs a CUDA device"),
+    "distill-amp-on-cpu": (lambda p, o: ("distill", "--teacher", p.teacher, "--device", "cpu", "--amp",
+                                         "--out", o, *QUICK), "--amp needs a CUDA device"),
+    "autoaugment-grayscale": (lambda p, o: ("teacher", "train", "--dataset", "digits", "--autoaugment",
+                                            *TINY, "--out", o), "RGB"),
+    "cutout-too-big": (lambda p, o: ("teacher", "train", "--dataset", "digits", "--cutout", "9", *TINY,
+                                     "--out", o), "--cutout 9"),
+    "val-fraction-too-big": (lambda p, o: ("distill", "--teacher", p.teacher, "--val-fraction", "0.95",
+                                           "--out", o, *QUICK), "--val-fraction"),
 }
 
 

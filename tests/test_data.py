@@ -1,4 +1,5 @@
-"""Datasets: the bundled digits split, batch augmentation, the IDX reader, image folders."""
+"""Datasets: the bundled digits split, the validation split, batch augmentation (crop/flip, Cutout,
+AutoAugment), the IDX reader, image folders."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ import pytest
 import torch
 from clihelp import assert_one_error_line, ok, run
 
-from enofctl.data import _read_idx, augment_batch, load_dataset
+from enofctl.data import (
+    DATASETS,
+    Augment,
+    Data,
+    TensorSplit,
+    _read_idx,
+    augment_batch,
+    autoaugment,
+    cutout,
+    load_dataset,
+    split_validation,
+)
 from enofctl.errors import DataError, UsageError
 
 
@@ -35,6 +47,78 @@ def test_augment_batch_crops_and_flips_per_sample() -> None:
     flipped = augment_batch(x, pad=0, hflip=True, generator=torch.Generator().manual_seed(1))
     for i in range(2):
         assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+
+
+def _numbered(n_per_class: list[int]) -> Data:
+    """A tensor dataset whose images hold their own index (to tell samples apart) and imbalanced classes."""
+    y = torch.cat([torch.full((n,), c) for c, n in enumerate(n_per_class)])
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(5))]
+    x = torch.arange(len(y), dtype=torch.float32).view(-1, 1, 1, 1)
+    info = DATASETS["synthetic"]
+    return Data(info, TensorSplit(x, y, info), TensorSplit(x[:4], y[:4], info), info.classes)
+
+
+def test_validation_split_is_fixed_disjoint_and_stratified() -> None:
+    full = _numbered([100, 50, 20, 1])
+    a = split_validation(full, 0.2, seed=0)
+    ids_train, ids_val = a.train.x.flatten().long(), a.val.x.flatten().long()
+    assert not set(ids_train.tolist()) & set(ids_val.tolist())  # disjoint
+    assert sorted(ids_train.tolist() + ids_val.tolist()) == list(range(171))  # together: the training set
+    assert torch.equal(a.val.y, full.train.y[ids_val]) and torch.equal(a.train.y, full.train.y[ids_train])
+    assert torch.bincount(a.val.y, minlength=4).tolist() == [20, 10, 4, 0]  # per class; a lone one stays
+    b = split_validation(_numbered([100, 50, 20, 1]), 0.2, seed=0)
+    assert torch.equal(b.val.x, a.val.x) and torch.equal(b.train.x, a.train.x)  # every rank gets this split
+    assert not torch.equal(split_validation(full, 0.2, seed=1).val.x, a.val.x)  # fixed by the seed
+    assert split_validation(full, 0.0, seed=0) is full and full.val is None
+    assert torch.equal(a.test.x, full.test.x)  # the test split is untouched
+    with pytest.raises(UsageError, match="--val-fraction"):
+        split_validation(_numbered([3, 3]), 0.1, seed=0)  # nothing held out
+    digits = split_validation(load_dataset("digits"), 0.1, seed=0)
+    assert 140 <= len(digits.val) <= 148 and len(digits.train) + len(digits.val) == 1437  # ~10 % of each class
+
+
+def test_cutout_fills_one_square_of_the_requested_size() -> None:
+    x = torch.ones(64, 3, 12, 12)
+    y = cutout(x, 4, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.equal(x, torch.ones_like(x))  # not in place
+    whole = 0
+    for img in y:
+        hole = img == 0
+        assert torch.equal(hole, hole[:1].expand_as(hole))  # the same square in every channel
+        r, c = hole[0].any(1).nonzero().flatten(), hole[0].any(0).nonzero().flatten()
+        assert 1 <= len(r) <= 4 and 1 <= len(c) <= 4  # clipped at the borders, never larger
+        assert hole[0].sum() == len(r) * len(c) and hole[0][r[0]:r[-1] + 1, c[0]:c[-1] + 1].all()  # a rectangle
+        whole += len(r) == len(c) == 4
+    assert whole > 20  # away from the borders it is the whole 4x4 square
+    mean = cutout(x, 4, torch.Generator().manual_seed(0), fill=(0.1, 0.2, 0.3))
+    assert torch.equal(mean == 1, y == 1)  # the same squares, filled with the per-channel value
+    for c, v in enumerate((0.1, 0.2, 0.3)):
+        assert (mean[:, c][y[:, c] == 0] == torch.tensor(v)).all()
+
+
+def test_autoaugment_keeps_shape_dtype_and_range_and_is_seeded() -> None:
+    x = torch.rand(16, 3, 10, 10).mul(255).round().div(255)  # 8-bit images as float
+    state = torch.get_rng_state()
+    y = autoaugment(x, torch.Generator().manual_seed(0))
+    assert torch.equal(torch.get_rng_state(), state)  # draws come from the generator only
+    assert y.shape == x.shape and y.dtype == x.dtype and 0 <= y.min() and y.max() <= 1
+    assert torch.equal(y, autoaugment(x, torch.Generator().manual_seed(0)))
+    assert not torch.equal(y, x)  # some images changed
+    x8 = x.mul(255).round().to(torch.uint8)
+    y8 = autoaugment(x8, torch.Generator().manual_seed(0))
+    assert y8.dtype == torch.uint8 and y8.shape == x8.shape and torch.equal(y8, y.mul(255).round().to(torch.uint8))
+
+
+def test_augment_true_is_the_old_crop_and_flip() -> None:
+    data = load_dataset("synthetic")
+    old = [x for x, _ in data.train.batches(32, shuffle=True, augment=True, limit=64,
+                                            generator=torch.Generator().manual_seed(0))]
+    new = [x for x, _ in data.train.batches(32, shuffle=True, augment=Augment(), limit=64,
+                                            generator=torch.Generator().manual_seed(0))]
+    assert all(torch.equal(a, b) for a, b in zip(old, new, strict=True))
+    both = Augment(autoaugment=True, cutout=4)
+    x, _ = next(data.train.batches(32, augment=both, generator=torch.Generator().manual_seed(0)))
+    assert x.shape == (32, 3, 16, 16) and 0 <= x.min() and x.max() <= 1
 
 
 def _idx_bytes(arr: np.ndarray) -> bytes:

@@ -59,6 +59,17 @@ Optimizer = Annotated[Optim, typer.Option(help="Optimizer.")]
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="Weight decay (not on norm weights and biases).")]
 Warmup = Annotated[int, typer.Option(min=0, help="Linear warm-up epochs before the cosine schedule.")]
 Seed = Annotated[int, typer.Option(help="Random seed.")]
+AugmentOpt = Annotated[bool, typer.Option("--augment/--no-augment",
+                                          help="Random crop and horizontal flip (as the dataset allows).")]
+AutoAugmentOpt = Annotated[bool, typer.Option("--autoaugment", help="torchvision's CIFAR-10 AutoAugment policy, "
+                                              "drawn per training image (RGB datasets only).")]
+Cutout = Annotated[int, typer.Option(min=0, help="Cutout: blank a random SxS square of each training image "
+                                     "(to the mean); 0 = off (DeVries & Taylor: 16 on CIFAR-10, 8 on CIFAR-100).")]
+ValFraction = Annotated[float, typer.Option(min=0.0, max=0.9, help="Hold out this fraction of the training set "
+                                            "(per class, fixed by --seed), validate each epoch and keep the best "
+                                            "epoch's weights; 0 = off.")]
+Amp = Annotated[bool, typer.Option("--amp", help="Mixed precision: bfloat16 autocast on CUDA (compute "
+                                   "capability 8.0+); a usage error elsewhere.")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to compute.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")]
 Limit = Annotated[int | None, typer.Option(min=1, help="Use only the first N samples (quick looks).")]

@@ -36,7 +36,11 @@ def train(
     optimizer: o.Optimizer = o.Optim.sgd,
     weight_decay: o.WeightDecay = 5e-4,
     warmup_epochs: o.Warmup = 0,
-    no_augment: Annotated[bool, typer.Option("--no-augment", help="Train without augmentation.")] = False,
+    augment: o.AugmentOpt = True,
+    autoaugment: o.AutoAugmentOpt = False,
+    cutout: o.Cutout = 0,
+    val_fraction: o.ValFraction = 0.0,
+    amp: o.Amp = False,
     seed: o.Seed = 0,
     device: o.DeviceOpt = o.Device.auto,
     data_dir: o.DataDir = None,
@@ -58,7 +62,8 @@ def train(
         model_kwargs=kwargs, init=str(init) if init else None, act=ActSpec(kind=act.value, levels=levels),
         batch_size=batch_size,
         optimizer=optimizer.value, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-        augment=not no_augment, seed=seed, device=device.value, limit_train=limit_train,
+        augment=augment, autoaugment=autoaugment, cutout=cutout, val_fraction=val_fraction, amp=amp,
+        seed=seed, device=device.value, limit_train=limit_train,
         **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}),
     )
     with progress(quiet or json_, "teacher") as cb:

@@ -146,7 +146,7 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
         t0 = time.perf_counter()
         try:  # the same cell run above, or a finished cell of an earlier, interrupted ablation
             m = artifacts.load(path, expect="student").manifest
-            if m.config != dcfg.model_dump():
+            if {**DistillConfig().model_dump(), **m.config} != dcfg.model_dump():  # defaults: later options
                 raise ArtifactError(f"{path} was trained with another config")
         except (UsageError, ArtifactError):
             m = distill(dcfg, teacher, path).manifest

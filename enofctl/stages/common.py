@@ -1,5 +1,6 @@
 """What the training stages share: the recipe config, the optimizer and schedule, the epoch loop with
-atomic per-epoch checkpoints (``--resume``), accuracy evaluation, and progress events."""
+atomic per-epoch checkpoints (``--resume``), a validation pass that keeps the best epoch's weights, mixed
+precision on CUDA, accuracy evaluation, and progress events."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from enofctl.data import Data, normalize
+from enofctl.data import Augment, Data, DatasetInfo, normalize, split_validation
 from enofctl.distributed import barrier, broadcast_buffers, device_for, sum_all, world
 from enofctl.errors import TrainingError, UsageError
 
@@ -36,7 +37,12 @@ class TrainConfig(BaseModel):
     warmup_epochs: int = Field(0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
-    augment: bool = True
+    augment: bool = Field(True, description="random crop and horizontal flip (as the dataset allows)")
+    autoaugment: bool = Field(False, description="torchvision's CIFAR-10 AutoAugment policy, per image (RGB data)")
+    cutout: int = Field(0, ge=0, description="Cutout square side in pixels, filled with the mean (0 = off)")
+    val_fraction: float = Field(0.0, ge=0, lt=1, description="hold out this fraction of the training set "
+                                "(stratified, fixed by the seed); keep the best validation epoch's weights")
+    amp: bool = Field(False, description="bfloat16 autocast for the training forward pass (CUDA only)")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     limit_train: int | None = Field(None, ge=1, description="use only this many training samples (smoke runs)")
@@ -72,6 +78,22 @@ def resolve_device(name: str) -> torch.device:
         raise UsageError(f"--device cuda: local rank {local_rank} has no GPU ({gpus} visible); "
                          "start at most that many processes per node, or use --device cpu")
     return device_for(world("nccl" if name == "cuda" else "gloo"), torch.device(name))
+
+
+def check_recipe(cfg: TrainConfig, device: torch.device, info: DatasetInfo) -> None:
+    """Refuse recipe options that cannot work here (a usage error, before any training)."""
+    if cfg.amp and device.type != "cuda":
+        raise UsageError(f"--amp needs a CUDA device (this run computes on {device.type}); drop --amp")
+    if cfg.amp and torch.cuda.get_device_capability(device) < (8, 0):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise UsageError(f"--amp uses bfloat16, which needs a GPU of compute capability 8.0 or newer (this one "
+                         f"is {major}.{minor}); drop --amp")
+    if cfg.autoaugment and info.in_chans != 3:
+        raise UsageError(f"--autoaugment applies the CIFAR-10 policy to RGB images; {info.name} images have "
+                         f"{info.in_chans} channel(s) (--cutout works on any)")
+    if cfg.cutout > max(info.image_size):
+        raise UsageError(f"--cutout {cfg.cutout} is larger than the {info.image_size[0]}x{info.image_size[1]} "
+                         f"images of {info.name}")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -125,6 +147,18 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     return int((top[:, 0] == y).sum()), int((top == y[:, None]).any(1).sum())
 
 
+def best_epoch(history: list[dict]) -> dict | None:
+    """The history row of the first epoch with the highest validation top-1 (None without validation)."""
+    rows = [r for r in history if r.get("val_top1") is not None]
+    return max(rows, key=lambda r: r["val_top1"]) if rows else None
+
+
+def best_metrics(history: list[dict]) -> dict[str, float]:
+    """``best_epoch`` and ``best_val_top1`` for a manifest's metrics ({} without validation)."""
+    row = best_epoch(history)
+    return {} if row is None else {"best_epoch": int(row["epoch"]), "best_val_top1": row["val_top1"]}
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split, device, mean, std, batch_size: int = 256, limit: int | None = None,
              shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
@@ -168,11 +202,17 @@ def fit(
     """Train ``model`` in place for ``cfg.epochs`` epochs; returns the per-epoch history.
 
     ``step_loss(net, x, y)`` runs ``net`` (the model, or its DDP wrapper under torchrun) and returns
-    (loss, logged terms). After each epoch the test split is evaluated and a checkpoint is written atomically
-    beside ``out`` (removed when training ends), so an interrupted run continues with ``resume=True`` from
-    the last finished epoch.
+    (loss, logged terms); with ``cfg.amp`` it runs under bfloat16 autocast. After each epoch the validation
+    split (``cfg.val_fraction``; see ``split_validation``) and the test split are evaluated and a checkpoint
+    is written atomically beside ``out`` (removed when training ends), so an interrupted run continues with
+    ``resume=True`` from the last finished epoch. With validation, ``model`` ends with the weights of the
+    first epoch with the highest validation top-1 (``best_epoch(history)``), kept across a resume.
     """
     w = world()
+    check_recipe(cfg, device, data.info)
+    if cfg.val_fraction and data.val is None:  # the stages split before, so the full set can be freed
+        data = split_validation(data, cfg.val_fraction, cfg.seed)
+    augment = Augment(crop_flip=cfg.augment, autoaugment=cfg.autoaugment, cutout=cfg.cutout)
     gen = seed_everything(cfg.seed)
     if cfg.sync_bn and w.size > 1:
         if device.type != "cuda":
@@ -187,6 +227,7 @@ def fit(
     steps = n_batches(data.train, cfg.batch_size * w.size, cfg.limit_train, drop_last=True)
     sched = cosine_with_warmup(opt, cfg.epochs * steps, cfg.warmup_epochs * steps)
     history: list[dict[str, float]] = []
+    best: dict | None = None  # {"epoch", "val_top1", "model": weights on the CPU} of the best epoch so far
     start = 0
     ckpt = checkpoint_path(out)
     if resume and ckpt.exists():
@@ -198,15 +239,16 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        history, start = state["history"], state["epoch"]
+        history, start, best = state["history"], state["epoch"], state.get("best")
     for epoch in range(start, cfg.epochs):
         model.train()
         t0, sums, seen = time.perf_counter(), {}, 0
         it = batches_on(data.train, device, mean, std, batch_size=cfg.batch_size, shuffle=True,
-                        augment=cfg.augment,
+                        augment=augment,
                         generator=gen, limit=cfg.limit_train, drop_last=True, shard=w.shard)
         for step, (x, y) in enumerate(it):
-            loss, terms = step_loss(net, x, y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                loss, terms = step_loss(net, x, y)
             if not torch.isfinite(loss):
                 raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; lower --lr "
                                     "(the last good checkpoint is kept)")
@@ -224,19 +266,26 @@ def fit(
         broadcast_buffers(model)  # evaluate (and save) the same model on every rank
         *totals, seen = sum_all([*sums.values(), seen], device)
         row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in zip(sums, totals, strict=True)}}
-        row.update({f"test_{k}": v for k, v in accuracy(model, data.test, device, mean, std,
-                                                        shard=w.shard).items() if k != "samples"})
+        for name, split in (("val", data.val), ("test", data.test)):
+            if split is not None:
+                row.update({f"{name}_{k}": v for k, v in accuracy(model, split, device, mean, std,
+                                                                  shard=w.shard).items() if k != "samples"})
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
+        if data.val is not None and (best is None or row["val_top1"] > best["val_top1"]):
+            best = {"epoch": epoch + 1, "val_top1": row["val_top1"],
+                    "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
         if w.main:
             _save_checkpoint(ckpt, {
                 "stage": stage, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
+                "torch_rng": torch.get_rng_state(), "best": best,
             })
         barrier()
         if progress and w.main:
             progress(Progress(stage, epoch + 1, cfg.epochs, steps, steps, metrics=row))
+    if best is not None:
+        model.load_state_dict(best["model"])
     return history
 
 

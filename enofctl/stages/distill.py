@@ -16,13 +16,21 @@ from pydantic import Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact, Manifest
-from enofctl.data import load_dataset
+from enofctl.data import dataset_info, load_dataset, split_validation
 from enofctl.distributed import barrier, world
 from enofctl.errors import UsageError
 from enofctl.losses import activation_reg, laf_loss, logit_kd, logits_reg
 from enofctl.models import feature_dim
 from enofctl.spiking import NeuronSpec, SpikingNet, ann_forward_with_feature
-from enofctl.stages.common import ProgressFn, TrainConfig, finish_checkpoint, fit, resolve_device
+from enofctl.stages.common import (
+    ProgressFn,
+    TrainConfig,
+    best_metrics,
+    check_recipe,
+    finish_checkpoint,
+    fit,
+    resolve_device,
+)
 from enofctl.stages.convert import ConvertConfig, convert_teacher
 from enofctl.stages.evaluate import measure
 from enofctl.stages.teacher import StageResult
@@ -78,13 +86,15 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
         if cfg.T:
             s_model.set_T(cfg.T)
     device = resolve_device(cfg.device)
+    check_recipe(cfg, device, dataset_info(s_manifest.data.dataset))
     t_model = t_art.build().to(device)
     check_pair(t_art, s_manifest, s_model, t_model)
     for p in t_model.parameters():
         p.requires_grad_(False)
     t_head = t_model.get_classifier()
     spec = s_manifest.model
-    data = load_dataset(s_manifest.data.dataset, cfg.data_dir or s_manifest.data.data_dir)
+    data = split_validation(load_dataset(s_manifest.data.dataset, cfg.data_dir or s_manifest.data.data_dir),
+                            cfg.val_fraction, cfg.seed)
     s_model.to(device)
 
     unknown = set(cfg.act_reg_weights) - set(s_model.neurons())
@@ -129,7 +139,7 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
         config=cfg.model_dump(), history=history, parents=parents,
         metrics={"top1": run.top1, "top5": run.top5, "spikes_per_sample": run.spikes_per_sample,
                  "mean_firing_rate": run.mean_firing_rate,
-                 "teacher_top1": t_art.manifest.metrics.get("top1")},
+                 "teacher_top1": t_art.manifest.metrics.get("top1"), **best_metrics(history)},
     )
     if world().main:
         artifacts.save(out, manifest, s_model.body.state_dict())

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import DataRef, Manifest, ModelSpec
-from enofctl.data import Data, load_dataset
+from enofctl.data import Data, dataset_info, load_dataset, split_validation
 from enofctl.distributed import barrier, world
 from enofctl.errors import DataError, UsageError
 from enofctl.models import build_model
@@ -21,6 +21,8 @@ from enofctl.stages.common import (
     ProgressFn,
     TrainConfig,
     accuracy,
+    best_metrics,
+    check_recipe,
     finish_checkpoint,
     fit,
     resolve_device,
@@ -79,7 +81,8 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
                   progress: ProgressFn | None = None) -> StageResult:
     out = artifacts.check_output_path(out)
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    check_recipe(cfg, device, dataset_info(cfg.dataset))
+    data = split_validation(load_dataset(cfg.dataset, cfg.data_dir, cfg.download), cfg.val_fraction, cfg.seed)
     seed_everything(cfg.seed)
     parents = []
     if cfg.init:
@@ -105,7 +108,8 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
     history = fit("teacher-train", model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume,
                   progress)
     w = world()
-    metrics = accuracy(model, data.test, device, spec.mean, spec.std, shard=w.shard)
+    metrics = accuracy(model, data.test, device, spec.mean, spec.std, shard=w.shard)  # the weights saved
+    metrics.update(best_metrics(history))
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
         data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes)),
