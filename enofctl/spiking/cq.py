@@ -5,12 +5,30 @@ neuron (no leak, reset by subtraction) whose threshold is the activation's clip 
 QCFS) and whose membrane starts at half the threshold, so that with a constant input it emits in T = Q
 steps exactly the ANN's quantized activation. Optional: average pools followed by an IF neuron (spiking
 pooling), n-bit fixed-point weights.
+
+Data-driven steps after conversion (optional, on a few batches of training data):
+
+- ``normalize_thresholds``: data-based normalization (Rueckauer et al., 2017) for activations that are not
+  clamped (ReLU): the neuron's threshold becomes a high percentile of the ANN's positive activations there.
+  With reset by subtraction this is the same network as scaling the layer's weights by lambda_prev / lambda
+  and its bias by 1 / lambda with threshold 1 ("weight normalization"); keeping the weights and moving the
+  threshold needs no knowledge of which layer feeds which, and a spike carries its threshold, so the logits
+  keep the ANN's scale. Bounded activations (CQ, QCFS, clamp) keep their clip: there it is a no-op.
+- ``calibrate_bias``: layer-wise bias calibration (Li et al., ICML 2021, "light pipeline"). Even at T = Q
+  an IF neuron fed by spikes, not by a constant current, does not emit exactly the quantized activation
+  (the "unevenness error", Bu et al., ICLR 2022): its inputs arrive unevenly over time. Layer by layer, in
+  forward order, the mean per-channel difference between the ANN's activation and the SNN's time-averaged
+  output (rate * threshold) is added to the bias of the conv/linear layer that feeds the neuron, so each
+  layer is calibrated on the already corrected outputs of the layers before it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.errors import ConversionError
 from enofctl.models.acts import QCFS, ClampQuant
@@ -116,7 +134,11 @@ def quantize_weights(model: nn.Module, bits: int, normalize: bool = True) -> nn.
 def make_if_snn(ann: nn.Module, neuron: NeuronSpec, T: int, input_size: tuple[int, ...],
                 spiking_pool: bool = False) -> nn.Module:
     """The IF body of a bounded-activation ANN (a copy): BN folded, activations -> IFNeuron, in place on
-    ``ann``'s copy. Returns the body; wrap it in a SpikingNet."""
+    ``ann``'s copy. Returns the body; wrap it in a SpikingNet.
+
+    A ReLU (unbounded) gets threshold 1 here as a placeholder: its real threshold comes from
+    ``normalize_thresholds`` at conversion, or from the artifact's ``v_th`` buffer when one is loaded (the
+    convert stage refuses a ReLU teacher without data-based normalization)."""
     import copy
 
     body = fold_bn(copy.deepcopy(ann), input_size)
@@ -124,13 +146,263 @@ def make_if_snn(ann: nn.Module, neuron: NeuronSpec, T: int, input_size: tuple[in
     if not acts:
         raise ConversionError("the model has no activations to make spiking")
     for name, m in acts:
-        if not isinstance(m, (ClampQuant, QCFS)):
-            raise ConversionError(f"cannot convert {name!r} ({type(m).__name__}) with --method cq: train the "
-                                  "teacher with --act cq (or qcfs/clamp) so every activation is bounded")
-        v_th = float(m.clip.detach()) if isinstance(m, QCFS) else 1.0
+        v_th = float(m.clip.detach()) if isinstance(m, QCFS) else 6.0 if isinstance(m, nn.ReLU6) else 1.0
         replace_module(body, name, IFNeuron(neuron, T, v_th))
     if spiking_pool:
         for name, m in list(body.named_modules()):
             if isinstance(m, nn.AvgPool2d):
                 replace_module(body, name, nn.Sequential(m, IFNeuron(neuron, T, 1.0)))
     return body
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data-driven steps after conversion
+
+
+class CalibratedLayer(BaseModel):
+    """One IF neuron after the data-driven steps (stored in the student manifest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the IF neuron")
+    v_th: float = Field(description="its threshold")
+    threshold_from: str = Field(description="clip (the ANN's bound), percentile (data-based) or pool")
+    bias_of: str | None = Field(None, description="the conv/linear whose bias was calibrated; None: not "
+                                "calibrated (no bias directly before the neuron, or no ANN counterpart)")
+    shift: float | None = Field(None, description="mean |bias shift| over channels")
+    gap_before: float | None = Field(None, description="mean |ANN activation - SNN time-averaged output| on "
+                                     "the calibration data, before calibration")
+    gap_after: float | None = Field(None, description="the same after calibration")
+
+
+class Calibration(BaseModel):
+    """What the data-driven steps of `convert --method cq` did (the manifest's ``calibration``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    T: int = Field(description="time steps the network was calibrated at")
+    samples: int = Field(description="training images used")
+    norm_percentile: float | None = Field(None, description="data-based thresholds of unbounded activations")
+    bias_iterations: int = Field(0, description="passes of layer-wise bias calibration (0: none)")
+    agreement_before: float | None = Field(None, description="fraction of calibration images on which the SNN's "
+                                           "top-1 equals the ANN's, before bias calibration")
+    agreement_after: float | None = Field(None, description="the same after")
+    logit_gap_before: float | None = Field(None, description="mean |ANN logit - SNN logit| on the calibration "
+                                           "data, before bias calibration")
+    logit_gap_after: float | None = Field(None, description="the same after")
+    classifier: str | None = Field(None, description="the linear readout whose bias was calibrated against the "
+                                   "ANN's logits")
+    classifier_shift: float | None = Field(None, description="mean |bias shift| over classes")
+    layers: list[CalibratedLayer] = Field(default_factory=list)
+
+
+class _Stop(Exception):
+    """Raised by a capture hook to end a forward pass early (the layers after it are not needed)."""
+
+
+def _capture(net: nn.Module, root: nn.Module, x: torch.Tensor, names: Sequence[str],
+             stop_after: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Run ``net(x)`` and return the outputs of ``root``'s modules ``names`` (and the net's output, unless
+    the pass stopped early after ``stop_after``)."""
+    got: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def fn(mod, inp, out):
+            got[name] = out
+            if name == stop_after:
+                raise _Stop
+
+        return fn
+
+    hooks = [root.get_submodule(n).register_forward_hook(hook(n)) for n in names]
+    try:
+        out = net(x)
+    except _Stop:
+        out = None
+    finally:
+        for h in hooks:
+            h.remove()
+    return got, out
+
+
+def if_neurons(body: nn.Module, input_size: tuple[int, ...]) -> list[tuple[str, str | None]]:
+    """The IF neurons of a converted body in the order a forward pass reaches them, each with the conv or
+    linear layer that feeds it directly (its output tensor is the neuron's input, Identity in between
+    allowed) and has a bias; None where there is none (after a pool, a residual sum, ...)."""
+    T = next((m.T for m in body.modules() if isinstance(m, IFNeuron)), 1)
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}  # tensors kept alive so their ids stay unique
+    order: list[tuple[str, str | None]] = []
+    names = {m: n for n, m in body.named_modules()}
+
+    def layer_hook(mod, inp, out):
+        if mod.bias is not None:
+            outputs[id(out)] = (names[mod], out)
+
+    def neuron_hook(mod, inp):
+        src = outputs.get(id(inp[0]))
+        order.append((names[mod], src[0] if src is not None else None))
+
+    hooks = [m.register_forward_hook(layer_hook) for m in body.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks += [m.register_forward_pre_hook(neuron_hook) for m in body.modules() if isinstance(m, IFNeuron)]
+    was_training = body.training
+    try:
+        body.eval()
+        with torch.no_grad():
+            body(torch.zeros(T, *input_size))
+    finally:
+        body.train(was_training)
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def _positive_sample(a: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """At most ``k`` of the positive entries of ``a``, drawn uniformly (all of them if there are fewer)."""
+    pos = a[a > 0].float().cpu()
+    if pos.numel() > k:
+        pos = pos[torch.randperm(pos.numel(), generator=gen)[:k]]
+    return pos
+
+
+@torch.no_grad()
+def normalize_thresholds(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor],
+                         percentile: float = 99.9, seed: int = 0) -> dict[str, float]:
+    """Data-based thresholds for the IF neurons that replace an unbounded activation (``nn.ReLU``), in place.
+
+    Each such neuron's ``v_th`` becomes the ``percentile`` of the ANN's positive activations at that layer on
+    ``batches`` (zeros say nothing about the scale; Rueckauer et al. 2017 use 99.9 to 99.999). Neurons that
+    replace a bounded activation (CQ, QCFS, clamp, ReLU6) keep their clip: for a CQ network this changes
+    nothing. ``snn`` is a SpikingNet of ``ann`` (same module names). Returns {neuron: new v_th}.
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile {percentile} is not in (0, 100]")
+    body = snn.body
+    names = [n for n, m in body.named_modules() if isinstance(m, IFNeuron)]
+    ann_mods = dict(ann.named_modules())
+    relu = [n for n in names if isinstance(ann_mods.get(n), nn.ReLU)]
+    if not relu:
+        return {}
+    per_batch = max(1, (1 << 22) // max(1, len(batches)))  # torch.quantile takes at most 2^24 values
+    gen = torch.Generator().manual_seed(seed)
+    samples: dict[str, list[torch.Tensor]] = {n: [] for n in relu}
+    ann.eval()
+    for x in batches:
+        acts, _ = _capture(ann, ann, x, relu)
+        for n in relu:
+            samples[n].append(_positive_sample(acts[n], per_batch, gen))
+    out = {}
+    for n in relu:
+        v = torch.cat(samples[n])
+        lam = float(torch.quantile(v, percentile / 100)) if v.numel() else 1.0  # a dead layer: any threshold
+        body.get_submodule(n).v_th.fill_(max(lam, 1e-6))
+        out[n] = float(body.get_submodule(n).v_th)
+    return out
+
+
+def _time_mean(out: torch.Tensor, T: int) -> torch.Tensor:
+    return out.unflatten(0, (T, -1)).mean(0)  # [T*B, ...] -> [B, ...]
+
+
+def _channel_dims(src: nn.Module, a: torch.Tensor) -> list[int]:
+    """The dimensions to average over for one value per channel of ``src``'s bias."""
+    ch = a.dim() - 1 if isinstance(src, nn.Linear) else 1
+    return [d for d in range(a.dim()) if d != ch]
+
+
+def _classifier(net: nn.Module, root: nn.Module) -> str | None:
+    """The qualified name (in ``root``) of ``net``'s classifier if it is a linear layer with a bias."""
+    head = net.get_classifier() if hasattr(net, "get_classifier") else None
+    if not isinstance(head, nn.Linear) or head.bias is None:
+        return None
+    return next((n for n, m in root.named_modules() if m is head), None)
+
+
+@torch.no_grad()
+def calibrate_bias(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], iterations: int = 1,
+                   readout: bool = False, input_size: tuple[int, ...] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> Calibration:
+    """Layer-wise bias calibration of a converted IF network against its ANN, in place (Li et al. 2021).
+
+    For each IF neuron in forward order that a conv/linear with a bias feeds directly, and that has an ANN
+    activation of the same name: run the SNN (with every earlier layer already calibrated) and the ANN on
+    ``batches``, take the mean per channel of ``clamp(ANN activation, 0, v_th) - SNN output averaged over
+    T`` and add it to that bias. With ``readout``, last the same for the classifier (a linear readout of the
+    time-averaged features) against the ANN's logits: it removes any per-class offset of the logits, but on
+    Fashion-MNIST (vgg7, T = Q = 8) it cost 0.2 points of top-1, so it is off by default. ``iterations``
+    repeats the sweep (a second one changed nothing there). The SNN runs at its current T: the correction is
+    tuned to that T. Returns a record with each layer's gap before and after.
+    ``snn`` is a SpikingNet of ``ann`` (same module names); ``batches`` are normalized inputs on its device.
+    """
+    body, T = snn.body, snn.T
+    if input_size is None:
+        input_size = tuple(batches[0].shape[1:])
+    ann.eval()
+    snn.eval()
+    ann_mods = dict(ann.named_modules())
+    order = if_neurons(body, input_size)
+    srcs = dict(order)
+    paired = [n for n, _ in order if n in ann_mods]  # spiking-pool neurons have no ANN counterpart
+    todo = [(n, src) for n, src in order if src is not None and n in ann_mods]
+    head = _classifier(snn, body) if readout and _classifier(ann, ann) is not None else None
+    steps = iterations * (len(todo) + (head is not None))
+    done, total = 0, (1 + steps) * len(batches)  # before (it also serves the first step), the steps, after
+
+    def measure(upto: str | None) -> dict:
+        """Sums over ``batches`` for the neurons up to ``upto`` (all of them and the logits if None):
+        per-channel (target - snn), |target - snn|, element counts, top-1 agreement."""
+        nonlocal done
+        keep = paired if upto is None else paired[: paired.index(upto) + 1]
+        diff: dict[str, torch.Tensor] = {}
+        absd: dict[str, float] = {n: 0.0 for n in keep + ["logits"]}
+        count: dict[str, int] = {n: 0 for n in keep + ["logits"]}
+        agree = 0
+        for x in batches:
+            a_acts, a_out = _capture(ann, ann, x, keep, stop_after=upto)
+            s_acts, s_out = _capture(snn, body, x, keep, stop_after=upto)
+            pairs = [(n, a_acts[n].clamp(0, float(body.get_submodule(n).v_th)), _time_mean(s_acts[n], T))
+                     for n in keep]
+            if upto is None:
+                pairs.append(("logits", a_out, s_out))
+                agree += int((a_out.argmax(1) == s_out.argmax(1)).sum())
+            for n, a, s_ in pairs:
+                d = a - s_
+                absd[n] += float(d.abs().sum())
+                count[n] += d.numel()
+                src = head if n == "logits" else srcs[n]
+                if src is not None:
+                    part = d.sum(dim=_channel_dims(body.get_submodule(src), d))
+                    diff[n] = diff[n] + part if n in diff else part
+            done += 1
+            if progress:
+                progress(done, total)
+        n_img = sum(len(x) for x in batches)
+        return {"diff": diff, "gap": {n: absd[n] / max(count[n], 1) for n in absd}, "count": count,
+                "agree": agree / n_img if upto is None else None}
+
+    before = stats = measure(None)
+    shifts: dict[str, torch.Tensor] = {}
+    for _ in range(iterations):
+        for n, src in todo + ([("logits", head)] if head is not None else []):
+            if stats is None:
+                stats = measure(None if n == "logits" else n)
+            bias = body.get_submodule(src).bias
+            shift = stats["diff"][n] / (stats["count"][n] // bias.numel())  # the mean over each channel
+            bias.add_(shift.to(bias.dtype))
+            shifts[n] = shifts[n] + shift if n in shifts else shift
+            stats = None
+    after = measure(None) if shifts else before
+    layers = []
+    for n, src in order:
+        corrected = n in shifts
+        layers.append(CalibratedLayer(
+            name=n, v_th=float(body.get_submodule(n).v_th), threshold_from="clip" if n in ann_mods else "pool",
+            bias_of=src if corrected else None, shift=float(shifts[n].abs().mean()) if corrected else None,
+            gap_before=before["gap"].get(n), gap_after=after["gap"].get(n),
+        ))
+    return Calibration(
+        T=T, samples=sum(len(x) for x in batches), bias_iterations=iterations,
+        agreement_before=before["agree"], agreement_after=after["agree"],
+        logit_gap_before=before["gap"]["logits"], logit_gap_after=after["gap"]["logits"],
+        classifier=head if "logits" in shifts else None,
+        classifier_shift=float(shifts["logits"].abs().mean()) if "logits" in shifts else None, layers=layers,
+    )
