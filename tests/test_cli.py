@@ -227,6 +227,16 @@ def test_recipe_options_reach_the_manifest(tmp_path: Path) -> None:
     assert {"val_top1", "test_top1"} <= set(m.history[0])
 
 
+def test_limit_test_evaluates_the_first_n_test_samples(pipe: Pipeline, tmp_path: Path) -> None:
+    out = tmp_path / "s.safetensors"
+    ok("distill", "--teacher", pipe.teacher, "--T", "1", *QUICK, "--limit-test", "7", "--quiet", "--out", out)
+    m = manifest(out)
+    assert m.config["limit_test"] == 7 and m.metrics["samples"] == 7
+    for acc in (m.history[0]["test_top1"], m.metrics["top1"]):  # per-epoch and final: a count out of 7
+        assert abs(acc * 7 - round(acc * 7)) < 1e-9
+    assert manifest(pipe.student).config["limit_test"] is None and manifest(pipe.student).metrics["samples"] == 256
+
+
 def test_convert_no_repact(pipe: Pipeline, tmp_path: Path) -> None:
     out = tmp_path / "nr.safetensors"
     assert ok("convert", pipe.teacher, "--T", "2", "--no-repact", "--out", out) == f"{out}\n"

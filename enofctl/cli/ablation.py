@@ -33,7 +33,8 @@ def ablate(
     kd_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="KD weight in the activity grid.")] = 0.5,
     act_reg: Annotated[float, typer.Option(min=0.0, help="Activation-regularizer weight (activity grid).")] = 0.1,
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Logits-regularizer weight (activity grid).")] = 0.01,
-    limit_train: Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.")] = None,
+    limit_train: o.LimitTrain = None,
+    limit_test: o.LimitTest = None,
     device: o.DeviceOpt = o.Device.auto,
     data_dir: o.DataDir = None,
     json_: o.Json = False,
@@ -47,6 +48,7 @@ def ablate(
 
     train = DistillConfig(batch_size=batch_size, laf_lambda=laf_lambda, laf_tau=laf_tau, device=device.value,
                           data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,
+                          limit_test=limit_test,
                           **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}))
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
                        train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg)

@@ -51,6 +51,9 @@ class Optim(str, Enum):
 Out = Annotated[Path, typer.Option("--out", "-o", help="Artifact to write (.safetensors); written atomically.")]
 Dataset = Annotated[str, typer.Option(help="Dataset name (see `enofctl datasets`).")]
 DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are.")]
+LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.")]
+LimitTest = Annotated[int | None, typer.Option(min=1, help="Test on the first N test samples only (per-epoch and "
+                                               "final accuracy; CPU-budget runs).")]
 Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
 Epochs = Annotated[int | None, typer.Option(min=1, help="Training epochs [default: the stage's].")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]

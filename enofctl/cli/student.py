@@ -24,6 +24,17 @@ def convert(
                                               "normalize each layer by its max |w| first.")] = True,
     spiking_pool: Annotated[bool, typer.Option("--spiking-pool", help="cq: an IF neuron after each average "
                                                "pool.")] = False,
+    calibrate: Annotated[int, typer.Option(min=0, max=100_000, help="cq: layer-wise bias calibration at --T on N "
+                                           "batches of training data (0: off, no data needed; e.g. 8).")] = 0,
+    norm_percentile: Annotated[float | None, typer.Option(help="cq + --calibrate: thresholds of ReLU "
+                                                          "activations = this percentile of the ANN's (e.g. "
+                                                          "99.9); lets a ReLU teacher convert. No-op for "
+                                                          "CQ/QCFS/clamp.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Calibration batch size.")] = 128,
+    seed: Annotated[int, typer.Option(help="Which training images calibrate (seeded shuffle).")] = 0,
+    data_dir: Annotated[Path | None, typer.Option(help="Calibration data: where the teacher's dataset's files "
+                                                  "are [default: as the teacher was trained].")] = None,
+    device: Annotated[o.Device, typer.Option(help="Where calibration computes.")] = o.Device.auto,
     repact: o.RepAct = True,
     decay: o.Decay = 0.25,
     v_th: o.Vth = 0.5,
@@ -37,12 +48,21 @@ def convert(
     from enofctl.stages import ConvertConfig
     from enofctl.stages import convert as run
 
+    if norm_percentile is not None and not 0 < norm_percentile <= 100:
+        raise typer.BadParameter(f"{norm_percentile} is not a percentile in (0, 100]", param_hint="--norm-percentile")
     cfg = ConvertConfig(T=T, method=method.value, repact=repact, weight_bits=weight_bits, weight_norm=weight_norm,
-                        spiking_pool=spiking_pool,
-                        neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha))
-    res = run(teacher, cfg, out)
-    emit({"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
-          "repact": res.manifest.spiking.repact}, json_, str(res.path))
+                        spiking_pool=spiking_pool, calibrate=calibrate, norm_percentile=norm_percentile,
+                        batch_size=batch_size, seed=seed, data_dir=str(data_dir) if data_dir else None,
+                        device=device.value, neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha))
+    with progress(quiet or json_, "calibrate") as cb:
+        res = run(teacher, cfg, out, progress=cb)
+    result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
+              "repact": res.manifest.spiking.repact}
+    cal = res.manifest.calibration
+    if cal is not None:
+        result["calibration"] = {"samples": cal.samples, "agreement_before": cal.agreement_before,
+                                 "agreement_after": cal.agreement_after}
+    emit(result, json_, str(res.path))
 
 
 def distill(
@@ -82,7 +102,8 @@ def distill(
     seed: o.Seed = 0,
     device: o.DeviceOpt = o.Device.auto,
     data_dir: o.DataDir = None,
-    limit_train: Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.")] = None,
+    limit_train: o.LimitTrain = None,
+    limit_test: o.LimitTest = None,
     resume: o.Resume = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -102,6 +123,7 @@ def distill(
         optimizer=optimizer.value, weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed,
         augment=augment, autoaugment=autoaugment, cutout=cutout, val_fraction=val_fraction, amp=amp,
         device=device.value, data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,
+        limit_test=limit_test,
         **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}),
     )
     with progress(quiet or json_, "distill") as cb:

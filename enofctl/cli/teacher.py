@@ -45,7 +45,8 @@ def train(
     device: o.DeviceOpt = o.Device.auto,
     data_dir: o.DataDir = None,
     download: o.Download = False,
-    limit_train: Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.")] = None,
+    limit_train: o.LimitTrain = None,
+    limit_test: o.LimitTest = None,
     resume: o.Resume = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -63,7 +64,7 @@ def train(
         batch_size=batch_size,
         optimizer=optimizer.value, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
         augment=augment, autoaugment=autoaugment, cutout=cutout, val_fraction=val_fraction, amp=amp,
-        seed=seed, device=device.value, limit_train=limit_train,
+        seed=seed, device=device.value, limit_train=limit_train, limit_test=limit_test,
         **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}),
     )
     with progress(quiet or json_, "teacher") as cb:

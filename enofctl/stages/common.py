@@ -46,6 +46,8 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     limit_train: int | None = Field(None, ge=1, description="use only this many training samples (smoke runs)")
+    limit_test: int | None = Field(None, ge=1, description="test on the first N test samples only (CPU-budget "
+                                   "runs; the recorded accuracy then covers only those)")
     sync_bn: bool = Field(False, description="SyncBatchNorm across ranks under torchrun (CUDA)")
 
 
@@ -268,7 +270,8 @@ def fit(
         row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in zip(sums, totals, strict=True)}}
         for name, split in (("val", data.val), ("test", data.test)):
             if split is not None:
-                row.update({f"{name}_{k}": v for k, v in accuracy(model, split, device, mean, std,
+                limit = cfg.limit_test if name == "test" else None
+                row.update({f"{name}_{k}": v for k, v in accuracy(model, split, device, mean, std, limit=limit,
                                                                   shard=w.shard).items() if k != "samples"})
         row["seconds"] = time.perf_counter() - t0
         history.append(row)

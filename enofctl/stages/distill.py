@@ -133,11 +133,12 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     finally:
         for h in hooks:
             h.remove()
-    run = measure(s_model, data.test, device, spec.mean, spec.std, spec.input_size)  # every rank: whole split
+    run = measure(s_model, data.test, device, spec.mean, spec.std, spec.input_size,
+                  limit=cfg.limit_test)  # every rank: the whole split (or its first limit_test samples)
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
         config=cfg.model_dump(), history=history, parents=parents,
-        metrics={"top1": run.top1, "top5": run.top5, "spikes_per_sample": run.spikes_per_sample,
+        metrics={"top1": run.top1, "top5": run.top5, "samples": run.samples, "spikes_per_sample": run.spikes_per_sample,
                  "mean_firing_rate": run.mean_firing_rate,
                  "teacher_top1": t_art.manifest.metrics.get("top1"), **best_metrics(history)},
     )

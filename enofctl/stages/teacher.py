@@ -108,7 +108,8 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
     history = fit("teacher-train", model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume,
                   progress)
     w = world()
-    metrics = accuracy(model, data.test, device, spec.mean, spec.std, shard=w.shard)  # the weights saved
+    metrics = accuracy(model, data.test, device, spec.mean, spec.std, limit=cfg.limit_test,
+                       shard=w.shard)  # the weights saved
     metrics.update(best_metrics(history))
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
