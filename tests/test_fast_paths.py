@@ -79,6 +79,25 @@ def test_channels_last_is_kept_and_changes_nothing() -> None:
     torch.testing.assert_close(g_cl, g_ref, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_inplace_membrane_over_the_input_changes_nothing_but_the_input(reset: str) -> None:
+    spec, T = NeuronSpec(reset=reset, v_init=0.5, decay=0.3), 3
+    x = torch.randn(T * 2, 3, 4, 4) + 0.3
+    w = torch.randn_like(x)
+    s_ref, g_ref = _grads(lambda z: neuron_sequence(z, spec, T), x, w)
+    leaf = x.clone().requires_grad_()
+    pre = leaf * 1.0  # a non-leaf, like a BatchNorm output
+    spk = neuron_sequence(pre, spec, T, inplace=True)
+    assert not torch.equal(pre, x)  # the membrane was written over it
+    (spk * w).sum().backward()
+    torch.testing.assert_close(spk.detach(), s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(leaf.grad, g_ref, rtol=0, atol=0)
+    # a leaf is never overwritten
+    x_leaf = x.clone().requires_grad_()
+    neuron_sequence(x_leaf, spec, T, inplace=True)
+    torch.testing.assert_close(x_leaf.detach(), x, rtol=0, atol=0)
+
+
 def test_rows_must_be_whole_steps() -> None:
     with pytest.raises(ValueError, match="not T=4 steps"):
         neuron_sequence(torch.zeros(6, 2), NeuronSpec(), 4)

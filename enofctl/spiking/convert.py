@@ -100,7 +100,9 @@ def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, 
     order = activation_order(body, input_size)
     for i, name in enumerate(order):
         last = i == len(order) - 1
-        replace_module(body, name, nn.ReLU() if (last and spec.repact) else SpikingNeuron(spec.neuron, spec.T))
+        inplace = bool(getattr(body.get_submodule(name), "inplace", False))
+        replace_module(body, name, nn.ReLU(inplace=inplace) if (last and spec.repact)
+                       else SpikingNeuron(spec.neuron, spec.T, inplace=inplace))
     net = SpikingNet(body, spec)
     net.first_neuron = order[0] if isinstance(body.get_submodule(order[0]), SpikingNeuron) else None
     net.stem_once = _stem_can_run_once(net, input_size)

@@ -120,6 +120,12 @@ def neuron_multistep(x_seq: torch.Tensor, spec: NeuronSpec, v0: torch.Tensor | N
 # the same dynamics as one autograd node over the whole sequence (what SpikingNeuron runs)
 
 
+def _rows_contiguous(x: torch.Tensor) -> bool:
+    """Dense, starting at its storage's first element, each row one block (contiguous or channels-last)."""
+    dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
+    return dense and x.storage_offset() == 0
+
+
 def _alloc_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     """An empty tensor like ``x`` with ``rows`` rows, in x's memory format (channels-last stays so)."""
     fmt = torch.contiguous_format
@@ -150,16 +156,19 @@ class _NeuronSequence(torch.autograd.Function):
     loop, bit for bit; gradients equal its up to rounding (fused multiply-adds, another summation order).
 
     ``x``: ``[T*B, ...]``, or ``[B, ...]`` with ``repeat`` (the same input at every step, e.g. the first
-    layer's output under direct encoding: computed once, its gradient summed over the steps).
+    layer's output under direct encoding: computed once, its gradient summed over the steps). With
+    ``inplace`` (the contract of ``nn.ReLU(inplace=True)``: nothing else reads ``x`` afterwards) the
+    membrane is written over ``x`` instead of a new tensor, as the ANN's ReLU writes over its input.
     """
 
     @staticmethod
-    def forward(ctx, x, T: int, repeat: bool, decay: float, v_th: float, hard: bool, v_init: float,
-                surrogate: str, alpha: float):
+    def forward(ctx, x, T: int, repeat: bool, inplace: bool, decay: float, v_th: float, hard: bool,
+                v_init: float, surrogate: str, alpha: float):
         B = x.shape[0] if repeat else x.shape[0] // T
         keep = ctx.needs_input_grad[0]
+        over_x = keep and inplace and not repeat and x.grad_fn is not None and _rows_contiguous(x)
         spk = _alloc_rows(x, T * B)  # [T*B, ...]
-        u_all = _alloc_rows(x, T * B) if keep else None
+        u_all = (x if over_x else _alloc_rows(x, T * B)) if keep else None
         u_buf = None if keep else _alloc_rows(x, B)
         v = _alloc_rows(x, B).fill_(v_init * v_th) if v_init else None  # [B, ...], reused at every step
         for t in range(T):
@@ -167,8 +176,10 @@ class _NeuronSequence(torch.autograd.Function):
             x_t = x if repeat else x[rows]
             u = u_all[rows] if keep else u_buf
             if v is None:  # decay * 0 + x
-                u = u.copy_(x_t) if keep else x_t  # (read only when nothing is kept)
+                u = u.copy_(x_t) if keep and not over_x else x_t
                 v = torch.empty_like(x_t)
+            elif over_x:  # x + decay * v: the same rounding as decay * v + x
+                u.add_(torch.mul(v, decay, out=spk[rows]))  # (this step's spikes are not written yet)
             else:
                 torch.mul(v, decay, out=u).add_(x_t)  # decay * v + x, rounded as the loop rounds it
             spk_t = torch.gt(u, v_th, out=spk[rows])
@@ -208,16 +219,18 @@ class _NeuronSequence(torch.autograd.Function):
             if repeat:
                 grad_x.copy_(out) if prev is None else grad_x.add_(out)
             prev = out
-        return grad_x, None, None, None, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None, None, None, None
 
 
-def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = False) -> torch.Tensor:
+def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = False,
+                    inplace: bool = False) -> torch.Tensor:
     """Time-folded spikes ``[T*B, ...]`` of ``x`` (``[T*B, ...]``, or ``[B, ...]`` repeated at every step
-    with ``repeat``), the same dynamics as ``neuron_multistep`` in one autograd node that saves only ``u``."""
+    with ``repeat``), the same dynamics as ``neuron_multistep`` in one autograd node that saves only ``u``.
+    With ``inplace``, a non-leaf ``x`` may be overwritten by the membrane (see ``_NeuronSequence``)."""
     if not repeat and x.shape[0] % T:
         raise ValueError(f"{x.shape[0]} rows are not T={T} steps of one batch")
     decay = 1.0 if spec.kind == "if" else spec.decay
-    return _NeuronSequence.apply(x, T, repeat, decay, spec.v_th, spec.reset == "hard", spec.v_init,
+    return _NeuronSequence.apply(x, T, repeat, inplace, decay, spec.v_th, spec.reset == "hard", spec.v_init,
                                  spec.surrogate, spec.surrogate_alpha())
 
 
@@ -225,17 +238,18 @@ class SpikingNeuron(nn.Module):
     """Multi-step neuron in a time-folded network: ``[T*B, ...]`` in, spikes ``[T*B, ...]`` out.
 
     With ``repeat_input`` set (by SpikingNet, for the first neuron under direct encoding) the input is
-    ``[B, ...]``, the same current at every step. Spikes are announced to an active ``SpikePacker`` so that
-    autograd keeps them as bits.
+    ``[B, ...]``, the same current at every step. ``inplace`` is the ANN activation's promise that nothing
+    else reads the input (``nn.ReLU(inplace=True)``): the membrane then reuses its memory. Spikes are
+    announced to an active ``SpikePacker`` so that autograd keeps them as bits.
     """
 
-    def __init__(self, spec: NeuronSpec, T: int = 1):
+    def __init__(self, spec: NeuronSpec, T: int = 1, inplace: bool = False):
         super().__init__()
-        self.spec, self.T = spec, T
+        self.spec, self.T, self.inplace = spec, T, inplace
         self.repeat_input = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spk = neuron_sequence(x, self.spec, self.T, self.repeat_input)  # [T*B, ...]
+        spk = neuron_sequence(x, self.spec, self.T, self.repeat_input, self.inplace)  # [T*B, ...]
         packer = active_packer()
         if packer is not None:
             packer.mark(spk)
