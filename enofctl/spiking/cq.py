@@ -173,6 +173,9 @@ class CalibratedLayer(BaseModel):
     gap_before: float | None = Field(None, description="mean |ANN activation - SNN time-averaged output| on "
                                      "the calibration data, before calibration")
     gap_after: float | None = Field(None, description="the same after calibration")
+    offset_before: float | None = Field(None, description="mean over channels of |mean (ANN - SNN)|: the "
+                                        "systematic part of the gap, what calibration removes; before")
+    offset_after: float | None = Field(None, description="the same after calibration")
 
 
 class Calibration(BaseModel):
@@ -376,8 +379,9 @@ def calibrate_bias(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tenso
             if progress:
                 progress(done, total)
         n_img = sum(len(x) for x in batches)
+        offset = {n: float((d / (count[n] // d.numel())).abs().mean()) for n, d in diff.items()}
         return {"diff": diff, "gap": {n: absd[n] / max(count[n], 1) for n in absd}, "count": count,
-                "agree": agree / n_img if upto is None else None}
+                "offset": offset, "agree": agree / n_img if upto is None else None}
 
     before = stats = measure(None)
     shifts: dict[str, torch.Tensor] = {}
@@ -398,6 +402,7 @@ def calibrate_bias(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tenso
             name=n, v_th=float(body.get_submodule(n).v_th), threshold_from="clip" if n in ann_mods else "pool",
             bias_of=src if corrected else None, shift=float(shifts[n].abs().mean()) if corrected else None,
             gap_before=before["gap"].get(n), gap_after=after["gap"].get(n),
+            offset_before=before["offset"].get(n), offset_after=after["offset"].get(n),
         ))
     return Calibration(
         T=T, samples=sum(len(x) for x in batches), bias_iterations=iterations,
