@@ -182,11 +182,20 @@ def version(name: str) -> str:
 # part 1: are the networks the same?
 
 
-def _record(body: nn.Module, kind: type) -> tuple[dict[str, torch.Tensor], list]:
+def _run(net: nn.Module, kind: type, x: torch.Tensor, y: torch.Tensor):
+    """Eval logits and every ``kind`` layer's spikes (no autograd), then the parameter gradients of one CE
+    training backward."""
     spikes: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: spikes.__setitem__(n, o.detach()))
-             for n, m in body.named_modules() if isinstance(m, kind)]
-    return spikes, hooks
+             for n, m in net.body.named_modules() if isinstance(m, kind)]
+    net.eval()
+    with torch.no_grad():
+        logits = net(x)
+    for h in hooks:
+        h.remove()
+    net.train()
+    F.cross_entropy(net(x), y).backward()
+    return logits, spikes, {n: p.grad for n, p in net.body.named_parameters()}
 
 
 def equality(width: float, B: int, T: int, peers: list[str]) -> dict:
@@ -199,30 +208,14 @@ def equality(width: float, B: int, T: int, peers: list[str]) -> dict:
     x = torch.randn(B, *INPUT, generator=gen)
     y = torch.randint(0, 10, (B,), generator=gen)
 
-    ref_spikes, hooks = _record(snn.body, SpikingNeuron)
-    snn.eval()
-    with torch.no_grad():
-        ref_logits = snn(x)
-    for h in hooks:
-        h.remove()
+    ref_logits, ref_spikes, ref_grads = _run(snn, SpikingNeuron, x, y)
     layers = list(ref_spikes)
     out = {"layers": layers, "rate": {n: ref_spikes[n].mean().item() for n in layers}, "peers": {}}
 
-    snn.train()
-    F.cross_entropy(snn(x), y).backward()
-    ref_grads = {n: p.grad for n, p in snn.body.named_parameters()}
-
     for peer, net in nets.items():
-        spikes, hooks = _record(net.body, PeerNeuron)
-        net.eval()
-        with torch.no_grad():
-            logits = net(x)
-        for h in hooks:
-            h.remove()
-        net.train()
-        F.cross_entropy(net(x), y).backward()
-        grad_diff = max(((p.grad - ref_grads[n]).abs().max() / ref_grads[n].abs().max().clamp(min=1e-30)).item()
-                        for n, p in net.body.named_parameters())
+        logits, spikes, grads = _run(net, PeerNeuron, x, y)
+        grad_diff = max(((g - ref_grads[n]).abs().max() / ref_grads[n].abs().max().clamp(min=1e-30)).item()
+                        for n, g in grads.items())
         differ = {n: (spikes[n] != ref_spikes[n]).float().mean().item() for n in layers}
         total = sum((spikes[n] != ref_spikes[n]).sum().item() for n in layers)
         out["peers"][peer] = {"max_abs_logit_diff": (logits - ref_logits).abs().max().item(),

@@ -201,7 +201,7 @@ class _NeuronSequence(torch.autograd.Function):
         T, B, repeat, decay, v_th, hard, surrogate, alpha = ctx.config
         grad_x = _alloc_rows(u_all, B if repeat else T * B)
         sg, keep_v = _alloc_rows(u_all, B), _alloc_rows(u_all, B)
-        mask = sg.bool() if surrogate == "rect" else None
+        mask = torch.empty_like(sg, dtype=torch.bool) if surrogate == "rect" else None
         bufs = (_alloc_rows(u_all, B), _alloc_rows(u_all, B)) if repeat else None
         prev = None  # dL/du[t+1]; dL/dv[t] = decay * prev since u[t+1] = decay * v[t] + x[t+1]
         for t in reversed(range(T)):
