@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from enofctl import __version__
 from enofctl.errors import UsageError
-from enofctl.stages.ablate import AblationResult
+from enofctl.stages.ablate import AblationResult, best_row
 from enofctl.stages.evaluate import EvalResult, EvalRun
 
 REPORT_SCHEMA_VERSION = 1
@@ -148,19 +148,28 @@ def write_report(results: list[EvalResult], folder: str | Path) -> Path:
 
 
 def ablation_markdown(result: AblationResult) -> str:
+    cfg = result.config
+    samples = f" on {result.test_samples:,} test samples" if result.test_samples else ""
     parts = [f"# Ablation\n\nteacher `{result.teacher}` (top-1 "
-             f"{'-' if result.teacher_top1 is None else f'{100 * result.teacher_top1:.2f} %'}); seeds "
-             f"{result.config.seeds}; {result.config.train.epochs} epochs per cell. Mean +- standard deviation "
-             "over seeds.\n"]
+             f"{'-' if result.teacher_top1 is None else f'{100 * result.teacher_top1:.2f} %'}{samples}, the "
+             f"samples every cell is tested on); seeds {cfg.seeds}; {cfg.train.epochs} "
+             f"epoch{'s' if cfg.train.epochs != 1 else ''} per cell"
+             f"{f' on the first {cfg.train.limit_train:,} training samples' if cfg.train.limit_train else ''}. "
+             "Mean +- standard deviation over seeds; *vs teacher* in points.\n"]
+    best = best_row(result)
+    if best is not None and best.vs_teacher is not None:
+        parts.append(f"Best student at T = {best.T}: {best.variant} ({best.grid}), {100 * best.top1_mean:.2f} % "
+                     f"+- {100 * best.top1_std:.2f}, {100 * best.vs_teacher:+.2f} points vs the teacher.\n")
     for grid, title in (("enof", "EnOF-SNN: L_AF and RepAct"), ("activity", "Activity: KD and regularizers")):
         rows = [r for r in result.rows if r.grid == grid]
         if not rows:
             continue
-        head = "| variant | T | top-1 % | spikes / sample |" + (" vs CE |" if grid == "activity" else "")
-        sep = "|---|---|---|---|" + ("---|" if grid == "activity" else "")
+        head = "| variant | T | top-1 % | vs teacher | spikes / sample |" + (" vs CE |" if grid == "activity" else "")
+        sep = "|---|---|---|---|---|" + ("---|" if grid == "activity" else "")
         parts += [f"## {title}\n", head, sep]
         for r in rows:
-            line = (f"| {r.variant} | {r.T} | {100 * r.top1_mean:.2f} +- {100 * r.top1_std:.2f} | "
+            gap = "-" if r.vs_teacher is None else f"{100 * r.vs_teacher:+.2f}"
+            line = (f"| {r.variant} | {r.T} | {100 * r.top1_mean:.2f} +- {100 * r.top1_std:.2f} | {gap} | "
                     f"{r.spikes_mean:,.0f} +- {r.spikes_std:,.0f} |")
             if grid == "activity":
                 line += " - |" if r.spikes_vs_ce_pct is None else f" {r.spikes_vs_ce_pct:+.1f} % |"

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from clihelp import assert_one_error_line, ok, run
 
+from enofctl import artifacts
+from enofctl.errors import ArtifactError
+from enofctl.report import ablation_markdown
 from enofctl.stages import DistillConfig
-from enofctl.stages.ablate import AblateConfig, Cell, plan, summarize
+from enofctl.stages import ablate as ablate_mod
+from enofctl.stages.ablate import AblateConfig, AblationResult, Cell, best_row, plan, summarize
 
 
 def test_plan_covers_both_grids() -> None:
@@ -25,6 +30,14 @@ def test_plan_covers_both_grids() -> None:
     assert by[("activity", "CE", 4, 0)].kd_alpha == 0 and by[("activity", "CE", 4, 0)].laf_lambda == 0
 
 
+def test_plan_only_the_chosen_variants() -> None:
+    cells = plan(AblateConfig(grid="both", T=[1, 4], seeds=[0, 1], variants=["both", "KD+act"]))
+    assert {(g, v, T) for g, v, T, _, _ in cells} == {("enof", "both", 1), ("enof", "both", 4),
+                                                      ("activity", "KD+act", 4)}
+    with pytest.raises(ValueError, match="unknown variant 'KD\\+act2'"):
+        AblateConfig(variants=["KD+act2"])
+
+
 def test_summarize_mean_spread_and_change_vs_ce() -> None:
     def cell(variant, top1, spikes, seed):
         return Cell(grid="activity", variant=variant, T=4, seed=seed, artifact="x", top1=top1,
@@ -36,12 +49,57 @@ def test_summarize_mean_spread_and_change_vs_ce() -> None:
     assert rows["KD+act"].spikes_vs_ce_pct == pytest.approx(100 * (82.5 / 110 - 1))
 
 
+def test_vs_teacher_best_row_and_markdown() -> None:
+    cells = [Cell(grid="enof", variant=v, T=T, seed=0, artifact="x", top1=acc, spikes_per_sample=10, seconds=0)
+             for v, T, acc in (("baseline", 4, 0.80), ("both", 4, 0.86), ("both", 2, 0.88))]
+    rows = summarize(cells, teacher_top1=0.90)
+    assert [round(r.vs_teacher, 6) for r in rows] == [-0.1, -0.04, -0.02]
+    result = AblationResult(teacher="t", teacher_top1=0.9, test_samples=1000,
+                            config=AblateConfig(T=[2, 4]), cells=cells, rows=rows)
+    assert best_row(result).variant == "both" and best_row(result).T == 4  # at the largest T by default
+    assert best_row(result, T=2).top1_mean == 0.88
+    md = ablation_markdown(result)
+    assert "90.00 % on 1,000 test samples" in md and "| both | 4 | 86.00 +- 0.00 | -4.00 |" in md
+    assert "Best student at T = 4: both (enof), 86.00 % +- 0.00, -4.00 points vs the teacher." in md
+
+
+def test_time_left_is_weighted_by_T(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells cost time in proportion to T; a cell repeated in both grids is trained once."""
+    clock, written = [0.0], {}
+
+    def fake_load(path, expect=None):
+        if expect == "teacher":
+            return None
+        if path not in written:
+            raise ArtifactError("not there")
+        return written[path]
+
+    def fake_distill(cfg, teacher, path):
+        clock[0] += cfg.T  # one second per time step
+        written[path] = SimpleNamespace(manifest=SimpleNamespace(
+            metrics={"top1": 0.5, "spikes_per_sample": 1.0}, config=cfg.model_dump()))
+        return written[path]
+
+    monkeypatch.setattr(ablate_mod.artifacts, "load", fake_load)
+    monkeypatch.setattr(ablate_mod, "evaluate", lambda *a, **k: SimpleNamespace(top1=0.9, samples=10))
+    monkeypatch.setattr(ablate_mod, "distill", fake_distill)
+    monkeypatch.setattr(ablate_mod.time, "perf_counter", lambda: clock[0])
+    calls = []
+    cfg = AblateConfig(grid="both", T=[1, 2], seeds=[0], train=DistillConfig(epochs=1))
+    result = ablate_mod.ablate(cfg, "t", tmp_path / "abl", on_cell=lambda *a: calls.append(a))
+    assert calls[0][4] is None  # nothing trained yet
+    # after the first cell (T = 1): 3 more T = 1 cells, 4 T = 2 cells and 3 new activity cells at T = 2
+    assert calls[1][4] == pytest.approx(3 * 1 + 4 * 2 + 3 * 2)
+    assert calls[-1][:2] == (12, 12) and calls[-1][4] == 0.0
+    assert clock[0] == 4 * 1 + 4 * 2 + 3 * 2 and result.teacher_top1 == 0.9
+
+
 def test_cli_ablate_writes_tables_and_resumes(tmp_path) -> None:
     t = tmp_path / "t.safetensors"
     ok("teacher", "train", "--dataset", "synthetic", "--width", "0.125", "--epochs", "1", "--quiet", "--out", t)
     out = tmp_path / "abl"
     args = ("ablate", "--teacher", t, "--grid", "both", "--T", "1,2", "--seeds", "0,1", "--epochs", "1",
-            "--limit-train", "64", "--out", out, "--quiet")
+            "--limit-train", "64", "--decay", "1", "--reset", "soft", "--v-init", "0.5", "--out", out, "--quiet")
     assert ok(*args).strip() == str(out / "ablation.md")
     for name in ("ablation.md", "ablation.json", "ablation.png"):
         assert (out / name).exists()
@@ -49,6 +107,8 @@ def test_cli_ablate_writes_tables_and_resumes(tmp_path) -> None:
     assert len(result["cells"]) == 16 + 8 and len(result["rows"]) == 8 + 4
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert len(runs) == 16 + 8 - 2  # the activity grid's CE cells are the enof baselines at T=2
+    neuron = artifacts.load(out / "runs" / runs[0]).manifest.spiking.neuron  # the neuron options reach every cell
+    assert (neuron.decay, neuron.reset, neuron.v_init) == (1.0, "soft", 0.5)
     md = (out / "ablation.md").read_text()
     assert "| both | 2 |" in md and "vs CE" in md
     # a second call reuses every finished cell
@@ -56,3 +116,6 @@ def test_cli_ablate_writes_tables_and_resumes(tmp_path) -> None:
     ok(*args)
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamp
     assert_one_error_line(*run("ablate", "--teacher", t, "--seeds", "x", "--out", out), 2, "--seeds")
+    assert_one_error_line(*run("ablate", "--teacher", t, "--variants", "best", "--out", out), 2, "unknown variant")
+    assert_one_error_line(*run("ablate", "--teacher", t, "--grid", "enof", "--variants", "KD", "--out", out), 2,
+                          "none is in --grid enof")

@@ -248,6 +248,15 @@ def test_convert_no_repact(pipe: Pipeline, tmp_path: Path) -> None:
     assert set(with_repact) < set(without)
 
 
+def test_neuron_options_reach_the_student(pipe: Pipeline, tmp_path: Path) -> None:
+    out = tmp_path / "if.safetensors"
+    ok("convert", pipe.teacher, "--decay", "1", "--v-th", "1", "--reset", "soft", "--v-init", "0.5",
+       "--surrogate", "atan", "--out", out)
+    assert manifest(out).spiking.neuron.model_dump() == {
+        "kind": "lif", "decay": 1.0, "v_th": 1.0, "reset": "soft", "surrogate": "atan", "alpha": None, "v_init": 0.5}
+    assert_one_error_line(*run("convert", pipe.teacher, "--v-init", "1.5", "--out", out), 2, "--v-init")
+
+
 def test_convert_json_and_odd_file_name(pipe: Pipeline, tmp_path: Path) -> None:
     """The printed path is the path, verbatim, even with characters that rich would read as markup."""
     out = tmp_path / "a[bold]b [x]:smile:.safetensors"

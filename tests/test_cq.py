@@ -17,7 +17,7 @@ from enofctl import artifacts
 from enofctl.artifacts import Manifest
 from enofctl.models import build_model
 from enofctl.models.acts import QCFS, ActSpec, ClampQuant, apply_act
-from enofctl.spiking import SpikingNet, SpikingSpec
+from enofctl.spiking import NeuronSpec, SpikingNet, SpikingSpec, make_spiking
 from enofctl.spiking.cq import IFNeuron, calibrate_bias, fold_bn, make_if_snn, normalize_thresholds, quantize_weights
 from enofctl.stages.convert import CQ_NEURON
 
@@ -81,6 +81,24 @@ def test_single_layer_network_equals_quantized_ann_at_T_equals_Q() -> None:
     x = torch.rand(64, 6) * 2 - 0.5
     with torch.no_grad():
         torch.testing.assert_close(snn(x), ann(x), atol=1e-6, rtol=0)
+
+
+def test_surrogate_student_with_the_if_neuron_is_the_cq_ann_at_T_equals_Q() -> None:
+    """`convert`/`distill` with --decay 1 --v-th 1 --reset soft --v-init 0.5 on a CQ teacher: the trainable
+    (surrogate) student starts as the exact conversion, and gradients reach the weights."""
+    torch.manual_seed(0)
+    q = 4
+    ann = _OneLayer(ClampQuant(q)).eval()
+    neuron = NeuronSpec(decay=1.0, v_th=1.0, reset="soft", v_init=0.5)
+    snn = make_spiking(ann, SpikingSpec(T=q, neuron=neuron, repact=False), (6,)).eval()
+    x = torch.rand(64, 6) * 2 - 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(snn(x), ann(x), atol=1e-6, rtol=0)
+    lif = make_spiking(ann, SpikingSpec(T=q, neuron=NeuronSpec(), repact=False), (6,)).eval()
+    with torch.no_grad():  # the EnOF neuron (leak, hard reset, threshold 0.5) is not that conversion
+        assert not torch.allclose(lif(x), ann(x), atol=1e-3)
+    snn(x).sum().backward()
+    assert snn.body.lin.weight.grad is not None and snn.body.lin.weight.grad.abs().sum() > 0
 
 
 def test_conversion_gap_shrinks_with_T() -> None:

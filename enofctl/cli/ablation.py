@@ -24,6 +24,8 @@ def ablate(
     grid: Annotated[Grid, typer.Option(help="enof: baseline/+L_AF/+RepAct/both at each T; activity: "
                                        "CE/KD/KD+act/KD+logits at the largest T.")] = Grid.enof,
     T: Annotated[str, typer.Option("--T", help="Time steps, e.g. 1,2,4.")] = "1,2,4",
+    variants: Annotated[str | None, typer.Option(help="Only these variants, e.g. both or baseline,KD+act "
+                                                 "[default: all of the grid's].")] = None,
     seeds: Annotated[str, typer.Option(help="Seeds to repeat each cell with, e.g. 0,1,2.")] = "0",
     epochs: o.Epochs = None,
     batch_size: o.BatchSize = 64,
@@ -33,6 +35,12 @@ def ablate(
     kd_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="KD weight in the activity grid.")] = 0.5,
     act_reg: Annotated[float, typer.Option(min=0.0, help="Activation-regularizer weight (activity grid).")] = 0.1,
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Logits-regularizer weight (activity grid).")] = 0.01,
+    decay: o.Decay = 0.25,
+    v_th: o.Vth = 0.5,
+    reset: o.ResetOpt = o.Reset.hard,
+    surrogate: o.SurrogateOpt = o.Surrogate.triangle,
+    surrogate_alpha: o.SurrogateAlpha = None,
+    v_init: o.VInit = 0.0,
     limit_train: o.LimitTrain = None,
     limit_test: o.LimitTest = None,
     device: o.DeviceOpt = o.Device.auto,
@@ -46,21 +54,24 @@ def ablate(
     from enofctl.stages.ablate import AblateConfig
     from enofctl.stages.ablate import ablate as run
 
-    train = DistillConfig(batch_size=batch_size, laf_lambda=laf_lambda, laf_tau=laf_tau, device=device.value,
+    train = DistillConfig(batch_size=batch_size,
+                          neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha, v_init),
+                          laf_lambda=laf_lambda, laf_tau=laf_tau, device=device.value,
                           data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,
                           limit_test=limit_test,
                           **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}))
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
-                       train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg)
+                       train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg,
+                       variants=o.parse_name_list(variants, "--variants"))
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
                    disable=quiet or json_ or not MAIN_RANK or not err.is_terminal)
     task = bar.add_task("ablate", total=None)
 
-    def on_cell(i: int, n: int, what: str, seconds: float) -> None:
+    def on_cell(i: int, n: int, what: str, seconds: float, eta: float | None) -> None:
         bar.update(task, completed=i, total=n, description=f"cell {min(i + 1, n)}/{n}: {what}")
         if not (quiet or json_) and MAIN_RANK and i < n:
-            left = f", about {seconds / i * (n - i) / 60:.1f} min left" if i else ""
+            left = f", about {eta / 60:.1f} min left" if eta is not None else ""
             err.print(f"[dim]ablate[/] cell {i + 1}/{n}: {what}{left}")
 
     with bar:

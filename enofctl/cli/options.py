@@ -87,12 +87,17 @@ ResetOpt = Annotated[Reset, typer.Option(help="Reset after a spike: hard (to 0) 
 SurrogateOpt = Annotated[Surrogate, typer.Option(help="Surrogate gradient of the spike.")]
 SurrogateAlpha = Annotated[float | None, typer.Option(min=0.0, help="Surrogate sharpness/width "
                                                          "[default: the surrogate's own].")]
+VInit = Annotated[float, typer.Option(min=0.0, max=1.0, help="Initial membrane as a fraction of the threshold "
+                                      "(0.5 with --decay 1 --v-th 1 --reset soft: the neuron a --act cq teacher "
+                                      "converts to at T = its levels).")]
 RepAct = Annotated[bool, typer.Option("--repact/--no-repact",
                                       help="Keep the last activation before the classifier as ReLU (RepAct).")]
 
 
-def neuron_spec(decay: float, v_th: float, reset: Reset, surrogate: Surrogate, alpha: float | None) -> NeuronSpec:
-    return NeuronSpec(decay=decay, v_th=v_th, reset=reset.value, surrogate=surrogate.value, alpha=alpha)
+def neuron_spec(decay: float, v_th: float, reset: Reset, surrogate: Surrogate, alpha: float | None,
+                v_init: float = 0.0) -> NeuronSpec:
+    return NeuronSpec(decay=decay, v_th=v_th, reset=reset.value, surrogate=surrogate.value, alpha=alpha,
+                      v_init=v_init)
 
 
 def parse_kv(items: list[str] | None, name: str = "--model-arg") -> dict:
@@ -107,6 +112,15 @@ def parse_kv(items: list[str] | None, name: str = "--model-arg") -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def parse_name_list(text: str | None, name: str) -> list[str] | None:
+    if text is None:
+        return None
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise typer.BadParameter(f"{text!r}: give at least one name", param_hint=name)
+    return values
 
 
 def parse_int_list(text: str | None, name: str = "--T", lo: int = 1) -> list[int] | None:

@@ -41,6 +41,7 @@ def convert(
     reset: o.ResetOpt = o.Reset.hard,
     surrogate: o.SurrogateOpt = o.Surrogate.triangle,
     surrogate_alpha: o.SurrogateAlpha = None,
+    v_init: o.VInit = 0.0,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
@@ -53,7 +54,8 @@ def convert(
     cfg = ConvertConfig(T=T, method=method.value, repact=repact, weight_bits=weight_bits, weight_norm=weight_norm,
                         spiking_pool=spiking_pool, calibrate=calibrate, norm_percentile=norm_percentile,
                         batch_size=batch_size, seed=seed, data_dir=str(data_dir) if data_dir else None,
-                        device=device.value, neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha))
+                        device=device.value,
+                        neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha, v_init))
     with progress(quiet or json_, "calibrate") as cb:
         res = run(teacher, cfg, out, progress=cb)
     result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
@@ -88,6 +90,7 @@ def distill(
     reset: o.ResetOpt = o.Reset.hard,
     surrogate: o.SurrogateOpt = o.Surrogate.triangle,
     surrogate_alpha: o.SurrogateAlpha = None,
+    v_init: o.VInit = 0.0,
     epochs: o.Epochs = None,
     batch_size: o.BatchSize = 64,
     lr: o.Lr = None,
@@ -119,7 +122,7 @@ def distill(
         T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, kd_alpha=kd_alpha, kd_tau=kd_tau,
         act_reg=act_reg, act_reg_kind=act_reg_kind, act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"),
         logit_reg=logit_reg,
-        neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha), batch_size=batch_size,
+        neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha, v_init), batch_size=batch_size,
         optimizer=optimizer.value, weight_decay=weight_decay, warmup_epochs=warmup_epochs, seed=seed,
         augment=augment, autoaugment=autoaugment, cutout=cutout, val_fraction=val_fraction, amp=amp,
         device=device.value, data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,

@@ -17,11 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts
 from enofctl.errors import ArtifactError, UsageError
 from enofctl.stages.distill import DistillConfig, distill
+from enofctl.stages.evaluate import EvalConfig, evaluate
 
 ENOF_VARIANTS: dict[str, dict] = {
     "baseline": {"laf": False, "repact": False},
@@ -42,6 +43,19 @@ class AblateConfig(BaseModel):
     kd_alpha: float = Field(0.5, gt=0, le=1, description="KD weight in the activity grid")
     act_reg: float = Field(0.1, gt=0, description="activation-regularizer weight in the activity grid")
     logit_reg: float = Field(0.01, gt=0, description="logits-regularizer weight in the activity grid")
+    variants: list[str] | None = Field(None, description="only these variants of the grid(s) (None = all): "
+                                       "e.g. the best one again with a larger budget")
+
+    @field_validator("variants")
+    @classmethod
+    def _known(cls, v: list[str] | None) -> list[str] | None:
+        known = [*ENOF_VARIANTS, *ACTIVITY_VARIANTS]
+        for name in v or []:
+            if name not in known:
+                raise ValueError(f"unknown variant {name!r}; variants: {', '.join(known)}")
+        if v is not None and not v:
+            raise ValueError("no variant given")
+        return v
 
 
 class Cell(BaseModel):
@@ -65,12 +79,14 @@ class Row(BaseModel):
     spikes_mean: float
     spikes_std: float
     spikes_vs_ce_pct: float | None = None
+    vs_teacher: float | None = Field(None, description="top1_mean minus the teacher's top-1 on the same samples")
 
 
 class AblationResult(BaseModel):
     schema_version: int = 1
     teacher: str
-    teacher_top1: float | None
+    teacher_top1: float | None = Field(description="on the cells' test samples (measured by `ablate`)")
+    test_samples: int | None = Field(None, description="test samples behind every accuracy (--limit-test)")
     config: AblateConfig
     cells: list[Cell]
     rows: list[Row]
@@ -83,6 +99,8 @@ def plan(cfg: AblateConfig) -> list[tuple[str, str, int, int, DistillConfig]]:
     if cfg.grid in ("enof", "both"):
         for T in cfg.T:
             for name, v in ENOF_VARIANTS.items():
+                if cfg.variants is not None and name not in cfg.variants:
+                    continue
                 for seed in cfg.seeds:
                     c = base.model_copy(update={"T": T, "seed": seed, "repact": v["repact"],
                                                 "laf_lambda": base.laf_lambda if v["laf"] else 0.0})
@@ -93,6 +111,8 @@ def plan(cfg: AblateConfig) -> list[tuple[str, str, int, int, DistillConfig]]:
                  "KD+act": {"kd_alpha": cfg.kd_alpha, "act_reg": cfg.act_reg},
                  "KD+logits": {"kd_alpha": cfg.kd_alpha, "logit_reg": cfg.logit_reg}}
         for name in ACTIVITY_VARIANTS:
+            if cfg.variants is not None and name not in cfg.variants:
+                continue
             for seed in cfg.seeds:
                 c = base.model_copy(update={"T": T, "seed": seed, "repact": False, "laf_lambda": 0.0,
                                             **extra[name]})
@@ -100,12 +120,17 @@ def plan(cfg: AblateConfig) -> list[tuple[str, str, int, int, DistillConfig]]:
     return cells
 
 
+def _cost(c: DistillConfig) -> float:
+    """A cell's training time in arbitrary units: linear in T and epochs (measured: benchmarks/train_step.md)."""
+    return float(c.T or 4) * c.epochs
+
+
 def _slug(grid: str, variant: str, T: int, seed: int) -> str:
     v = variant.replace("+", "plus_").replace("_", "-").lower()
     return f"{grid}_{v}_T{T}_s{seed}.safetensors"
 
 
-def summarize(cells: list[Cell]) -> list[Row]:
+def summarize(cells: list[Cell], teacher_top1: float | None = None) -> list[Row]:
     groups: dict[tuple[str, str, int], list[Cell]] = {}
     for c in cells:
         groups.setdefault((c.grid, c.variant, c.T), []).append(c)
@@ -121,10 +146,20 @@ def summarize(cells: list[Cell]) -> list[Row]:
     for r in rows:
         if r.grid == "activity" and ce.get(r.T):
             r.spikes_vs_ce_pct = 100 * (r.spikes_mean / ce[r.T] - 1)
+        if teacher_top1 is not None:
+            r.vs_teacher = r.top1_mean - teacher_top1
     return rows
 
 
-CellFn = Callable[[int, int, str, float], None]  # (index, total, description, seconds so far)
+def best_row(result: AblationResult, T: int | None = None) -> Row | None:
+    """The most accurate variant at ``T`` (default: the largest T of the run)."""
+    T = T if T is not None else max(result.config.T)
+    rows = [r for r in result.rows if r.T == T]
+    return max(rows, key=lambda r: r.top1_mean, default=None)
+
+
+# (index, total, description, seconds so far, estimated seconds left or None before the first trained cell)
+CellFn = Callable[[int, int, str, float, float | None], None]
 
 
 def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
@@ -132,17 +167,27 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
     out_dir = Path(out_dir)
     if not out_dir.parent.is_dir():
         raise UsageError(f"--out {out_dir}: directory {out_dir.parent} does not exist")
-    t_art = artifacts.load(teacher, expect="teacher")
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     todo = plan(cfg)
+    if not todo:
+        raise UsageError(f"--variants {','.join(cfg.variants or [])}: none is in --grid {cfg.grid}")
+    artifacts.load(teacher, expect="teacher")  # the right kind, before anything is measured or trained
+    # the teacher on the very samples the cells are tested on (its manifest's figure may cover others)
+    t_run = evaluate(teacher, EvalConfig(limit=cfg.train.limit_test, data_dir=cfg.train.data_dir,
+                                         device=cfg.train.device, speed_batches=0))
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     cells: list[Cell] = []
     done: dict[str, Path] = {}  # identical cells (the enof baseline is the activity grid's CE) train once
+    keys = [c.model_dump_json() for *_, c in todo]
+    costs = {k: _cost(c) for k, (*_, c) in zip(keys, todo, strict=True)}
     start = time.perf_counter()
+    trained_s = trained_cost = 0.0  # for the estimate: seconds per unit of _cost over the cells trained so far
     for i, (grid, variant, T, seed, dcfg) in enumerate(todo):
-        key = dcfg.model_dump_json()
+        key = keys[i]
         path = done.get(key, out_dir / "runs" / _slug(grid, variant, T, seed))
         if on_cell:
-            on_cell(i, len(todo), f"{grid} {variant} T={T} seed={seed}", time.perf_counter() - start)
+            left = sum(costs[k] for k in set(keys[i:]) - done.keys())
+            on_cell(i, len(todo), f"{grid} {variant} T={T} seed={seed}", time.perf_counter() - start,
+                    trained_s / trained_cost * left if trained_cost else None)
         t0 = time.perf_counter()
         try:  # the same cell run above, or a finished cell of an earlier, interrupted ablation
             m = artifacts.load(path, expect="student").manifest
@@ -150,11 +195,12 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
                 raise ArtifactError(f"{path} was trained with another config")
         except (UsageError, ArtifactError):
             m = distill(dcfg, teacher, path).manifest
+            trained_s, trained_cost = trained_s + time.perf_counter() - t0, trained_cost + _cost(dcfg)
         done[key] = path
         cells.append(Cell(grid=grid, variant=variant, T=T, seed=seed, artifact=str(path),
                           top1=m.metrics["top1"], spikes_per_sample=m.metrics["spikes_per_sample"],
                           seconds=time.perf_counter() - t0))
     if on_cell:
-        on_cell(len(todo), len(todo), "done", time.perf_counter() - start)
-    return AblationResult(teacher=str(teacher), teacher_top1=t_art.manifest.metrics.get("top1"), config=cfg,
-                          cells=cells, rows=summarize(cells))
+        on_cell(len(todo), len(todo), "done", time.perf_counter() - start, 0.0)
+    return AblationResult(teacher=str(teacher), teacher_top1=t_run.top1, test_samples=t_run.samples, config=cfg,
+                          cells=cells, rows=summarize(cells, t_run.top1))
