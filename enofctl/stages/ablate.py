@@ -99,8 +99,6 @@ def plan(cfg: AblateConfig) -> list[tuple[str, str, int, int, DistillConfig]]:
     if cfg.grid in ("enof", "both"):
         for T in cfg.T:
             for name, v in ENOF_VARIANTS.items():
-                if cfg.variants is not None and name not in cfg.variants:
-                    continue
                 for seed in cfg.seeds:
                     c = base.model_copy(update={"T": T, "seed": seed, "repact": v["repact"],
                                                 "laf_lambda": base.laf_lambda if v["laf"] else 0.0})
@@ -111,13 +109,11 @@ def plan(cfg: AblateConfig) -> list[tuple[str, str, int, int, DistillConfig]]:
                  "KD+act": {"kd_alpha": cfg.kd_alpha, "act_reg": cfg.act_reg},
                  "KD+logits": {"kd_alpha": cfg.kd_alpha, "logit_reg": cfg.logit_reg}}
         for name in ACTIVITY_VARIANTS:
-            if cfg.variants is not None and name not in cfg.variants:
-                continue
             for seed in cfg.seeds:
                 c = base.model_copy(update={"T": T, "seed": seed, "repact": False, "laf_lambda": 0.0,
                                             **extra[name]})
                 cells.append(("activity", name, T, seed, c))
-    return cells
+    return [cell for cell in cells if cfg.variants is None or cell[1] in cfg.variants]
 
 
 def _cost(c: DistillConfig) -> float:
