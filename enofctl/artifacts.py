@@ -26,6 +26,7 @@ from enofctl.errors import ArtifactError, UsageError
 from enofctl.models import build_model
 from enofctl.models.acts import ActSpec, apply_act
 from enofctl.spiking import SpikingSpec, make_spiking
+from enofctl.spiking.calibrate import ChannelCalibration
 from enofctl.spiking.cq import Calibration
 
 SCHEMA_VERSION = 1
@@ -87,7 +88,8 @@ class Manifest(_Strict):
     metrics: dict[str, float | int | None] = Field(default_factory=dict)
     history: list[dict[str, float | int | None]] = Field(default_factory=list, description="per-epoch log")
     parents: list[ParentRef] = Field(default_factory=list)
-    calibration: Calibration | None = Field(None, description="convert --method cq: what the data-driven steps "
+    calibration: ChannelCalibration | Calibration | None = Field(None, description="convert --calibrate: what "
+                                            "the channel fit (surrogate students) or the data-driven steps "
                                             "(bias calibration, data-based thresholds) did; None: none ran")
     versions: Versions = Field(default_factory=current_versions)
     tensors_sha256: str = Field("", pattern="^([0-9a-f]{64})?$")

@@ -34,3 +34,7 @@ class GateError(EnofError):
     """An evaluation gate failed (e.g. top-1 below --min-top1): the pipeline should stop."""
 
     exit_code = 3
+
+
+class CalibrationError(EnofError):
+    """Calibrating a converted student failed (e.g. a non-finite threshold); nothing was written."""

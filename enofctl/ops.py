@@ -51,12 +51,13 @@ class LayerOps(BaseModel):
 
 
 def is_binary(x: torch.Tensor) -> bool:
-    """Whether ``x`` is spikes: every element 0 or one same positive amplitude (1, or the threshold an
-    integrate-and-fire neuron of a converted QCFS network emits). An empty tensor counts as binary."""
+    """Whether ``x`` is spikes: every element of a channel (dimension 1) 0 or that channel's one positive
+    amplitude (1; the threshold an integrate-and-fire neuron of a converted network emits; or a calibrated
+    student's per-channel spike amplitude). An empty tensor counts as binary."""
     if x.numel() == 0:
         return True
-    top = x.max()
-    return bool(top >= 0) and bool(((x == 0) | (x == top)).all())
+    top = x.amax(dim=[d for d in range(x.dim()) if d != 1], keepdim=True) if x.dim() > 1 else x.max()
+    return bool((top >= 0).all()) and bool(((x == 0) | (x == top)).all())
 
 
 def conv_sops(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> int:

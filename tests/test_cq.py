@@ -18,7 +18,7 @@ from enofctl.artifacts import Manifest
 from enofctl.models import build_model
 from enofctl.models.acts import QCFS, ActSpec, ClampQuant, apply_act
 from enofctl.spiking import NeuronSpec, SpikingNet, SpikingSpec, make_spiking
-from enofctl.spiking.cq import IFNeuron, calibrate_bias, fold_bn, make_if_snn, normalize_thresholds, quantize_weights
+from enofctl.spiking.cq import calibrate_bias, fold_bn, if_neuron, make_if_snn, normalize_thresholds, quantize_weights
 from enofctl.stages.convert import CQ_NEURON
 
 
@@ -47,7 +47,7 @@ def test_if_neuron_at_T_equals_Q_is_the_quantized_activation(x: float, q: int) -
     frac = x * q - int(x * q)
     if abs(frac - 0.5) < 1e-4:
         return
-    neuron = IFNeuron(CQ_NEURON, T=q, v_th=1.0)
+    neuron = if_neuron(CQ_NEURON, T=q, v_th=1.0)
     out = neuron(torch.full((q, 1), x))  # [T*B, 1] with B = 1
     assert out.mean().item() == pytest.approx(ClampQuant(q)(torch.tensor(x)).item(), abs=1e-6)
 

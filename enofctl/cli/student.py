@@ -24,8 +24,10 @@ def convert(
                                               "normalize each layer by its max |w| first.")] = True,
     spiking_pool: Annotated[bool, typer.Option("--spiking-pool", help="cq: an IF neuron after each average "
                                                "pool.")] = False,
-    calibrate: Annotated[int, typer.Option(min=0, max=100_000, help="cq: layer-wise bias calibration at --T on N "
-                                           "batches of training data (0: off, no data needed; e.g. 8).")] = 0,
+    calibrate: Annotated[int | None, typer.Option(min=0, max=100_000, help="Calibrate on N batches of training "
+                                                  "images (no labels): surrogate: fit each channel's threshold and "
+                                                  "spike amplitude to the teacher [default: 8]; cq: layer-wise bias "
+                                                  "calibration [default: 0]. 0 = off (no data needed).")] = None,
     norm_percentile: Annotated[float | None, typer.Option(help="cq + --calibrate: thresholds of ReLU "
                                                           "activations = this percentile of the ANN's (e.g. "
                                                           "99.9); lets a ReLU teacher convert. No-op for "
@@ -46,22 +48,36 @@ def convert(
     quiet: o.Quiet = False,
 ) -> None:
     """ANN teacher -> spiking student: a LIF skeleton for `distill`, or (--method cq) an IF network."""
-    from enofctl.stages import ConvertConfig
+    from enofctl.spiking import NeuronSpec
     from enofctl.stages import convert as run
+    from enofctl.stages import convert_config
 
     if norm_percentile is not None and not 0 < norm_percentile <= 100:
         raise typer.BadParameter(f"{norm_percentile} is not a percentile in (0, 100]", param_hint="--norm-percentile")
-    cfg = ConvertConfig(T=T, method=method.value, repact=repact, weight_bits=weight_bits, weight_norm=weight_norm,
-                        spiking_pool=spiking_pool, calibrate=calibrate, norm_percentile=norm_percentile,
-                        batch_size=batch_size, seed=seed, data_dir=str(data_dir) if data_dir else None,
-                        device=device.value,
-                        neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha, v_init))
+    common = {"T": T, "batch_size": batch_size, "seed": seed, "data_dir": str(data_dir) if data_dir else None,
+              "device": device.value, **({"calibrate": calibrate} if calibrate is not None else {})}
+    neuron = o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha, v_init)
+    if method is o.Method.cq:
+        moved = [f"--{k.replace('_', '-')}" for k, v in neuron.model_dump(exclude={"surrogate", "alpha"}).items()
+                 if v != NeuronSpec.model_fields[k].default]
+        if moved or not repact:
+            raise typer.BadParameter(f"{', '.join(moved) or '--no-repact'} does not apply to --method cq (its "
+                                     "integrate-and-fire neuron and readout are fixed)", param_hint="--method")
+        cfg = convert_config(method="cq", surrogate=surrogate.value, alpha=surrogate_alpha, weight_bits=weight_bits,
+                             weight_norm=weight_norm, spiking_pool=spiking_pool, norm_percentile=norm_percentile,
+                             **common)
+    else:
+        for flag, value in (("--weight-bits", weight_bits), ("--norm-percentile", norm_percentile),
+                            ("--spiking-pool", spiking_pool or None)):
+            if value is not None:
+                raise typer.BadParameter(f"{flag} applies to --method cq", param_hint=flag)
+        cfg = convert_config(method="surrogate", neuron=neuron, repact=repact, **common)
     with progress(quiet or json_, "calibrate") as cb:
         res = run(teacher, cfg, out, progress=cb)
     result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
               "repact": res.manifest.spiking.repact}
     cal = res.manifest.calibration
-    if cal is not None:
+    if cal is not None and cal.agreement_before is not None:
         result["calibration"] = {"samples": cal.samples, "agreement_before": cal.agreement_before,
                                  "agreement_after": cal.agreement_after}
     emit(result, json_, str(res.path))
@@ -85,6 +101,9 @@ def distill(
     act_reg_weight: Annotated[list[str] | None, typer.Option(help="Per-layer factor LAYER=W (repeatable).")] = None,
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Weight of the L2 logits regularizer (0 = off).")] = 0.0,
     repact: o.RepAct = True,
+    calibrate: Annotated[int, typer.Option(min=0, max=100_000, help="When the teacher is converted here: "
+                                           "calibrate the student on N batches of training images first "
+                                           "(0 = the plain copy).")] = 8,
     decay: o.Decay = 0.25,
     v_th: o.Vth = 0.5,
     reset: o.ResetOpt = o.Reset.hard,
@@ -119,7 +138,8 @@ def distill(
     from enofctl.stages import distill as run
 
     cfg = DistillConfig(
-        T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, kd_alpha=kd_alpha, kd_tau=kd_tau,
+        T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, calibrate=calibrate, kd_alpha=kd_alpha,
+        kd_tau=kd_tau,
         act_reg=act_reg, act_reg_kind=act_reg_kind, act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"),
         logit_reg=logit_reg,
         neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha, v_init), batch_size=batch_size,

@@ -40,14 +40,19 @@ class SpikingSpec(BaseModel):
                                                "cq: BN folded, IF neurons with the clip as threshold")
     spiking_pool: bool = Field(False, description="cq: an IF neuron after each average pool")
     weight_bits: int | None = Field(None, ge=2, le=32, description="cq: weights were rounded to n-bit fixed point")
+    scaling: Literal["none", "channel"] = Field("none", description="surrogate: none = every neuron fires at "
+                                                "neuron.v_th and a spike is 1; channel = per-channel thresholds "
+                                                "and spike amplitudes (buffers v_th, amp) from calibration")
 
 
 def _is_activation(m: nn.Module) -> bool:
     return type(m).__module__ in _ACT_MODULES or isinstance(m, CONVERTIBLE)
 
 
-def activation_order(model: nn.Module, input_size: tuple[int, int, int]) -> list[str]:
-    """Qualified names of the activation modules in the order a forward pass calls them.
+def activation_order(model: nn.Module, input_size: tuple[int, int, int],
+                     channels: dict[str, int] | None = None) -> list[str]:
+    """Qualified names of the activation modules in the order a forward pass calls them (and, into
+    ``channels`` when given, each one's channel count: dimension 1 of its output).
 
     Raises ConversionError for activations that cannot spike, attention blocks, or one module used twice.
     """
@@ -55,8 +60,14 @@ def activation_order(model: nn.Module, input_size: tuple[int, int, int]) -> list
         if "attention" in type(m).__name__.lower():
             raise ConversionError(f"cannot convert {name!r} ({type(m).__name__}): attention has no spiking form")
     calls: list[str] = []
+    found = {} if channels is None else channels
+
+    def seen_call(name: str, out: torch.Tensor) -> None:
+        calls.append(name)
+        found[name] = out.shape[1] if out.dim() > 1 else 1
+
     hooks = [
-        m.register_forward_hook(lambda mod, i, o, n=name: calls.append(n))
+        m.register_forward_hook(lambda mod, i, o, n=name: seen_call(n, o))
         for name, m in model.named_modules()
         if _is_activation(m) or isinstance(m, SpikingNeuron)
     ]
@@ -97,12 +108,13 @@ def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, 
 
         return SpikingNet(make_if_snn(ann, spec.neuron, spec.T, input_size, spec.spiking_pool), spec)
     body = copy.deepcopy(ann)
-    order = activation_order(body, input_size)
+    channels: dict[str, int] = {}
+    order = activation_order(body, input_size, channels)
     for i, name in enumerate(order):
         last = i == len(order) - 1
         inplace = bool(getattr(body.get_submodule(name), "inplace", False))
         replace_module(body, name, nn.ReLU(inplace=inplace) if (last and spec.repact)
-                       else SpikingNeuron(spec.neuron, spec.T, inplace=inplace))
+                       else SpikingNeuron(spec.neuron, spec.T, inplace, spec.scaling, channels[name]))
     net = SpikingNet(body, spec)
     net.first_neuron = order[0] if isinstance(body.get_submodule(order[0]), SpikingNeuron) else None
     net.stem_once = _stem_can_run_once(net, input_size)

@@ -33,35 +33,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from enofctl.errors import ConversionError
 from enofctl.models.acts import QCFS, ClampQuant
 from enofctl.models.base import replace_module
-from enofctl.spiking.neuron import NeuronSpec, SpikeFn, SpikingNeuron
+from enofctl.spiking.neuron import NeuronSpec, SpikingNeuron
 
 
-class IFNeuron(SpikingNeuron):
-    """Integrate-and-fire with a per-layer threshold (a buffer, saved in the artifact).
+def if_neuron(spec: NeuronSpec, T: int, v_th: float) -> SpikingNeuron:
+    """An integrate-and-fire neuron with its own threshold (a buffer, saved in the artifact); a spike carries
+    the threshold it crossed, i.e. the clip of the ANN activation it replaces."""
+    neuron = SpikingNeuron(spec, T, scaling="threshold")
+    neuron.v_th.fill_(v_th)
+    return neuron
 
-    ``[T*B, ...]`` in; out: ``spk * v_th`` (a spike carries the threshold it crossed, i.e. the clip of the
-    ANN activation it replaces; with v_th = 1 the output is binary).
-    """
 
-    def __init__(self, spec: NeuronSpec, T: int = 1, v_th: float = 1.0):
-        super().__init__(spec, T)
-        self.register_buffer("v_th", torch.tensor(float(v_th)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_seq = x.unflatten(0, (self.T, -1))  # [T, B, ...]
-        v_th = self.v_th.to(x.dtype)
-        v = torch.full_like(x_seq[0], 0.0) + self.spec.v_init * v_th
-        alpha = self.spec.surrogate_alpha()
-        out = []
-        for t in range(self.T):
-            v = v + x_seq[t]
-            spk = SpikeFn.apply((v - v_th) / v_th, self.spec.surrogate, alpha)
-            v = v - spk * v_th  # reset by subtraction
-            out.append(spk * v_th)
-        return torch.stack(out).flatten(0, 1)  # [T*B, ...]
-
-    def extra_repr(self) -> str:
-        return f"T={self.T}, v_th={float(self.v_th):.4g}, v_init={self.spec.v_init}, sg={self.spec.surrogate}"
+def is_if(m: nn.Module) -> bool:
+    return isinstance(m, SpikingNeuron) and m.scaling == "threshold"
 
 
 def fold_bn(model: nn.Module, input_size: tuple[int, ...]) -> nn.Module:
@@ -133,7 +117,7 @@ def quantize_weights(model: nn.Module, bits: int, normalize: bool = True) -> nn.
 
 def make_if_snn(ann: nn.Module, neuron: NeuronSpec, T: int, input_size: tuple[int, ...],
                 spiking_pool: bool = False) -> nn.Module:
-    """The IF body of a bounded-activation ANN (a copy): BN folded, activations -> IFNeuron, in place on
+    """The IF body of a bounded-activation ANN (a copy): BN folded, activations -> IF neurons, in place on
     ``ann``'s copy. Returns the body; wrap it in a SpikingNet.
 
     A ReLU (unbounded) gets threshold 1 here as a placeholder: its real threshold comes from
@@ -147,11 +131,11 @@ def make_if_snn(ann: nn.Module, neuron: NeuronSpec, T: int, input_size: tuple[in
         raise ConversionError("the model has no activations to make spiking")
     for name, m in acts:
         v_th = float(m.clip.detach()) if isinstance(m, QCFS) else 6.0 if isinstance(m, nn.ReLU6) else 1.0
-        replace_module(body, name, IFNeuron(neuron, T, v_th))
+        replace_module(body, name, if_neuron(neuron, T, v_th))
     if spiking_pool:
         for name, m in list(body.named_modules()):
             if isinstance(m, nn.AvgPool2d):
-                replace_module(body, name, nn.Sequential(m, IFNeuron(neuron, T, 1.0)))
+                replace_module(body, name, nn.Sequential(m, if_neuron(neuron, T, 1.0)))
     return body
 
 
@@ -232,7 +216,7 @@ def if_neurons(body: nn.Module, input_size: tuple[int, ...]) -> list[tuple[str, 
     """The IF neurons of a converted body in the order a forward pass reaches them, each with the conv or
     linear layer that feeds it directly (its output tensor is the neuron's input, Identity in between
     allowed) and has a bias; None where there is none (after a pool, a residual sum, ...)."""
-    T = next((m.T for m in body.modules() if isinstance(m, IFNeuron)), 1)
+    T = next((m.T for m in body.modules() if is_if(m)), 1)
     outputs: dict[int, tuple[str, torch.Tensor]] = {}  # tensors kept alive so their ids stay unique
     order: list[tuple[str, str | None]] = []
     names = {m: n for n, m in body.named_modules()}
@@ -246,7 +230,7 @@ def if_neurons(body: nn.Module, input_size: tuple[int, ...]) -> list[tuple[str, 
         order.append((names[mod], src[0] if src is not None else None))
 
     hooks = [m.register_forward_hook(layer_hook) for m in body.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    hooks += [m.register_forward_pre_hook(neuron_hook) for m in body.modules() if isinstance(m, IFNeuron)]
+    hooks += [m.register_forward_pre_hook(neuron_hook) for m in body.modules() if is_if(m)]
     was_training = body.training
     try:
         body.eval()
@@ -280,7 +264,7 @@ def normalize_thresholds(snn: nn.Module, ann: nn.Module, batches: Sequence[torch
     if not 0 < percentile <= 100:
         raise ValueError(f"percentile {percentile} is not in (0, 100]")
     body = snn.body
-    names = [n for n, m in body.named_modules() if isinstance(m, IFNeuron)]
+    names = [n for n, m in body.named_modules() if is_if(m)]
     ann_mods = dict(ann.named_modules())
     relu = [n for n in names if isinstance(ann_mods.get(n), nn.ReLU)]
     if not relu:

@@ -76,6 +76,9 @@ class SpikeFn(torch.autograd.Function):
         return grad * fn(x, ctx.alpha), None, None
 
 
+# the names a spec, the CLI and the docs accept: the registry's keys
+SurrogateName = Literal[tuple(SURROGATES)]  # type: ignore[valid-type]
+
 # ----------------------------------------------------------------------------------------------------------
 # configuration (stored in student manifests)
 
@@ -89,7 +92,7 @@ class NeuronSpec(BaseModel):
     decay: float = Field(0.25, ge=0.0, le=1.0, description="membrane leak factor per step (1 = no leak)")
     v_th: float = Field(0.5, gt=0.0, description="firing threshold")
     reset: Literal["hard", "soft"] = "hard"
-    surrogate: Literal["rect", "triangle", "sigmoid", "atan", "tanh"] = "triangle"
+    surrogate: SurrogateName = "triangle"
     alpha: float | None = Field(None, gt=0.0, description="surrogate sharpness/width; None = its default")
     v_init: float = Field(0.0, ge=0.0, le=1.0, description="initial membrane, as a fraction of v_th")
 
@@ -97,21 +100,29 @@ class NeuronSpec(BaseModel):
         return self.alpha if self.alpha is not None else SURROGATES[self.surrogate][1]
 
 
-def neuron_step(x: torch.Tensor, v: torch.Tensor, spec: NeuronSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """One time step: input current ``x`` and membrane ``v`` ([B, ...]) -> (spikes, next membrane)."""
+Threshold = float | torch.Tensor  # one value, or a tensor that broadcasts over a step's [B, ...] (per channel)
+
+
+def neuron_step(x: torch.Tensor, v: torch.Tensor, spec: NeuronSpec,
+                v_th: Threshold | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One time step: input current ``x`` and membrane ``v`` ([B, ...]) -> (spikes, next membrane).
+    ``v_th`` overrides the spec's threshold (a layer's own, possibly per channel)."""
+    v_th = spec.v_th if v_th is None else v_th
     decay = 1.0 if spec.kind == "if" else spec.decay
     u = decay * v + x
-    spk = SpikeFn.apply(u - spec.v_th, spec.surrogate, spec.surrogate_alpha())
-    v_next = u * (1.0 - spk) if spec.reset == "hard" else u - spk * spec.v_th
+    spk = SpikeFn.apply(u - v_th, spec.surrogate, spec.surrogate_alpha())
+    v_next = u * (1.0 - spk) if spec.reset == "hard" else u - spk * v_th
     return spk, v_next
 
 
-def neuron_multistep(x_seq: torch.Tensor, spec: NeuronSpec, v0: torch.Tensor | None = None) -> torch.Tensor:
+def neuron_multistep(x_seq: torch.Tensor, spec: NeuronSpec, v0: torch.Tensor | None = None,
+                     v_th: Threshold | None = None) -> torch.Tensor:
     """A whole sequence: ``x_seq`` [T, B, ...] -> spikes [T, B, ...]."""
-    v = torch.full_like(x_seq[0], spec.v_init * spec.v_th) if v0 is None else v0
+    th = spec.v_th if v_th is None else v_th
+    v = torch.zeros_like(x_seq[0]) + spec.v_init * th if v0 is None else v0
     out = []
     for t in range(x_seq.shape[0]):
-        spk, v = neuron_step(x_seq[t], v, spec)
+        spk, v = neuron_step(x_seq[t], v, spec, v_th)
         out.append(spk)
     return torch.stack(out)
 
@@ -132,6 +143,11 @@ def _alloc_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         fmt = torch.channels_last
     return torch.empty((rows, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
+
+
+def _full_row(x: torch.Tensor, value: Threshold) -> torch.Tensor | float:
+    """``value`` as something that fills one step's rows of ``x`` (a float stays a float)."""
+    return value if not isinstance(value, torch.Tensor) else value.to(x.dtype).expand(x.shape[1:])
 
 
 def _surrogate_(z: torch.Tensor, name: str, a: float, scratch: torch.Tensor) -> torch.Tensor:
@@ -165,12 +181,13 @@ class _NeuronSequence(torch.autograd.Function):
     def forward(ctx, x, T: int, repeat: bool, inplace: bool, decay: float, v_th: float, hard: bool,
                 v_init: float, surrogate: str, alpha: float):
         B = x.shape[0] if repeat else x.shape[0] // T
+        per_channel = isinstance(v_th, torch.Tensor)
         keep = ctx.needs_input_grad[0]
         over_x = keep and inplace and not repeat and x.grad_fn is not None and _rows_contiguous(x)
         spk = _alloc_rows(x, T * B)  # [T*B, ...]
         u_all = (x if over_x else _alloc_rows(x, T * B)) if keep else None
         u_buf = None if keep else _alloc_rows(x, B)
-        v = _alloc_rows(x, B).fill_(v_init * v_th) if v_init else None  # [B, ...], reused at every step
+        v = _alloc_rows(x, B).copy_(_full_row(x, v_init * v_th)) if v_init else None  # [B, ...], every step
         for t in range(T):
             rows = slice(t * B, (t + 1) * B)
             x_t = x if repeat else x[rows]
@@ -187,7 +204,9 @@ class _NeuronSequence(torch.autograd.Function):
                 break  # no next step needs the membrane
             if hard:  # u * (1 - spk) = u - u * spk, exact for spk in {0, 1}
                 torch.addcmul(u, u, spk_t, value=-1, out=v)
-            else:  # u - spk * v_th
+            elif per_channel:  # u - spk * v_th
+                torch.addcmul(u, spk_t, v_th, value=-1, out=v)
+            else:
                 torch.sub(u, spk_t, alpha=v_th, out=v)
         if keep:
             ctx.save_for_backward(u_all)
@@ -214,7 +233,9 @@ class _NeuronSequence(torch.autograd.Function):
             elif hard:  # v = u * (1 - spk): dv/du = (1 - spk) - u * sg
                 torch.addcmul(g, prev, u, value=-decay, out=out).mul_(sg)
                 out.addcmul_(prev, torch.le(u, v_th, out=keep_v), value=decay)
-            else:  # v = u - spk * v_th: dv/du = 1 - v_th * sg
+            elif isinstance(v_th, torch.Tensor):  # v = u - spk * v_th: dv/du = 1 - v_th * sg
+                torch.addcmul(g, prev, v_th, value=-decay, out=out).mul_(sg).add_(prev, alpha=decay)
+            else:
                 torch.add(g, prev, alpha=-decay * v_th, out=out).mul_(sg).add_(prev, alpha=decay)
             if repeat:
                 grad_x.copy_(out) if prev is None else grad_x.add_(out)
@@ -223,38 +244,71 @@ class _NeuronSequence(torch.autograd.Function):
 
 
 def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = False,
-                    inplace: bool = False) -> torch.Tensor:
+                    inplace: bool = False, v_th: Threshold | None = None) -> torch.Tensor:
     """Time-folded spikes ``[T*B, ...]`` of ``x`` (``[T*B, ...]``, or ``[B, ...]`` repeated at every step
     with ``repeat``), the same dynamics as ``neuron_multistep`` in one autograd node that saves only ``u``.
-    With ``inplace``, a non-leaf ``x`` may be overwritten by the membrane (see ``_NeuronSequence``)."""
+    With ``inplace``, a non-leaf ``x`` may be overwritten by the membrane (see ``_NeuronSequence``).
+    ``v_th``: the layer's own threshold instead of the spec's (a tensor broadcasting over one step's rows)."""
     if not repeat and x.shape[0] % T:
         raise ValueError(f"{x.shape[0]} rows are not T={T} steps of one batch")
     decay = 1.0 if spec.kind == "if" else spec.decay
-    return _NeuronSequence.apply(x, T, repeat, inplace, decay, spec.v_th, spec.reset == "hard", spec.v_init,
+    th = spec.v_th if v_th is None else v_th.to(x.dtype) if isinstance(v_th, torch.Tensor) else v_th
+    return _NeuronSequence.apply(x, T, repeat, inplace, decay, th, spec.reset == "hard", spec.v_init,
                                  spec.surrogate, spec.surrogate_alpha())
 
 
+# How a layer's neurons depart from the spec (``SpikingSpec.scaling``):
+#   "none"      every neuron fires at the spec's v_th and a spike is 1 (the EnOF student);
+#   "threshold" each layer has its own threshold (a 0-d buffer ``v_th``) and a spike carries it, i.e. it is
+#               worth ``v_th`` downstream (integrate-and-fire conversion: the threshold is the ANN's clip);
+#   "channel"   each channel has its own threshold and output amplitude (buffers ``v_th`` and ``amp``, one
+#               value per channel), set by calibrating a converted student against its teacher.
+Scaling = Literal["none", "threshold", "channel"]
+
+
 class SpikingNeuron(nn.Module):
-    """Multi-step neuron in a time-folded network: ``[T*B, ...]`` in, spikes ``[T*B, ...]`` out.
+    """Multi-step neuron in a time-folded network: ``[T*B, ...]`` in, spikes ``[T*B, ...]`` out (each spike
+    times the layer's amplitude under a ``scaling``; see above).
 
     With ``repeat_input`` set (by SpikingNet, for the first neuron under direct encoding) the input is
     ``[B, ...]``, the same current at every step. ``inplace`` is the ANN activation's promise that nothing
     else reads the input (``nn.ReLU(inplace=True)``): the membrane then reuses its memory. Spikes are
-    announced to an active ``SpikePacker`` so that autograd keeps them as bits.
+    announced to an active ``SpikePacker`` so that autograd keeps them as bits. ``channels`` (dimension 1 of
+    the input) sizes the per-channel buffers of ``scaling="channel"``.
     """
 
-    def __init__(self, spec: NeuronSpec, T: int = 1, inplace: bool = False):
+    def __init__(self, spec: NeuronSpec, T: int = 1, inplace: bool = False, scaling: Scaling = "none",
+                 channels: int = 1):
         super().__init__()
-        self.spec, self.T, self.inplace = spec, T, inplace
+        self.spec, self.T, self.inplace, self.scaling = spec, T, inplace, scaling
         self.repeat_input = False
+        if scaling == "threshold":
+            self.register_buffer("v_th", torch.tensor(float(spec.v_th)))
+        elif scaling == "channel":
+            self.register_buffer("v_th", torch.full((channels,), float(spec.v_th)))
+            self.register_buffer("amp", torch.ones(channels))
+
+    def _per_step(self, buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """A per-channel buffer shaped to broadcast over one step's rows ``[B, C, ...]``."""
+        return buf.view(-1, *([1] * (x.dim() - 2))).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spk = neuron_sequence(x, self.spec, self.T, self.repeat_input, self.inplace)  # [T*B, ...]
+        if self.scaling == "none":
+            spk = neuron_sequence(x, self.spec, self.T, self.repeat_input, self.inplace)  # [T*B, ...]
+        else:
+            v_th = float(self.v_th) if self.scaling == "threshold" else self._per_step(self.v_th, x)
+            spk = neuron_sequence(x, self.spec, self.T, self.repeat_input, self.inplace, v_th)
         packer = active_packer()
         if packer is not None:
             packer.mark(spk)
+        if self.scaling == "threshold":
+            return spk * self.v_th.to(spk.dtype)
+        if self.scaling == "channel":
+            return spk * self._per_step(self.amp, spk)
         return spk
 
     def extra_repr(self) -> str:
         s = self.spec
-        return f"T={self.T}, kind={s.kind}, decay={s.decay}, v_th={s.v_th}, reset={s.reset}, sg={s.surrogate}"
+        th = f"{float(self.v_th):.4g}" if self.scaling == "threshold" else "per channel" \
+            if self.scaling == "channel" else s.v_th
+        return f"T={self.T}, kind={s.kind}, decay={s.decay}, v_th={th}, reset={s.reset}, sg={s.surrogate}"

@@ -10,15 +10,17 @@ ReLU teachers (``norm_percentile``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact, Manifest
-from enofctl.errors import UsageError
+from enofctl.errors import CalibrationError, UsageError
 from enofctl.spiking import NeuronSpec, SpikingNet, SpikingSpec, make_spiking
+from enofctl.spiking.neuron import SurrogateName
 from enofctl.stages.common import Progress, ProgressFn
 from enofctl.stages.teacher import StageResult
 
@@ -27,40 +29,69 @@ from enofctl.stages.teacher import StageResult
 CQ_NEURON = NeuronSpec(kind="if", decay=1.0, v_th=1.0, reset="soft", v_init=0.5)
 
 
-class ConvertConfig(BaseModel):
+class _CalibrationData(BaseModel):
+    """Where calibration images come from (no labels are read)."""
+
     model_config = ConfigDict(extra="forbid")
 
     T: int = Field(4, ge=1, le=1024)
-    method: Literal["surrogate", "cq"] = "surrogate"
-    neuron: NeuronSpec = Field(default_factory=NeuronSpec, description="surrogate method's neuron")
-    repact: bool = Field(True, description="surrogate method: the last activation stays ReLU")
-    weight_bits: int | None = Field(None, ge=2, le=32, description="cq: round weights to n-bit fixed point")
-    weight_norm: bool = Field(True, description="cq + weight_bits: per-layer max-normalized grid")
-    spiking_pool: bool = Field(False, description="cq: an IF neuron after each average pool")
-    calibrate: int = Field(0, ge=0, le=100_000, description="cq: batches of training data for layer-wise bias "
-                           "calibration at T (0 = off: the conversion needs no data)")
-    norm_percentile: float | None = Field(None, gt=0, le=100, description="cq: thresholds of unbounded (ReLU) "
-                                          "activations = this percentile of the ANN's activations on the "
-                                          "calibration data; bounded ones keep their clip")
-    batch_size: int = Field(128, ge=1, description="calibration batch size")
-    seed: int = Field(0, description="which training images calibrate (a seeded shuffle)")
+    batch_size: int = Field(128, ge=1, le=65_536, description="calibration batch size")
+    seed: int = Field(0, ge=0, lt=2**32, description="which training images calibrate (a seeded shuffle)")
     data_dir: str | None = Field(None, description="calibration data [default: the teacher's]")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where calibration computes")
 
+
+class SurrogateConvertConfig(_CalibrationData):
+    """A LIF (or IF) student for surrogate-gradient training, optionally calibrated to work before it."""
+
+    method: Literal["surrogate"] = "surrogate"
+    neuron: NeuronSpec = Field(default_factory=NeuronSpec)
+    repact: bool = Field(True, description="the last activation before the classifier stays ReLU")
+    calibrate: int = Field(8, ge=0, le=100_000, description="batches of training images to fit each channel's "
+                           "threshold and spike amplitude on (0 = the plain copy, which needs no data)")
+    percentile: float = Field(99.0, gt=0, le=100, description="calibration: thresholds are searched as "
+                              "multiples of this percentile of each channel's input (unconfirmed; 99 measured best "
+                              "of 99 / 99.9 on digits)")
+
     def spiking_spec(self) -> SpikingSpec:
-        if self.method == "cq":
-            neuron = CQ_NEURON.model_copy(update={"surrogate": self.neuron.surrogate, "alpha": self.neuron.alpha})
-            return SpikingSpec(T=self.T, neuron=neuron, repact=False, method="cq",
-                               spiking_pool=self.spiking_pool, weight_bits=self.weight_bits)
-        return SpikingSpec(T=self.T, neuron=self.neuron, repact=self.repact)
+        return SpikingSpec(T=self.T, neuron=self.neuron, repact=self.repact,
+                           scaling="channel" if self.calibrate else "none")
 
 
-def _check(teacher: Artifact, cfg: ConvertConfig) -> None:
-    if cfg.method == "surrogate":
-        for name, value in (("--weight-bits", cfg.weight_bits), ("--calibrate", cfg.calibrate or None),
-                            ("--norm-percentile", cfg.norm_percentile)):
-            if value is not None:
-                raise UsageError(f"{name} applies to --method cq")
+class CQConvertConfig(_CalibrationData):
+    """Near-lossless integrate-and-fire conversion of a CQ/QCFS-trained teacher."""
+
+    method: Literal["cq"]
+    surrogate: SurrogateName = Field("triangle", description="for a later distill of the IF network")
+    alpha: float | None = Field(None, gt=0, description="surrogate sharpness/width; None = its default")
+    weight_bits: int | None = Field(None, ge=2, le=32, description="round weights to n-bit fixed point")
+    weight_norm: bool = Field(True, description="with weight_bits: per-layer max-normalized grid")
+    spiking_pool: bool = Field(False, description="an IF neuron after each average pool")
+    calibrate: int = Field(0, ge=0, le=100_000, description="batches of training data for layer-wise bias "
+                           "calibration at T (0 = off: the conversion needs no data)")
+    norm_percentile: float | None = Field(None, gt=0, le=100, description="thresholds of unbounded (ReLU) "
+                                          "activations = this percentile of the ANN's activations on the "
+                                          "calibration data; bounded ones keep their clip")
+
+    def spiking_spec(self) -> SpikingSpec:
+        neuron = CQ_NEURON.model_copy(update={"surrogate": self.surrogate, "alpha": self.alpha})
+        return SpikingSpec(T=self.T, neuron=neuron, repact=False, method="cq", spiking_pool=self.spiking_pool,
+                           weight_bits=self.weight_bits)
+
+
+ConvertConfig = Annotated[SurrogateConvertConfig | CQConvertConfig, Field(discriminator="method")]
+_CONVERT_CONFIG: TypeAdapter = TypeAdapter(ConvertConfig)
+
+
+def convert_config(**fields) -> SurrogateConvertConfig | CQConvertConfig:
+    """The config of ``fields["method"]`` (default surrogate), validated; a field the method does not take
+    (e.g. ``weight_bits`` for surrogate, ``neuron`` for cq) is refused."""
+    fields.setdefault("method", "surrogate")
+    return _CONVERT_CONFIG.validate_python(fields)
+
+
+def _check(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertConfig) -> None:
+    if cfg.method != "cq":
         return
     if cfg.norm_percentile is not None and not cfg.calibrate:
         raise UsageError("--norm-percentile needs calibration data: give --calibrate N (batches of training data)")
@@ -69,40 +100,37 @@ def _check(teacher: Artifact, cfg: ConvertConfig) -> None:
                          "uses ReLU (or give --norm-percentile 99.9 --calibrate N for data-based thresholds)")
 
 
-def _calibration_batches(teacher: Artifact, cfg: ConvertConfig, device: torch.device) -> list[torch.Tensor]:
-    """``cfg.calibrate`` normalized batches of the teacher's training split, drawn by a seeded shuffle."""
+def _calibration_batches(teacher: Artifact, cfg: _CalibrationData, n: int,
+                         device: torch.device) -> list[torch.Tensor]:
+    """``n`` normalized batches of the teacher's training split, drawn by a seeded shuffle."""
     from enofctl.data import load_dataset, normalize
 
     m = teacher.manifest
     data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir)
     gen = torch.Generator().manual_seed(cfg.seed)
-    limit = cfg.calibrate * cfg.batch_size
+    limit = n * cfg.batch_size
     return [normalize(x.to(device), m.model.mean, m.model.std)
             for x, _ in data.train.batches(cfg.batch_size, shuffle=True, generator=gen, limit=limit)]
 
 
-def _calibrate(student: SpikingNet, teacher: Artifact, cfg: ConvertConfig, progress: ProgressFn | None):
-    """The data-driven steps, in place: thresholds (``norm_percentile``), then bias calibration."""
+def _on_step(progress: ProgressFn | None):
+    def on_step(done: int, total: int) -> None:
+        if progress:
+            progress(Progress("calibrate", 1, 1, done, total))
+
+    return on_step
+
+
+def _calibrate_cq(student: SpikingNet, ann, batches, teacher: Artifact, cfg: CQConvertConfig,
+                  progress: ProgressFn | None):
+    """CQ's data-driven steps, in place: thresholds (``norm_percentile``), then bias calibration."""
     from enofctl.spiking.cq import calibrate_bias, normalize_thresholds
-    from enofctl.stages.common import resolve_device
 
-    device = resolve_device(cfg.device)
-    batches = _calibration_batches(teacher, cfg, device)
-    ann = teacher.build_ann().to(device).eval()
-    student.to(device)
-    try:
-        normalized = {}
-        if cfg.norm_percentile is not None:
-            normalized = normalize_thresholds(student, ann, batches, cfg.norm_percentile, cfg.seed)
-
-        def on_step(done: int, total: int) -> None:
-            if progress:
-                progress(Progress("calibrate", 1, 1, done, total))
-
-        record = calibrate_bias(student, ann, batches, input_size=teacher.manifest.model.input_size,
-                                progress=on_step)
-    finally:
-        student.to("cpu")
+    normalized = {}
+    if cfg.norm_percentile is not None:
+        normalized = normalize_thresholds(student, ann, batches, cfg.norm_percentile, cfg.seed)
+    record = calibrate_bias(student, ann, batches, input_size=teacher.manifest.model.input_size,
+                            progress=_on_step(progress))
     record.norm_percentile = cfg.norm_percentile
     for layer in record.layers:
         if layer.name in normalized:
@@ -110,17 +138,41 @@ def _calibrate(student: SpikingNet, teacher: Artifact, cfg: ConvertConfig, progr
     return record
 
 
-def convert_teacher(teacher: Artifact, cfg: ConvertConfig,
+def _calibrate(student: SpikingNet, ann: nn.Module, teacher: Artifact,
+               cfg: SurrogateConvertConfig | CQConvertConfig, progress: ProgressFn | None):
+    """Run the method's calibration on ``cfg.calibrate`` batches; returns its record."""
+    from enofctl.spiking.calibrate import calibrate_student
+    from enofctl.stages.common import resolve_device
+
+    device = resolve_device(cfg.device)
+    batches = _calibration_batches(teacher, cfg, cfg.calibrate, device)
+    ann.to(device).eval()
+    student.to(device)
+    try:
+        if cfg.method == "cq":
+            return _calibrate_cq(student, ann, batches, teacher, cfg, progress)
+        record = calibrate_student(student, ann, batches, percentile=cfg.percentile, progress=_on_step(progress))
+    finally:
+        student.to("cpu")
+        ann.to("cpu")
+    if not all(torch.isfinite(b).all() for b in student.body.buffers()):
+        raise CalibrationError("calibration produced a non-finite threshold or amplitude; nothing was written "
+                               "(try more --calibrate batches)")
+    return record
+
+
+def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertConfig,
                     progress: ProgressFn | None = None) -> tuple[SpikingNet, Manifest]:
     """The spiking student of a loaded teacher and its manifest (not yet written)."""
     _check(teacher, cfg)
     spec = cfg.spiking_spec()
-    student = make_spiking(teacher.build_ann(), spec, teacher.manifest.model.input_size)
-    if cfg.weight_bits is not None:
+    ann = teacher.build_ann()
+    student = make_spiking(ann, spec, teacher.manifest.model.input_size)
+    if cfg.method == "cq" and cfg.weight_bits is not None:
         from enofctl.spiking.cq import quantize_weights
 
         quantize_weights(student.body, cfg.weight_bits, cfg.weight_norm)
-    record = _calibrate(student, teacher, cfg, progress) if cfg.calibrate else None
+    record = _calibrate(student, ann, teacher, cfg, progress) if cfg.calibrate else None
     manifest = Manifest(
         kind="student", stage="convert", model=teacher.manifest.model, data=teacher.manifest.data,
         spiking=spec, config=cfg.model_dump(), parents=[teacher.parent_ref()], calibration=record,
@@ -128,7 +180,7 @@ def convert_teacher(teacher: Artifact, cfg: ConvertConfig,
     return student, manifest
 
 
-def convert(teacher: str | Path, cfg: ConvertConfig, out: str | Path,
+def convert(teacher: str | Path, cfg: SurrogateConvertConfig | CQConvertConfig, out: str | Path,
             progress: ProgressFn | None = None) -> StageResult:
     out = artifacts.check_output_path(out)
     student, manifest = convert_teacher(artifacts.load(teacher, expect="teacher"), cfg, progress)

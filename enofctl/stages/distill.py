@@ -31,7 +31,7 @@ from enofctl.stages.common import (
     fit,
     resolve_device,
 )
-from enofctl.stages.convert import ConvertConfig, convert_teacher
+from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
 from enofctl.stages.evaluate import measure
 from enofctl.stages.teacher import StageResult
 
@@ -50,6 +50,8 @@ class DistillConfig(TrainConfig):
     logit_reg: float = Field(0.0, ge=0, description="weight of the L2 logits regularizer (Louis et al.: 0.01)")
     neuron: NeuronSpec = Field(default_factory=NeuronSpec, description="used when converting the teacher")
     repact: bool = Field(True, description="used when converting the teacher")
+    calibrate: int = Field(8, ge=0, le=100_000, description="when converting the teacher: batches of training "
+                           "images to calibrate the student on (0 = the plain copy)")
     data_dir: str | None = None
 
 
@@ -75,7 +77,8 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     out = artifacts.check_output_path(out)
     t_art = artifacts.load(teacher, expect="teacher")
     if student is None:
-        conv = ConvertConfig(T=cfg.T or 4, neuron=cfg.neuron, repact=cfg.repact)
+        conv = SurrogateConvertConfig(T=cfg.T or 4, neuron=cfg.neuron, repact=cfg.repact, calibrate=cfg.calibrate,
+                                      data_dir=cfg.data_dir, device=cfg.device)
         s_model, s_manifest = convert_teacher(t_art, conv)
         parents = [t_art.parent_ref()]
     else:

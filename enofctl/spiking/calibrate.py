@@ -1,0 +1,278 @@
+"""Calibrating a converted surrogate (LIF or IF) student against its teacher, so it works before training.
+
+A plain copy of the teacher's weights into EnOF's LIF network scores chance: at T = 4 with a leak of 0.25
+and a hard reset, a neuron driven by a constant current ``x`` fires at every step when ``x > v_th``, a few
+times when ``x`` is just below it, and never below about ``(1 - decay) * v_th``: it is close to a 1-bit
+quantizer of its input, while the next layer expects the ANN's analog activation. The copy also keeps the
+ANN's BatchNorm statistics, which do not describe the currents behind spiking layers.
+
+``calibrate_student`` fits, layer by layer in forward order, each channel's threshold and the amplitude a
+spike carries downstream (so the network keeps the neuron the user chose — its leak, reset and time steps —
+and only moves where it fires and what a spike is worth):
+
+    for neuron l, with every earlier neuron already calibrated:
+        x  = the student's input current to l on the calibration images ([T*B, C, ...], or [B, ...] when the
+             same current repeats at every step)
+        a  = the teacher's activation at l on the same images ([B, C, ...])
+        for each channel c and each candidate threshold th = m_k * q_c (q_c: a high percentile of x's
+        positive values in channel c, m_k on a geometric grid):
+            r   = the neuron's time-averaged spikes for x with threshold th (its own dynamics)
+            A   = <a, r> / <r, r>                    (least squares: the amplitude that best matches a)
+            err = |a|^2 - <a, r>^2 / <r, r>
+        keep the threshold with the least err, and its A (a channel whose best A is not positive never
+        fires: its threshold is set far above its inputs)
+
+This is the data-based normalization of Diehl et al. (2015) and Rueckauer et al. (2017) — a threshold per
+layer from the activation statistics — made per channel, fitted to the leaky neuron's real response at the
+chosen T, and done greedily on the already-calibrated student's own currents, as Li et al. (2021) calibrate
+layer by layer. No labels and no gradient steps are used. The fitted values live in per-channel buffers of
+each neuron (``SpikingSpec.scaling = "channel"``), which `distill`, `eval` and everything that loads the
+student honour; ``ChannelCalibration`` keeps every choice and each layer's error before and after.
+
+Optionally (``bn=True``) the BatchNorm running statistics are first re-estimated under the spiking dynamics
+(what the plain copy lacks most): every BatchNorm in train mode with a cumulative average over the
+calibration batches, no gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
+
+from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence
+
+# Candidate thresholds, as multiples of a channel's high input percentile: from far below (a channel whose
+# activations are mostly small) to above it.
+DEFAULT_GRID = tuple(float(m) for m in torch.logspace(-1.5, 0.25, 24).tolist())
+_NEVER = 1e4  # a threshold this many times a channel's input scale: the channel never fires
+
+
+class CalibratedChannels(BaseModel):
+    """One neuron after calibration (the manifest's ``calibration.layers``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    channels: int
+    v_th_mean: float = Field(description="mean threshold over the channels that fire")
+    amp_mean: float = Field(description="mean spike amplitude over the channels that fire")
+    silent_channels: int = Field(description="channels whose best fit was to never fire")
+    error_before: float = Field(description="relative error |a - out|^2 / |a|^2 of the time-averaged output "
+                                "against the teacher's activation, with the spec's threshold and amplitude 1 "
+                                "(on the calibrated earlier layers' currents)")
+    error_after: float = Field(description="the same with the fitted thresholds and amplitudes")
+
+
+class ChannelCalibration(BaseModel):
+    """What `convert --calibrate` did to a surrogate student."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field("channel-fit", description="per-channel threshold and amplitude fit, layer by layer")
+    T: int = Field(description="time steps the student was calibrated at")
+    samples: int = Field(description="training images used (no labels)")
+    batches: int
+    bn_reestimated: bool
+    grid: list[float] = Field(description="candidate thresholds, as multiples of each channel's percentile")
+    percentile: float
+    agreement_before: float | None = Field(None, description="fraction of calibration images on which the "
+                                           "student's top-1 equals the teacher's, before calibration")
+    agreement_after: float | None = None
+    seconds: float | None = None
+    layers: list[CalibratedChannels] = Field(default_factory=list)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _input_of(net: nn.Module, neuron: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The current ``neuron`` receives when ``net`` runs on ``x`` (the pass stops there)."""
+    got: list[torch.Tensor] = []
+
+    def hook(mod, inp):
+        got.append(inp[0].detach().clone())
+        raise _Stop
+
+    h = neuron.register_forward_pre_hook(hook)
+    try:
+        net(x)
+    except _Stop:
+        pass
+    finally:
+        h.remove()
+    return got[0]
+
+
+def _output_of(net: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module``'s output when ``net`` runs on ``x`` (the pass stops there)."""
+    got: list[torch.Tensor] = []
+
+    def hook(mod, inp, out):
+        got.append(out.detach().clone())
+        raise _Stop
+
+    h = module.register_forward_hook(hook)
+    try:
+        net(x)
+    except _Stop:
+        pass
+    finally:
+        h.remove()
+    return got[0]
+
+
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over every dimension but 1 (channels) -> [C]."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1).sum(1) if t.dim() > 1 else t.sum().view(1)
+
+
+def _time_mean(spk: torch.Tensor, T: int) -> torch.Tensor:
+    return spk.unflatten(0, (T, -1)).mean(0)  # [T*B, ...] -> [B, ...]
+
+
+def _percentile(xs: list[torch.Tensor], q: float) -> torch.Tensor:
+    """Per channel, the ``q``-th percentile of the positive values of ``xs`` (a channel with none: 1)."""
+    C = xs[0].shape[1] if xs[0].dim() > 1 else 1
+    out = torch.ones(C)
+    flat = torch.cat([x.transpose(0, 1).reshape(C, -1) for x in xs], 1).float().cpu()
+    for c in range(C):
+        pos = flat[c][flat[c] > 0]
+        if pos.numel() > 1 << 20:
+            pos = pos[torch.randperm(pos.numel(), generator=torch.Generator().manual_seed(c))[: 1 << 20]]
+        if pos.numel():
+            out[c] = max(float(torch.quantile(pos, q / 100)), 1e-6)
+    return out
+
+
+def _shape(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return buf.view(-1, *([1] * (like.dim() - 2))).to(like.dtype)
+
+
+@dataclass
+class _Fit:
+    v_th: torch.Tensor  # [C]
+    amp: torch.Tensor  # [C]
+    silent: torch.Tensor  # [C] bool: never fires
+    error_before: float
+    error_after: float
+
+
+@torch.no_grad()
+def _fit_layer(neuron: SpikingNeuron, xs: list[torch.Tensor], targets: list[torch.Tensor],
+               grid: Sequence[float], percentile: float) -> _Fit:
+    """Per-channel threshold and amplitude for ``neuron`` from its inputs ``xs`` and the teacher's activations
+    ``targets``, with the relative error before (the spec's threshold, amplitude 1) and after."""
+    spec, T, repeat = neuron.spec, neuron.T, neuron.repeat_input
+    base = _percentile(xs, percentile).to(xs[0].device)  # [C]
+    C = base.numel()
+    s_aa = sum(_channel_sum(a * a) for a in targets)
+    best_err = torch.full((C,), float("inf"), device=base.device)
+    best_th, best_amp = base.clone(), torch.zeros(C, device=base.device)
+    for m in grid:
+        th = base * m
+        s_ar = torch.zeros(C, device=base.device)
+        s_rr = torch.zeros(C, device=base.device)
+        for x, a in zip(xs, targets, strict=True):
+            r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=_shape(th, x)), T)
+            s_ar += _channel_sum(a * r)
+            s_rr += _channel_sum(r * r)
+        amp = torch.where(s_rr > 0, s_ar / s_rr.clamp(min=1e-12), torch.zeros_like(s_rr)).clamp(min=0)
+        err = s_aa - amp * s_ar  # = |a|^2 - <a,r>^2 / <r,r> at the least-squares amplitude
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_th = torch.where(better, th, best_th)
+        best_amp = torch.where(better, amp, best_amp)
+    silent = best_amp <= 0
+    best_th = torch.where(silent, base * _NEVER, best_th)
+    best_amp = torch.where(silent, torch.ones_like(best_amp), best_amp)
+    before = _relative_error(neuron, xs, targets, torch.full_like(base, spec.v_th), torch.ones_like(base))
+    after = float(best_err.clamp(min=0).sum() / s_aa.sum().clamp(min=1e-12))
+    return _Fit(best_th, best_amp, silent, before, after)
+
+
+def _relative_error(neuron: SpikingNeuron, xs, targets, th: torch.Tensor, amp: torch.Tensor) -> float:
+    spec, T, repeat = neuron.spec, neuron.T, neuron.repeat_input
+    num = den = 0.0
+    for x, a in zip(xs, targets, strict=True):
+        r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=_shape(th, x)), T) * _shape(amp, a)
+        num += float(((a - r) ** 2).sum())
+        den += float((a * a).sum())
+    return num / max(den, 1e-12)
+
+
+@torch.no_grad()
+def reestimate_bn(net: nn.Module, batches: Sequence[torch.Tensor]) -> None:
+    """BatchNorm running statistics of ``net`` recomputed on ``batches`` (cumulative average), in place."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for x in batches:
+            net(x)
+    finally:
+        for m, (momentum, training) in zip(bns, saved, strict=True):
+            m.momentum = momentum
+            m.train(training)
+
+
+@torch.no_grad()
+def agreement(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor]) -> float:
+    same = n = 0
+    for x in batches:
+        same += int((snn(x).argmax(1) == ann(x).argmax(1)).sum())
+        n += len(x)
+    return same / max(n, 1)
+
+
+@torch.no_grad()
+def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], *,
+                      bn: bool = False, grid: Sequence[float] = DEFAULT_GRID, percentile: float = 99.0,
+                      progress: Callable[[int, int], None] | None = None) -> ChannelCalibration:
+    """Fit every spiking neuron of ``snn`` (a SpikingNet of ``ann`` with ``scaling="channel"``) to the
+    teacher's activations, in place (see the module's docstring). ``batches``: normalized training images
+    on the student's device. Returns the record for the manifest."""
+    import time
+
+    t0 = time.perf_counter()
+    snn.eval()
+    ann.eval()
+    neurons = snn.neurons()
+    if any(m.scaling != "channel" for m in neurons.values()):
+        raise ValueError("calibrate_student needs a student built with scaling='channel'")
+    ann_mods = dict(ann.named_modules())
+    before = agreement(snn, ann, batches)
+    if bn:
+        reestimate_bn(snn, batches)
+    layers = []
+    for i, (name, neuron) in enumerate(neurons.items()):
+        if progress:
+            progress(i, len(neurons))
+        xs = [_input_of(snn, neuron, x) for x in batches]
+        targets = [_output_of(ann, ann_mods[name], x) for x in batches]
+        fit = _fit_layer(neuron, xs, targets, grid, percentile)
+        neuron.v_th.copy_(fit.v_th)
+        neuron.amp.copy_(fit.amp)
+        live = ~fit.silent
+        layers.append(CalibratedChannels(
+            name=name, channels=int(live.numel()), silent_channels=int(fit.silent.sum()),
+            v_th_mean=float(fit.v_th[live].mean()) if live.any() else 0.0,
+            amp_mean=float(fit.amp[live].mean()) if live.any() else 0.0,
+            error_before=fit.error_before, error_after=fit.error_after,
+        ))
+    if progress:
+        progress(len(neurons), len(neurons))
+    return ChannelCalibration(
+        T=snn.T, samples=sum(len(x) for x in batches), batches=len(batches), bn_reestimated=bn,
+        grid=list(grid), percentile=percentile, agreement_before=before, agreement_after=agreement(snn, ann, batches),
+        seconds=time.perf_counter() - t0, layers=layers,
+    )
