@@ -10,11 +10,12 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
-from enofctl.data import load_dataset
+from enofctl.artifacts import Artifact
+from enofctl.data import Data, load_dataset
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
 from enofctl.spiking import SpikingNet, SpikingNeuron
-from enofctl.stages.common import Progress, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
+from enofctl.stages.common import ProgressEvent, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -176,7 +177,7 @@ def measure(model: nn.Module, split, device: torch.device, mean, std, input_size
             k1, k5 = topk_correct(model(x), y)
             c1, c5, n = c1 + k1, c5 + k5, n + len(y)
             if progress:
-                progress(Progress("eval", 1, 1, i + 1, steps))
+                progress(ProgressEvent("eval", 1, 1, i + 1, steps))
     finally:
         meter.close()
         if ops:
@@ -210,12 +211,11 @@ def _classifier_name(model: nn.Module) -> str | None:
     return next((n for n, m in root.named_modules() if m is head), None)
 
 
-def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
-    art = artifacts.load(path)
+def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """The core of `eval`: a loaded artifact measured on ``data``'s test split, at each of ``cfg.T``."""
     m = art.manifest
-    data = load_dataset(cfg.dataset or m.data.dataset, cfg.data_dir or m.data.data_dir, cfg.download)
     if data.info.num_classes != m.model.num_classes or data.info.in_chans != m.model.in_chans:
-        raise UsageError(f"{path} was made for {m.data.dataset} ({m.model.num_classes} classes, "
+        raise UsageError(f"{art.path} was made for {m.data.dataset} ({m.model.num_classes} classes, "
                          f"{m.model.in_chans} channels); {data.info.name} does not fit it")
     device = resolve_device(cfg.device)
     model = art.build()
@@ -227,12 +227,22 @@ def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = No
                             cfg.batch_size, cfg.limit, progress, cfg.e_mac, cfg.e_ac, cfg.speed_batches))
     first = runs[0]
     return EvalResult(
-        artifact=str(path), sha256=art.sha256, kind=m.kind, model=m.model.name, dataset=data.info.name,
+        artifact=str(art.path), sha256=art.sha256, kind=m.kind, model=m.model.name, dataset=data.info.name,
         top1=first.top1, top5=first.top5, samples=first.samples, T=first.T,
         spikes_per_sample=first.spikes_per_sample, firing_rates=first.firing_rates, sops=first.sops,
         macs=first.macs, energy_pj=first.energy_pj, energy_ratio=first.energy_ratio, e_mac=cfg.e_mac,
         e_ac=cfg.e_ac, runs=runs,
     )
+
+
+def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """`eval`: read the artifact and its data (``cfg.dataset`` overrides the manifest's), measure it."""
+    art = artifacts.load(path)
+    m = art.manifest
+    data = load_dataset(cfg.dataset or m.data.dataset, cfg.data_dir or m.data.data_dir, cfg.download)
+    result = measure_artifact(art, data, cfg, progress)
+    result.artifact = str(path)  # as given
+    return result
 
 
 class Gates(BaseModel):
