@@ -26,7 +26,7 @@ from enofctl.distributed import Ranks
 from enofctl.errors import ArtifactError, UsageError
 from enofctl.stages.common import resolve_device, save_trained
 from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill_student
-from enofctl.stages.evaluate import measure
+from enofctl.stages.evaluate import EvalConfig, measure
 
 ENOF_VARIANTS: dict[str, dict] = {
     "baseline": {"laf": False, "repact": False},
@@ -218,8 +218,8 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
     tm = t_art.manifest
     src = DistillInputs(FrozenTeacher.of(t_art), load_dataset(tm.data.dataset, cfg.train.data_dir or tm.data.data_dir))
     # the teacher on the very samples the cells are tested on (its manifest's figure may cover others)
-    t_run = measure(src.teacher.model, src.data.test, resolve_device(cfg.train.device), tm.model.mean, tm.model.std,
-                    tm.model.input_size, limit=cfg.train.limit_test)
+    t_run = measure(src.teacher.model, src.data.test, resolve_device(cfg.train.device), tm.model,
+                    EvalConfig(limit=cfg.train.limit_test, speed_batches=0))
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     cells = run_cells(todo, src, out_dir / "runs", on_cell)
     return AblationResult(teacher=str(teacher), teacher_top1=t_run.top1, test_samples=t_run.samples, config=cfg,

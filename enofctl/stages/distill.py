@@ -34,7 +34,7 @@ from enofctl.stages.common import (
     save_trained,
 )
 from enofctl.stages.convert import ConvertConfig, convert_teacher
-from enofctl.stages.evaluate import measure
+from enofctl.stages.evaluate import EvalConfig, measure
 from enofctl.stages.loop import RunIO, Trainee, fit
 from enofctl.stages.train_state import checkpoint_path
 
@@ -166,8 +166,8 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     finally:
         for h in hooks:
             h.remove()
-    run = measure(s_model, data.test, device, spec.mean, spec.std, spec.input_size,
-                  limit=cfg.limit_test)  # every rank: the whole split (or its first limit_test samples)
+    # every rank: the whole split (or its first limit_test samples)
+    run = measure(s_model, data.test, device, spec, EvalConfig(limit=cfg.limit_test, speed_batches=0))
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
         config=cfg.model_dump(), history=history, parents=parents,
