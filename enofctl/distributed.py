@@ -4,6 +4,9 @@ gloo on CPU, NCCL on CUDA. Each rank trains on its shard of every epoch's shuffl
 permutation on every rank, split by rank), gradients are averaged by DDP, metrics are summed across ranks,
 and only rank 0 writes artifacts, checkpoints and logs. The effective batch is ``batch_size * world``; the
 learning rate is used as given (scale it yourself, e.g. linearly with the world size).
+
+The stages go through `Ranks`, the one object that knows about ranks: DDP wrapping and SyncBN, buffer
+broadcast, all-reduce and "rank 0 writes". The functions below are its single-purpose parts.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from enofctl import artifacts
-from enofctl.artifacts import Artifact, Manifest
+from enofctl.artifacts import Artifact, Manifest, ParentRef
 from enofctl.data import Data, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import UsageError
@@ -123,7 +123,7 @@ class DistillStep:
         return loss, {k: v.item() for k, v in terms.items()}
 
 
-def _start(cfg: DistillConfig, src: DistillInputs) -> tuple[SpikingNet, Manifest, list]:
+def _start(cfg: DistillConfig, src: DistillInputs) -> tuple[SpikingNet, Manifest, list[ParentRef]]:
     """The student to train, its manifest so far and the parents of the result."""
     t_art = src.teacher.artifact
     if src.student is None:
@@ -157,6 +157,9 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     t_model = src.teacher.model.to(device)
     check_pair(src.teacher.artifact, s_manifest, s_model, t_model)
     spec = s_manifest.model
+    if (src.data.info.num_classes, src.data.info.in_chans) != (spec.num_classes, spec.in_chans):
+        raise UsageError(f"{src.data.info.name} does not fit the student ({spec.num_classes} classes, "
+                         f"{spec.in_chans} channels)")
     data = split_validation(src.data, cfg.val_fraction, cfg.seed) if src.data.val is None else src.data
     s_model.to(device)
     rates, hooks = _rate_hooks(s_model, cfg)
