@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from enofctl import __version__
 from enofctl.errors import ArtifactError, UsageError
+from enofctl.io import atomic_write
 from enofctl.models import build_model
 from enofctl.models.acts import ActSpec, apply_act
 from enofctl.spiking import SpikingSpec, make_spiking
@@ -162,16 +162,8 @@ def save(path: str | Path, manifest: Manifest, tensors: dict[str, torch.Tensor])
     path = check_output_path(path)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     manifest.tensors_sha256 = tensors_digest(tensors)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=manifest_metadata(manifest.model_dump_json()))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    metadata = manifest_metadata(manifest.model_dump_json())
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 # ----------------------------------------------------------------------------------------------------------

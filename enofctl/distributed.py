@@ -4,15 +4,25 @@ gloo on CPU, NCCL on CUDA. Each rank trains on its shard of every epoch's shuffl
 permutation on every rank, split by rank), gradients are averaged by DDP, metrics are summed across ranks,
 and only rank 0 writes artifacts, checkpoints and logs. The effective batch is ``batch_size * world``; the
 learning rate is used as given (scale it yourself, e.g. linearly with the world size).
+
+The stages go through `Ranks`, the one object that knows about ranks: DDP wrapping and SyncBN, buffer
+broadcast, all-reduce and "rank 0 writes". The functions below are its single-purpose parts.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
+
+from enofctl.errors import UsageError
+
+F = TypeVar("F", bound=Callable)
 
 
 @dataclass(frozen=True)
@@ -70,3 +80,59 @@ def broadcast_buffers(model: torch.nn.Module) -> None:
     if dist.is_available() and dist.is_initialized():
         for buf in model.buffers():
             dist.broadcast(buf, 0)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Everything a stage needs to know about ranks, in one place: DDP wrapping and SyncBN, giving every rank
+    rank 0's buffers, summing metrics over ranks, and "rank 0 writes, the others wait". Without torchrun
+    (one process) each of them is the plain single-process thing."""
+
+    device: torch.device
+    world: World = field(default_factory=World)
+
+    @classmethod
+    def here(cls, device: torch.device) -> Ranks:
+        return cls(device, world())
+
+    @property
+    def main(self) -> bool:
+        return self.world.main
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        return self.world.shard
+
+    @property
+    def size(self) -> int:
+        return self.world.size
+
+    def wrap(self, model: nn.Module, sync_bn: bool = False) -> tuple[nn.Module, nn.Module]:
+        """``(model, net)``: the model (with SyncBatchNorm if asked, under torchrun) and what the training
+        step calls: its DistributedDataParallel wrapper under torchrun, the model itself otherwise."""
+        if self.size == 1:
+            return model, model
+        if sync_bn:
+            if self.device.type != "cuda":
+                raise UsageError("--sync-bn needs CUDA devices")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return model, DistributedDataParallel(model, device_ids=ids)
+
+    def sum(self, values: list[float]) -> list[float]:
+        return sum_all(values, self.device)
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        broadcast_buffers(model)
+
+    def on_main(self, write: Callable[[], object]) -> None:
+        """Rank 0 calls ``write`` (saves a file); every rank then waits for it."""
+        if self.main:
+            write()
+        barrier()
+
+    def main_only(self, fn: F | None) -> F | None:
+        """``fn`` on rank 0 (e.g. a progress callback), None on the others."""
+        return fn if self.main else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
@@ -48,3 +50,65 @@ def activation_reg(rates: dict[str, torch.Tensor], kind: str = "l1",
 def logits_reg(student_logits: torch.Tensor) -> torch.Tensor:
     """Logits regularization: the batch mean of ``||z_s||_2^2`` (z_s: time-averaged student logits)."""
     return student_logits.pow(2).sum(-1).mean()
+
+
+@dataclass(frozen=True)
+class DistillWeights:
+    """The weights and temperatures of `distill_loss` (`DistillConfig.loss_weights()` makes one)."""
+
+    label_smoothing: float = 0.0
+    kd_alpha: float = 0.0
+    kd_tau: float = 4.0
+    laf_lambda: float = 0.0
+    laf_tau: float = 20.0
+    act_reg: float = 0.0
+    act_reg_kind: str = "l1"
+    act_reg_weights: dict[str, float] = field(default_factory=dict)
+    logit_reg: float = 0.0
+
+    @property
+    def needs_teacher(self) -> bool:
+        return bool(self.laf_lambda or self.kd_alpha)
+
+
+@dataclass
+class StudentOutput:
+    """One training step of the student: ``logits`` [B, K], output feature ``feature`` [B, F], and each
+    spiking layer's mean firing rate (0-d tensors with grad; empty without the activity regularizer)."""
+
+    logits: torch.Tensor
+    feature: torch.Tensor
+    rates: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class TeacherOutput:
+    """The frozen teacher on the same batch: its ``logits`` [B, K] (no grad) and its classifier ``head``."""
+
+    logits: torch.Tensor
+    head: torch.nn.Module
+
+
+def distill_loss(student: StudentOutput, y: torch.Tensor, teacher: TeacherOutput | None,
+                 w: DistillWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``(1 - a) CE + a KD + lambda L_AF + w_act act + w_logit logit`` and its terms (those switched on).
+
+    With ``a = 0`` the first part is plain CE. ``teacher`` is needed when KD or L_AF is on (else None)."""
+    ce = F.cross_entropy(student.logits, y, label_smoothing=w.label_smoothing)
+    terms = {"ce": ce}
+    loss = ce
+    if w.needs_teacher and teacher is None:
+        raise ValueError("distill_loss: KD and L_AF need the teacher's output")
+    if w.kd_alpha:
+        terms["kd"] = logit_kd(student.logits, teacher.logits, w.kd_tau)
+        loss = (1 - w.kd_alpha) * ce + w.kd_alpha * terms["kd"]
+    if w.laf_lambda:
+        terms["laf"] = laf_loss(student.feature, teacher.logits, teacher.head, w.laf_tau)
+        loss = loss + w.laf_lambda * terms["laf"]
+    if w.act_reg:
+        terms["act"] = activation_reg(student.rates, w.act_reg_kind, w.act_reg_weights)
+        loss = loss + w.act_reg * terms["act"]
+    if w.logit_reg:
+        terms["logit"] = logits_reg(student.logits)
+        loss = loss + w.logit_reg * terms["logit"]
+    return loss, terms

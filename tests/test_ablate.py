@@ -68,30 +68,54 @@ def test_time_left_is_weighted_by_T(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     clock, written = [0.0], {}
 
     def fake_load(path, expect=None):
-        if expect == "teacher":
-            return None
         if path not in written:
             raise ArtifactError("not there")
         return written[path]
 
-    def fake_distill(cfg, teacher, path):
+    def fake_train_cell(cfg, src, path):
         clock[0] += cfg.T  # one second per time step
         written[path] = SimpleNamespace(manifest=SimpleNamespace(
             metrics={"top1": 0.5, "spikes_per_sample": 1.0}, config=cfg.model_dump()))
-        return written[path]
+        return written[path].manifest
 
     monkeypatch.setattr(ablate_mod.artifacts, "load", fake_load)
-    monkeypatch.setattr(ablate_mod, "evaluate", lambda *a, **k: SimpleNamespace(top1=0.9, samples=10))
-    monkeypatch.setattr(ablate_mod, "distill", fake_distill)
+    monkeypatch.setattr(ablate_mod, "train_cell", fake_train_cell)
     monkeypatch.setattr(ablate_mod.time, "perf_counter", lambda: clock[0])
     calls = []
-    cfg = AblateConfig(grid="both", T=[1, 2], seeds=[0], train=DistillConfig(epochs=1))
-    result = ablate_mod.ablate(cfg, "t", tmp_path / "abl", on_cell=lambda *a: calls.append(a))
+    todo = plan(AblateConfig(grid="both", T=[1, 2], seeds=[0], train=DistillConfig(epochs=1)))
+    (tmp_path / "runs").mkdir()
+    cells = ablate_mod.run_cells(todo, None, tmp_path / "runs", on_cell=lambda *a: calls.append(a))
     assert calls[0][4] is None  # nothing trained yet
     # after the first cell (T = 1): 3 more T = 1 cells, 4 T = 2 cells and 3 new activity cells at T = 2
     assert calls[1][4] == pytest.approx(3 * 1 + 4 * 2 + 3 * 2)
     assert calls[-1][:2] == (12, 12) and calls[-1][4] == 0.0
-    assert clock[0] == 4 * 1 + 4 * 2 + 3 * 2 and result.teacher_top1 == 0.9
+    assert clock[0] == 4 * 1 + 4 * 2 + 3 * 2 and len(cells) == 12
+
+
+def test_the_teacher_is_read_and_built_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Along a whole ablation the teacher file is read and hashed once and its network built once."""
+    t = tmp_path / "t.safetensors"
+    ok("teacher", "train", "--dataset", "synthetic", "--width", "0.125", "--epochs", "1", "--limit-train", "64",
+       "--quiet", "--out", t)
+    loads, builds = [], []
+    real_load, real_build = artifacts.load, artifacts.Artifact.build
+
+    def counting_load(path, expect=None):
+        loads.append((str(path), expect))
+        return real_load(path, expect)
+
+    def counting_build(self):
+        builds.append(self.kind)
+        return real_build(self)
+
+    monkeypatch.setattr(ablate_mod.artifacts, "load", counting_load)
+    monkeypatch.setattr(artifacts.Artifact, "build", counting_build)
+    cfg = AblateConfig(grid="enof", T=[1], seeds=[0], variants=["baseline", "+L_AF"],
+                       train=DistillConfig(epochs=1, limit_train=32, limit_test=16, batch_size=16, device="cpu"))
+    result = ablate_mod.ablate(cfg, t, tmp_path / "abl")
+    assert [expect for _, expect in loads].count("teacher") == 1  # the rest: cells looked up before training
+    assert builds.count("teacher") == 1
+    assert len(result.cells) == 2 and result.test_samples == 16
 
 
 def test_cli_ablate_writes_tables_and_resumes(tmp_path) -> None:

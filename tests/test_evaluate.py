@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from enofctl.artifacts import ModelSpec
 from enofctl.data import DATASETS, TensorSplit
 from enofctl.spiking import NeuronSpec, SpikingNet, SpikingNeuron, SpikingSpec
-from enofctl.stages.evaluate import ActivityMeter, measure
+from enofctl.stages.evaluate import ActivityMeter, EvalConfig, measure
 
 
 class _Body(nn.Module):
@@ -73,7 +74,8 @@ def test_measure_counts_energy_from_spikes() -> None:
     split = TensorSplit(x, torch.tensor([0, 1, 0]), info)
     body = _Body(T)
     net = SpikingNet(body, SpikingSpec(T=T, neuron=NeuronSpec(kind="if", reset="soft", v_th=1.0), repact=False))
-    run = measure(net, split, torch.device("cpu"), (0.0,), (1.0,), (4, 1, 1), batch_size=2)
+    spec = ModelSpec(name="body", num_classes=2, in_chans=4, input_size=(4, 1, 1), mean=(0.0,), std=(1.0,))
+    run = measure(net, split, torch.device("cpu"), spec, EvalConfig(batch_size=2, speed_batches=0))
     spikes = 0 + 1 + 2 + 4  # per sample over T steps
     assert run.samples == 3 and run.T == T
     assert run.spikes_per_sample == pytest.approx(spikes)

@@ -1,6 +1,7 @@
 """The training recipe in `fit`: the validation pass and the best epoch's weights (also across --resume),
-and the dtypes the spiking layers see under bfloat16 autocast (what `--amp` runs on CUDA, checked here with
-the CPU's autocast)."""
+the untrained model's accuracy as history row 0 (and that it changes no training draw), training time, and
+the dtypes the spiking layers see under bfloat16 autocast (what `--amp` runs on CUDA, checked here with the
+CPU's autocast)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from enofctl.data import load_dataset, split_validation
 from enofctl.models import build_model
 from enofctl.spiking import NeuronSpec, SpikingNeuron, SpikingSpec, make_spiking
 from enofctl.stages import TeacherConfig, TrainConfig, train_teacher
-from enofctl.stages.common import Progress, accuracy, best_epoch, best_metrics, checkpoint_path, fit
+from enofctl.stages.common import ProgressEvent, accuracy, best_epoch, best_metrics
+from enofctl.stages.loop import RunIO, Trainee, fit
+from enofctl.stages.train_state import checkpoint_path
 
 CPU = torch.device("cpu")
 RECIPE = dict(epochs=4, batch_size=32, lr=0.1, val_fraction=0.25, augment=False, device="cpu")
@@ -39,7 +42,7 @@ class Flip:
     def loss(self, net, x, y):
         return F.cross_entropy(net(x), y if self.done == 0 else (y + 1) % 4), {}
 
-    def progress(self, ev: Progress) -> None:
+    def progress(self, ev: ProgressEvent) -> None:
         if ev.metrics:
             self.done = ev.epoch
             self.weights[ev.epoch] = {k: v.clone() for k, v in self.model.state_dict().items()}
@@ -47,10 +50,15 @@ class Flip:
                 raise KeyboardInterrupt
 
 
-def _fit(model: nn.Module, flip: Flip, out: Path, resume: bool = False) -> list[dict]:
+def _fit(model: nn.Module, flip: Flip, out: Path, resume: bool = False, **recipe) -> list[dict]:
     data = load_dataset("synthetic")
-    return fit("test", model, flip.loss, data, TrainConfig(**RECIPE), CPU, data.info.mean, data.info.std, out,
-               resume=resume, progress=flip.progress)
+    trainee = Trainee("test", model, flip.loss, data.info.mean, data.info.std)
+    io = RunIO(checkpoint_path(out), resume, flip.progress)
+    return fit(trainee, data, TrainConfig(**{**RECIPE, **recipe}), CPU, io)
+
+
+def _untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in ("seconds", "train_seconds")} for row in history]
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -61,14 +69,16 @@ def test_fit_keeps_the_weights_of_the_best_validation_epoch(tmp_path: Path) -> N
     model = _linear()
     flip = Flip(model)
     history = _fit(model, flip, tmp_path / "m.safetensors")
-    val = [row["val_top1"] for row in history]
+    assert [row["epoch"] for row in history] == [0, 1, 2, 3, 4]  # row 0: the untrained model
+    val = [row["val_top1"] for row in history[1:]]
     assert val[0] > max(val[1:]) and val[0] > 0.5  # the set-up works: epoch 1 is the best
-    assert best_epoch(history) is history[0]
+    assert best_epoch(history) is history[1]
     assert best_metrics(history) == {"best_epoch": 1, "best_val_top1": val[0]}
     assert _same(model.state_dict(), flip.weights[1])  # not the last epoch's weights
     data = split_validation(load_dataset("synthetic"), RECIPE["val_fraction"], seed=0)
     assert accuracy(model, data.val, CPU, data.info.mean, data.info.std)["top1"] == val[0]
-    assert {"val_top1", "val_top5", "test_top1", "test_top5"} <= set(history[0])
+    for row in history:
+        assert {"val_top1", "val_top5", "test_top1", "test_top5", "seconds", "train_seconds"} <= set(row)
 
 
 def test_best_weights_survive_a_resume(tmp_path: Path) -> None:
@@ -77,12 +87,49 @@ def test_best_weights_survive_a_resume(tmp_path: Path) -> None:
     out = tmp_path / "m.safetensors"
     with pytest.raises(KeyboardInterrupt):  # stopped after epoch 2: the best so far is epoch 1
         _fit(_linear(), Flip(_linear(), stop_after=2), out)
-    assert torch.load(checkpoint_path(out), weights_only=True)["best"]["epoch"] == 1
+    saved = torch.load(checkpoint_path(out), weights_only=True)
+    assert saved["best"]["epoch"] == 1 and [row["epoch"] for row in saved["history"]] == [0, 1, 2]
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))  # other initial weights: all from the ckpt
     history = _fit(model, Flip(model, done=2), out, resume=True)
-    strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
-    assert strip(history) == strip(ref)
+    assert _untimed(history) == _untimed(ref)
+    assert history[:3] == saved["history"]  # epochs 0-2 (times included) come from the checkpoint, not run again
+    assert history[3]["train_seconds"] > history[2]["train_seconds"]  # the clock goes on from the checkpoint
     assert _same(model.state_dict(), ref_model.state_dict())
+
+
+def test_epoch_zero_changes_no_training_draw(tmp_path: Path) -> None:
+    """Row 0 is measured under a forked random state: with dropout (global RNG) and shuffling (the loop's
+    generator), the same seed trains exactly the same weights with and without it."""
+    runs = {}
+    for before in (True, False):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(3 * 16 * 16, 4))
+        history = _fit(model, Flip(model), tmp_path / f"{before}.safetensors", eval_before=before)
+        runs[before] = model.state_dict(), history
+    (w_on, h_on), (w_off, h_off) = runs[True], runs[False]
+    assert _same(w_on, w_off)
+    assert [row["epoch"] for row in h_on] == [0, 1, 2, 3, 4] and [row["epoch"] for row in h_off] == [1, 2, 3, 4]
+    assert _untimed(h_on[1:]) == _untimed(h_off)
+    assert h_on[0]["train_seconds"] == 0.0 and "loss" not in h_on[0]
+
+
+def test_train_seconds_add_up_the_training_time_only(tmp_path: Path) -> None:
+    model = _linear()
+    history = _fit(model, Flip(model), tmp_path / "m.safetensors")
+    train = [row["train_seconds"] for row in history]
+    assert train[0] == 0.0 and all(b > a for a, b in zip(train, train[1:], strict=False))
+    for i, row in enumerate(history[1:], 1):  # each epoch adds less than its seconds, which include evaluation
+        assert 0 < train[i] - train[i - 1] < row["seconds"]
+
+
+def test_teacher_without_eval_before(tmp_path: Path) -> None:
+    cfg = TeacherConfig(dataset="synthetic", model_kwargs={"width": 0.125}, epochs=2, limit_train=64, device="cpu",
+                        eval_before=False)
+    m = train_teacher(cfg, tmp_path / "t.safetensors").manifest
+    assert [row["epoch"] for row in m.history] == [1, 2] and m.config["eval_before"] is False
+    on = train_teacher(cfg.model_copy(update={"eval_before": True}), tmp_path / "t0.safetensors").manifest
+    assert [row["epoch"] for row in on.history] == [0, 1, 2]
+    assert on.metrics == m.metrics  # the same weights
 
 
 def test_teacher_with_validation_resumes_bit_exact(tmp_path: Path) -> None:
@@ -90,7 +137,7 @@ def test_teacher_with_validation_resumes_bit_exact(tmp_path: Path) -> None:
                         val_fraction=0.25, cutout=4, autoaugment=True, device="cpu", seed=2)
     ref = train_teacher(cfg, tmp_path / "ref.safetensors")
 
-    def stop(ev: Progress) -> None:
+    def stop(ev: ProgressEvent) -> None:
         if ev.metrics and ev.epoch == 2:
             raise KeyboardInterrupt
 

@@ -1,7 +1,12 @@
 """The pipeline's stages. Each takes a config object and explicit inputs, returns a result, reports progress
-through an optional callback, and never prints or exits."""
+through an optional callback, and never prints or exits.
 
-from enofctl.stages.common import Progress, TrainConfig
+Each training stage has a core that takes loaded artifacts and data and returns a `Trained` (model and
+manifest, nothing written: `teach`, `distill_student`; `measure_artifact` for `eval`), and a file-level
+function that reads its inputs, calls the core and writes the artifact (`train_teacher`, `distill`,
+`evaluate`)."""
+
+from enofctl.stages.common import Progress, ProgressEvent, StageResult, TrainConfig, Trained
 from enofctl.stages.convert import (
     ConvertConfig,
     CQConvertConfig,
@@ -10,12 +15,13 @@ from enofctl.stages.convert import (
     convert_config,
     convert_teacher,
 )
-from enofctl.stages.distill import DistillConfig, distill
-from enofctl.stages.evaluate import EvalConfig, EvalResult, evaluate
-from enofctl.stages.teacher import FetchConfig, StageResult, TeacherConfig, fetch_teacher, train_teacher
+from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill, distill_student
+from enofctl.stages.evaluate import EvalConfig, EvalResult, evaluate, measure_artifact
+from enofctl.stages.teacher import FetchConfig, TeacherConfig, fetch_teacher, teach, train_teacher
 
 __all__ = [
-    "CQConvertConfig", "ConvertConfig", "DistillConfig", "SurrogateConvertConfig", "convert_config", "EvalConfig", "EvalResult", "FetchConfig", "Progress", "StageResult",
-    "TeacherConfig", "TrainConfig", "convert", "convert_teacher", "distill", "evaluate", "fetch_teacher",
-    "train_teacher",
+    "CQConvertConfig", "ConvertConfig", "DistillConfig", "SurrogateConvertConfig", "convert_config", "DistillInputs", "EvalConfig", "EvalResult", "FetchConfig", "FrozenTeacher",
+    "Progress",  # deprecated alias of ProgressEvent (it shadows rich's Progress); the CLI still imports it
+    "ProgressEvent", "StageResult", "TeacherConfig", "TrainConfig", "Trained", "convert", "convert_teacher",
+    "distill", "distill_student", "evaluate", "fetch_teacher", "measure_artifact", "teach", "train_teacher",
 ]

@@ -20,9 +20,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts
+from enofctl.artifacts import Manifest
+from enofctl.data import load_dataset
+from enofctl.distributed import Ranks
 from enofctl.errors import ArtifactError, UsageError
-from enofctl.stages.distill import DistillConfig, distill
-from enofctl.stages.evaluate import EvalConfig, evaluate
+from enofctl.stages.common import resolve_device, save_trained
+from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill_student
+from enofctl.stages.evaluate import EvalConfig, measure
 
 ENOF_VARIANTS: dict[str, dict] = {
     "baseline": {"laf": False, "repact": False},
@@ -158,19 +162,23 @@ def best_row(result: AblationResult, T: int | None = None) -> Row | None:
 CellFn = Callable[[int, int, str, float, float | None], None]
 
 
-def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
-           on_cell: CellFn | None = None) -> AblationResult:
-    out_dir = Path(out_dir)
-    if not out_dir.parent.is_dir():
-        raise UsageError(f"--out {out_dir}: directory {out_dir.parent} does not exist")
-    todo = plan(cfg)
-    if not todo:
-        raise UsageError(f"--variants {','.join(cfg.variants or [])}: none is in --grid {cfg.grid}")
-    artifacts.load(teacher, expect="teacher")  # the right kind, before anything is measured or trained
-    # the teacher on the very samples the cells are tested on (its manifest's figure may cover others)
-    t_run = evaluate(teacher, EvalConfig(limit=cfg.train.limit_test, data_dir=cfg.train.data_dir,
-                                         device=cfg.train.device, speed_batches=0))
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+def _finished(path: Path, dcfg: DistillConfig) -> Manifest | None:
+    """The manifest of a cell trained before with this very config (None: train it)."""
+    try:
+        m = artifacts.load(path, expect="student").manifest
+    except (UsageError, ArtifactError):
+        return None
+    return m if {**DistillConfig().model_dump(), **m.config} == dcfg.model_dump() else None  # defaults: later options
+
+
+def train_cell(dcfg: DistillConfig, src: DistillInputs, path: Path) -> Manifest:
+    """One cell: a student distilled from the loaded teacher and data, written to ``path``."""
+    trained = distill_student(dcfg, src)
+    return save_trained(path, trained, Ranks.here(resolve_device(dcfg.device))).manifest
+
+
+def run_cells(todo: list, src: DistillInputs, runs: Path, on_cell: CellFn | None) -> list[Cell]:
+    """Every planned cell, trained (or read back when already there) under ``runs``, in order."""
     cells: list[Cell] = []
     done: dict[str, Path] = {}  # identical cells (the enof baseline is the activity grid's CE) train once
     keys = [c.model_dump_json() for *_, c in todo]
@@ -178,25 +186,41 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
     start = time.perf_counter()
     trained_s = trained_cost = 0.0  # for the estimate: seconds per unit of _cost over the cells trained so far
     for i, (grid, variant, T, seed, dcfg) in enumerate(todo):
-        key = keys[i]
-        path = done.get(key, out_dir / "runs" / _slug(grid, variant, T, seed))
+        path = done.get(keys[i], runs / _slug(grid, variant, T, seed))
         if on_cell:
             left = sum(costs[k] for k in set(keys[i:]) - done.keys())
             on_cell(i, len(todo), f"{grid} {variant} T={T} seed={seed}", time.perf_counter() - start,
                     trained_s / trained_cost * left if trained_cost else None)
         t0 = time.perf_counter()
-        try:  # the same cell run above, or a finished cell of an earlier, interrupted ablation
-            m = artifacts.load(path, expect="student").manifest
-            if {**DistillConfig().model_dump(), **m.config} != dcfg.model_dump():  # defaults: later options
-                raise ArtifactError(f"{path} was trained with another config")
-        except (UsageError, ArtifactError):
-            m = distill(dcfg, teacher, path).manifest
+        m = _finished(path, dcfg)  # the same cell run above, or a finished cell of an interrupted ablation
+        if m is None:
+            m = train_cell(dcfg, src, path)
             trained_s, trained_cost = trained_s + time.perf_counter() - t0, trained_cost + _cost(dcfg)
-        done[key] = path
+        done[keys[i]] = path
         cells.append(Cell(grid=grid, variant=variant, T=T, seed=seed, artifact=str(path),
                           top1=m.metrics["top1"], spikes_per_sample=m.metrics["spikes_per_sample"],
                           seconds=time.perf_counter() - t0))
     if on_cell:
         on_cell(len(todo), len(todo), "done", time.perf_counter() - start, 0.0)
+    return cells
+
+
+def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
+           on_cell: CellFn | None = None) -> AblationResult:
+    """Every cell of the plan under ``out_dir/runs``; the teacher is read, built and measured once."""
+    out_dir = Path(out_dir)
+    if not out_dir.parent.is_dir():
+        raise UsageError(f"--out {out_dir}: directory {out_dir.parent} does not exist")
+    todo = plan(cfg)
+    if not todo:
+        raise UsageError(f"--variants {','.join(cfg.variants or [])}: none is in --grid {cfg.grid}")
+    t_art = artifacts.load(teacher, expect="teacher")  # the right kind, before anything is measured or trained
+    tm = t_art.manifest
+    src = DistillInputs(FrozenTeacher.of(t_art), load_dataset(tm.data.dataset, cfg.train.data_dir or tm.data.data_dir))
+    # the teacher on the very samples the cells are tested on (its manifest's figure may cover others)
+    t_run = measure(src.teacher.model, src.data.test, resolve_device(cfg.train.device), tm.model,
+                    EvalConfig(limit=cfg.train.limit_test, speed_batches=0))
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    cells = run_cells(todo, src, out_dir / "runs", on_cell)
     return AblationResult(teacher=str(teacher), teacher_top1=t_run.top1, test_samples=t_run.samples, config=cfg,
                           cells=cells, rows=summarize(cells, t_run.top1))

@@ -1,13 +1,13 @@
-"""What the training stages share: the recipe config, the optimizer and schedule, the epoch loop with
-atomic per-epoch checkpoints (``--resume``), a validation pass that keeps the best epoch's weights, mixed
-precision on CUDA, accuracy evaluation, and progress events."""
+"""What the stages share: the training recipe config, progress events, the device, the optimizer and
+schedule, accuracy evaluation, the best-epoch bookkeeping of a history, and a core's result.
+
+The epoch loop is in `enofctl.stages.loop`, what its checkpoints hold in `enofctl.stages.train_state`."""
 
 from __future__ import annotations
 
 import math
 import os
 import random
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +18,13 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from enofctl.data import Augment, Data, DatasetInfo, normalize, split_validation
-from enofctl.distributed import barrier, broadcast_buffers, device_for, sum_all, world
-from enofctl.errors import TrainingError, UsageError
+from enofctl import artifacts
+from enofctl.artifacts import Manifest
+from enofctl.data import DatasetInfo, normalize
+from enofctl.distributed import Ranks, device_for, sum_all, world
+from enofctl.errors import UsageError
+from enofctl.spiking import SpikingNet
+from enofctl.stages.train_state import finish_checkpoint
 
 
 class TrainConfig(BaseModel):
@@ -49,10 +53,12 @@ class TrainConfig(BaseModel):
     limit_test: int | None = Field(None, ge=1, description="test on the first N test samples only (CPU-budget "
                                    "runs; the recorded accuracy then covers only those)")
     sync_bn: bool = Field(False, description="SyncBatchNorm across ranks under torchrun (CUDA)")
+    eval_before: bool = Field(True, description="evaluate the untrained model before the first step: history "
+                              "row 0 (a start for time-to-accuracy curves)")
 
 
 @dataclass
-class Progress:
+class ProgressEvent:
     """A progress event: ``step`` of ``steps`` in ``epoch`` of ``epochs``; ``metrics`` after an epoch."""
 
     stage: str
@@ -63,7 +69,39 @@ class Progress:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-ProgressFn = Callable[[Progress], None]
+Progress = ProgressEvent  # the old name, which shadows rich's Progress; kept while the CLI still imports it
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class Trained:
+    """A training core's result: the trained model (a timm ANN or a SpikingNet) and its manifest, not saved."""
+
+    model: nn.Module
+    manifest: Manifest
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The tensors an artifact stores: a student's are its body's (the timm network with neurons)."""
+        return (self.model.body if isinstance(self.model, SpikingNet) else self.model).state_dict()
+
+
+@dataclass
+class StageResult:
+    """What a stage's file-level function returns: the artifact written and its manifest."""
+
+    path: Path
+    manifest: Manifest
+
+
+def save_trained(out: Path, result: Trained, ranks: Ranks) -> StageResult:
+    """Rank 0 writes the artifact and removes the training checkpoint; every rank returns the same result."""
+
+    def write() -> None:
+        artifacts.save(out, result.manifest, result.weights())
+        finish_checkpoint(out)
+
+    ranks.on_main(write)
+    return StageResult(out, result.manifest)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -150,8 +188,9 @@ def topk_correct(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
 
 
 def best_epoch(history: list[dict]) -> dict | None:
-    """The history row of the first epoch with the highest validation top-1 (None without validation)."""
-    rows = [r for r in history if r.get("val_top1") is not None]
+    """The history row of the first trained epoch with the highest validation top-1 (None without validation;
+    row 0, the untrained model, is not a candidate)."""
+    rows = [r for r in history if r.get("val_top1") is not None and r.get("epoch", 1) >= 1]
     return max(rows, key=lambda r: r["val_top1"]) if rows else None
 
 
@@ -172,125 +211,3 @@ def accuracy(model: nn.Module, split, device, mean, std, batch_size: int = 256, 
         c1, c5, n = c1 + k1, c5 + k5, n + len(y)
     c1, c5, n = sum_all([c1, c5, n], device)
     return {"top1": c1 / max(n, 1), "top5": c5 / max(n, 1), "samples": int(n)}
-
-
-# ----------------------------------------------------------------------------------------------------------
-
-StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
-
-
-def checkpoint_path(out: Path) -> Path:
-    return out.with_name(out.name + ".ckpt")
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def fit(
-    stage: str,
-    model: nn.Module,
-    step_loss: StepLoss,
-    data: Data,
-    cfg: TrainConfig,
-    device: torch.device,
-    mean, std,
-    out: Path,
-    resume: bool = False,
-    progress: ProgressFn | None = None,
-) -> list[dict[str, float]]:
-    """Train ``model`` in place for ``cfg.epochs`` epochs; returns the per-epoch history.
-
-    ``step_loss(net, x, y)`` runs ``net`` (the model, or its DDP wrapper under torchrun) and returns
-    (loss, logged terms); with ``cfg.amp`` it runs under bfloat16 autocast. After each epoch the validation
-    split (``cfg.val_fraction``; see ``split_validation``) and the test split are evaluated and a checkpoint
-    is written atomically beside ``out`` (removed when training ends), so an interrupted run continues with
-    ``resume=True`` from the last finished epoch. With validation, ``model`` ends with the weights of the
-    first epoch with the highest validation top-1 (``best_epoch(history)``), kept across a resume.
-    """
-    w = world()
-    check_recipe(cfg, device, data.info)
-    if cfg.val_fraction and data.val is None:  # the stages split before, so the full set can be freed
-        data = split_validation(data, cfg.val_fraction, cfg.seed)
-    augment = Augment(crop_flip=cfg.augment, autoaugment=cfg.autoaugment, cutout=cfg.cutout)
-    gen = seed_everything(cfg.seed)
-    if cfg.sync_bn and w.size > 1:
-        if device.type != "cuda":
-            raise UsageError("--sync-bn needs CUDA devices")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    net = model
-    if w.size > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = make_optimizer(model, cfg)
-    steps = n_batches(data.train, cfg.batch_size * w.size, cfg.limit_train, drop_last=True)
-    sched = cosine_with_warmup(opt, cfg.epochs * steps, cfg.warmup_epochs * steps)
-    history: list[dict[str, float]] = []
-    best: dict | None = None  # {"epoch", "val_top1", "model": weights on the CPU} of the best epoch so far
-    start = 0
-    ckpt = checkpoint_path(out)
-    if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if state.get("stage") != stage:
-            raise UsageError(f"{ckpt} belongs to a {state.get('stage')} run, not {stage}")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history, start, best = state["history"], state["epoch"], state.get("best")
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        t0, sums, seen = time.perf_counter(), {}, 0
-        it = batches_on(data.train, device, mean, std, batch_size=cfg.batch_size, shuffle=True,
-                        augment=augment,
-                        generator=gen, limit=cfg.limit_train, drop_last=True, shard=w.shard)
-        for step, (x, y) in enumerate(it):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-                loss, terms = step_loss(net, x, y)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}; lower --lr "
-                                    "(the last good checkpoint is kept)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            sched.step()
-            for k, v in {"loss": loss.item(), **terms}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(y)
-            seen += len(y)
-            if progress and w.main:
-                progress(Progress(stage, epoch + 1, cfg.epochs, step + 1, steps))
-        broadcast_buffers(model)  # evaluate (and save) the same model on every rank
-        *totals, seen = sum_all([*sums.values(), seen], device)
-        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in zip(sums, totals, strict=True)}}
-        for name, split in (("val", data.val), ("test", data.test)):
-            if split is not None:
-                limit = cfg.limit_test if name == "test" else None
-                row.update({f"{name}_{k}": v for k, v in accuracy(model, split, device, mean, std, limit=limit,
-                                                                  shard=w.shard).items() if k != "samples"})
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        if data.val is not None and (best is None or row["val_top1"] > best["val_top1"]):
-            best = {"epoch": epoch + 1, "val_top1": row["val_top1"],
-                    "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
-        if w.main:
-            _save_checkpoint(ckpt, {
-                "stage": stage, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "best": best,
-            })
-        barrier()
-        if progress and w.main:
-            progress(Progress(stage, epoch + 1, cfg.epochs, steps, steps, metrics=row))
-    if best is not None:
-        model.load_state_dict(best["model"])
-    return history
-
-
-def finish_checkpoint(out: Path) -> None:
-    checkpoint_path(out).unlink(missing_ok=True)

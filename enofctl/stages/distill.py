@@ -7,33 +7,36 @@ trains, and is evaluated with, its own classifier.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
+import torch.nn as nn
 from pydantic import Field
 
 from enofctl import artifacts
-from enofctl.artifacts import Artifact, Manifest
-from enofctl.data import dataset_info, load_dataset, split_validation
-from enofctl.distributed import barrier, world
+from enofctl.artifacts import Artifact, Manifest, ParentRef
+from enofctl.data import Data, dataset_info, load_dataset, split_validation
+from enofctl.distributed import Ranks
 from enofctl.errors import UsageError
-from enofctl.losses import activation_reg, laf_loss, logit_kd, logits_reg
+from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill_loss
 from enofctl.models import feature_dim
 from enofctl.spiking import NeuronSpec, SpikingNet, ann_forward_with_feature
 from enofctl.stages.common import (
     ProgressFn,
+    StageResult,
     TrainConfig,
+    Trained,
     best_metrics,
     check_recipe,
-    finish_checkpoint,
-    fit,
     resolve_device,
+    save_trained,
 )
 from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
-from enofctl.stages.evaluate import measure
-from enofctl.stages.teacher import StageResult
+from enofctl.stages.evaluate import EvalConfig, measure
+from enofctl.stages.loop import RunIO, Trainee, fit
+from enofctl.stages.train_state import checkpoint_path
 
 
 class DistillConfig(TrainConfig):
@@ -51,8 +54,15 @@ class DistillConfig(TrainConfig):
     neuron: NeuronSpec = Field(default_factory=NeuronSpec, description="used when converting the teacher")
     repact: bool = Field(True, description="used when converting the teacher")
     calibrate: int = Field(8, ge=0, le=100_000, description="when converting the teacher: batches of training "
-                           "images to calibrate the student on (0 = the plain copy)")
+                           "images to calibrate the student on first (0 = the plain copy)")
     data_dir: str | None = None
+
+    def loss_weights(self) -> DistillWeights:
+        return DistillWeights(
+            label_smoothing=self.label_smoothing, kd_alpha=self.kd_alpha, kd_tau=self.kd_tau,
+            laf_lambda=self.laf_lambda, laf_tau=self.laf_tau, act_reg=self.act_reg,
+            act_reg_kind=self.act_reg_kind, act_reg_weights=dict(self.act_reg_weights), logit_reg=self.logit_reg,
+        )
 
 
 def check_pair(teacher: Artifact, student_manifest: Manifest, student: SpikingNet, t_model) -> None:
@@ -72,81 +82,118 @@ def check_pair(teacher: Artifact, student_manifest: Manifest, student: SpikingNe
         raise UsageError(f"teacher/student mismatch: {'; '.join(problems)}")
 
 
-def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: str | Path | None = None,
-            resume: bool = False, progress: ProgressFn | None = None) -> StageResult:
-    out = artifacts.check_output_path(out)
-    t_art = artifacts.load(teacher, expect="teacher")
-    if student is None:
-        conv = SurrogateConvertConfig(T=cfg.T or 4, neuron=cfg.neuron, repact=cfg.repact, calibrate=cfg.calibrate,
-                                      data_dir=cfg.data_dir, device=cfg.device)
-        s_model, s_manifest = convert_teacher(t_art, conv)
-        parents = [t_art.parent_ref()]
-    else:
-        s_art = artifacts.load(student, expect="student")
-        s_manifest = s_art.manifest
-        s_model = s_art.build()
-        parents = [t_art.parent_ref(), s_art.parent_ref()]
-        if cfg.T:
-            s_model.set_T(cfg.T)
-    device = resolve_device(cfg.device)
-    check_recipe(cfg, device, dataset_info(s_manifest.data.dataset))
-    t_model = t_art.build().to(device)
-    check_pair(t_art, s_manifest, s_model, t_model)
-    for p in t_model.parameters():
-        p.requires_grad_(False)
-    t_head = t_model.get_classifier()
-    spec = s_manifest.model
-    data = split_validation(load_dataset(s_manifest.data.dataset, cfg.data_dir or s_manifest.data.data_dir),
-                            cfg.val_fraction, cfg.seed)
-    s_model.to(device)
+@dataclass
+class FrozenTeacher:
+    """A loaded teacher artifact and its network, built once: frozen (no grad) and in eval mode."""
 
-    unknown = set(cfg.act_reg_weights) - set(s_model.neurons())
-    if unknown:
-        raise UsageError(f"--act-reg-weights: no spiking layer named {sorted(unknown)[0]!r}; layers: "
-                         f"{', '.join(s_model.neurons())}")
-    rates: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: rates.__setitem__(n, o.mean()))
-             for n, m in s_model.neurons().items()] if cfg.act_reg else []
+    artifact: Artifact
+    model: nn.Module
 
-    def step_loss(net, x, y):
-        """CE (or (1 - a) CE + a KD) + lambda L_AF + activation and logits regularization; each term logged."""
+    @classmethod
+    def of(cls, artifact: Artifact) -> FrozenTeacher:
+        model = artifact.build()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return cls(artifact, model)
+
+
+@dataclass
+class DistillInputs:
+    """What `distill_student` trains from: the teacher, the data (not yet split) and the student to start
+    from (None: the teacher converted with the config's neuron and RepAct)."""
+
+    teacher: FrozenTeacher
+    data: Data
+    student: Artifact | None = None
+
+
+class DistillStep:
+    """The student's training step: `distill_loss` on one batch, each term logged as a float."""
+
+    def __init__(self, weights: DistillWeights, teacher: nn.Module, rates: dict[str, torch.Tensor]):
+        self.weights, self.teacher, self.rates = weights, teacher, rates  # rates: filled by forward hooks
+        self.head = teacher.get_classifier()
+
+    def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         logits, f_s = net(x, with_feature=True)
-        ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        terms = {"ce": ce}
-        loss = ce
-        if cfg.laf_lambda or cfg.kd_alpha:
+        teacher = None
+        if self.weights.needs_teacher:
             with torch.no_grad():
-                z_t, _ = ann_forward_with_feature(t_model, x)
-            if cfg.kd_alpha:
-                terms["kd"] = logit_kd(logits, z_t, cfg.kd_tau)
-                loss = (1 - cfg.kd_alpha) * ce + cfg.kd_alpha * terms["kd"]
-            if cfg.laf_lambda:
-                terms["laf"] = laf_loss(f_s, z_t, t_head, cfg.laf_tau)
-                loss = loss + cfg.laf_lambda * terms["laf"]
-        if cfg.act_reg:
-            terms["act"] = activation_reg(rates, cfg.act_reg_kind, cfg.act_reg_weights)
-            loss = loss + cfg.act_reg * terms["act"]
-        if cfg.logit_reg:
-            terms["logit"] = logits_reg(logits)
-            loss = loss + cfg.logit_reg * terms["logit"]
+                z_t, _ = ann_forward_with_feature(self.teacher, x)
+            teacher = TeacherOutput(z_t, self.head)
+        loss, terms = distill_loss(StudentOutput(logits, f_s, self.rates), y, teacher, self.weights)
         return loss, {k: v.item() for k, v in terms.items()}
 
+
+def _start(cfg: DistillConfig, src: DistillInputs) -> tuple[SpikingNet, Manifest, list[ParentRef]]:
+    """The student to train, its manifest so far and the parents of the result."""
+    t_art = src.teacher.artifact
+    if src.student is None:
+        conv = SurrogateConvertConfig(T=cfg.T or 4, neuron=cfg.neuron, repact=cfg.repact, calibrate=cfg.calibrate,
+                                      seed=cfg.seed, data_dir=cfg.data_dir, device=cfg.device)
+        s_model, s_manifest = convert_teacher(t_art, conv)
+        return s_model, s_manifest, [t_art.parent_ref()]
+    s_model = src.student.build()
+    if cfg.T:
+        s_model.set_T(cfg.T)
+    return s_model, src.student.manifest, [t_art.parent_ref(), src.student.parent_ref()]
+
+
+def _rate_hooks(student: SpikingNet, cfg: DistillConfig) -> tuple[dict[str, torch.Tensor], list]:
+    """Forward hooks that record each spiking layer's mean rate for the activity regularizer (none when off)."""
+    unknown = set(cfg.act_reg_weights) - set(student.neurons())
+    if unknown:
+        raise UsageError(f"--act-reg-weights: no spiking layer named {sorted(unknown)[0]!r}; layers: "
+                         f"{', '.join(student.neurons())}")
+    rates: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: rates.__setitem__(n, o.mean()))
+             for n, m in student.neurons().items()] if cfg.act_reg else []
+    return rates, hooks
+
+
+def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = None) -> Trained:
+    """The core of `distill`: the student trained against the frozen teacher, with its manifest; nothing is
+    read or written here but the checkpoint ``io`` names."""
+    s_model, s_manifest, parents = _start(cfg, src)
+    device = resolve_device(cfg.device)
+    check_recipe(cfg, device, src.data.info)
+    t_model = src.teacher.model.to(device)
+    check_pair(src.teacher.artifact, s_manifest, s_model, t_model)
+    spec = s_manifest.model
+    if (src.data.info.num_classes, src.data.info.in_chans) != (spec.num_classes, spec.in_chans):
+        raise UsageError(f"{src.data.info.name} does not fit the student ({spec.num_classes} classes, "
+                         f"{spec.in_chans} channels)")
+    data = split_validation(src.data, cfg.val_fraction, cfg.seed) if src.data.val is None else src.data
+    s_model.to(device)
+    rates, hooks = _rate_hooks(s_model, cfg)
+    step = DistillStep(cfg.loss_weights(), t_model, rates)
     try:
-        history = fit("distill", s_model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume, progress)
+        history = fit(Trainee("distill", s_model, step, spec.mean, spec.std), data, cfg, device, io)
     finally:
         for h in hooks:
             h.remove()
-    run = measure(s_model, data.test, device, spec.mean, spec.std, spec.input_size,
-                  limit=cfg.limit_test)  # every rank: the whole split (or its first limit_test samples)
+    # every rank: the whole split (or its first limit_test samples)
+    run = measure(s_model, data.test, device, spec, EvalConfig(limit=cfg.limit_test, speed_batches=0))
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
         config=cfg.model_dump(), history=history, parents=parents,
-        metrics={"top1": run.top1, "top5": run.top5, "samples": run.samples, "spikes_per_sample": run.spikes_per_sample,
-                 "mean_firing_rate": run.mean_firing_rate,
-                 "teacher_top1": t_art.manifest.metrics.get("top1"), **best_metrics(history)},
+        metrics={"top1": run.top1, "top5": run.top5, "samples": run.samples,
+                 "spikes_per_sample": run.spikes_per_sample, "mean_firing_rate": run.mean_firing_rate,
+                 "teacher_top1": src.teacher.artifact.manifest.metrics.get("top1"), **best_metrics(history)},
     )
-    if world().main:
-        artifacts.save(out, manifest, s_model.body.state_dict())
-        finish_checkpoint(out)
-    barrier()
-    return StageResult(out, manifest)
+    return Trained(s_model, manifest)
+
+
+def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: str | Path | None = None,
+            resume: bool = False, progress: ProgressFn | None = None) -> StageResult:
+    """`distill`: read the teacher (and the student), train (`distill_student`), write ``out``."""
+    out = artifacts.check_output_path(out)
+    t_art = artifacts.load(teacher, expect="teacher")
+    s_art = artifacts.load(student, expect="student") if student is not None else None
+    ref = (s_art or t_art).manifest.data
+    device = resolve_device(cfg.device)
+    check_recipe(cfg, device, dataset_info(ref.dataset))  # before any data is read
+    data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir)
+    trained = distill_student(cfg, DistillInputs(FrozenTeacher.of(t_art), data, s_art),
+                              RunIO(checkpoint_path(out), resume, progress))
+    return save_trained(out, trained, Ranks.here(device))

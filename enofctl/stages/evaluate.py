@@ -10,11 +10,12 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
-from enofctl.data import load_dataset
+from enofctl.artifacts import Artifact, ModelSpec
+from enofctl.data import Data, load_dataset
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
 from enofctl.spiking import SpikingNet, SpikingNeuron
-from enofctl.stages.common import Progress, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
+from enofctl.stages.common import ProgressEvent, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -137,12 +138,14 @@ class ActivityMeter:
 
 
 @torch.no_grad()
-def measure_speed(model: nn.Module, split, device: torch.device, mean, std, batch_size: int, batches: int,
-                  ) -> Speed | None:
-    """Inference throughput and latency per batch, timed after one warm-up batch, without any hooks."""
+def measure_speed(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg: EvalConfig) -> Speed | None:
+    """Inference throughput and latency per batch (``cfg.speed_batches`` of ``cfg.batch_size``), timed after
+    one warm-up batch, without any hooks."""
+    batch_size, batches = cfg.batch_size, cfg.speed_batches
     if batches <= 0:
         return None
-    xs = [x for x, _ in batches_on(split, device, mean, std, batch_size=batch_size, limit=batch_size * (batches + 1))]
+    xs = [x for x, _ in batches_on(split, device, spec.mean, spec.std, batch_size=batch_size,
+                                   limit=batch_size * (batches + 1))]
     if len(xs) < 2:
         return None
     model(xs[0])  # warm-up
@@ -161,10 +164,13 @@ def measure_speed(model: nn.Module, split, device: torch.device, mean, std, batc
 
 
 @torch.no_grad()
-def measure(model: nn.Module, split, device: torch.device, mean, std, input_size: tuple[int, ...],
-            batch_size: int = 256, limit: int | None = None, progress: ProgressFn | None = None,
-            e_mac: float = E_MAC_PJ, e_ac: float = E_AC_PJ, speed_batches: int = 0) -> EvalRun:
-    """Accuracy, per-layer activity, operations and energy of ``model`` (an ANN or a SpikingNet)."""
+def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg: EvalConfig | None = None,
+            progress: ProgressFn | None = None) -> EvalRun:
+    """Accuracy, per-layer activity, operations and energy of ``model`` (an ANN or a SpikingNet) on ``split``;
+    ``spec`` gives the input size and normalization, ``cfg`` the batch size, limit, energies and speed
+    batches (default: `EvalConfig` without the speed measurement)."""
+    cfg = cfg or EvalConfig(speed_batches=0)
+    batch_size, limit, e_mac, e_ac = cfg.batch_size, cfg.limit, cfg.e_mac, cfg.e_ac
     model.eval().to(device)
     spiking = isinstance(model, SpikingNet)
     meter = ActivityMeter(model)
@@ -172,11 +178,12 @@ def measure(model: nn.Module, split, device: torch.device, mean, std, input_size
     c1 = c5 = n = 0
     steps = n_batches(split, batch_size, limit)
     try:
-        for i, (x, y) in enumerate(batches_on(split, device, mean, std, batch_size=batch_size, limit=limit)):
+        for i, (x, y) in enumerate(batches_on(split, device, spec.mean, spec.std, batch_size=batch_size,
+                                                 limit=limit)):
             k1, k5 = topk_correct(model(x), y)
             c1, c5, n = c1 + k1, c5 + k5, n + len(y)
             if progress:
-                progress(Progress("eval", 1, 1, i + 1, steps))
+                progress(ProgressEvent("eval", 1, 1, i + 1, steps))
     finally:
         meter.close()
         if ops:
@@ -185,7 +192,7 @@ def measure(model: nn.Module, split, device: torch.device, mean, std, input_size
     layers = meter.layers(max(n, 1), T or 1) if spiking else []
     total = sum(layer.spikes_per_sample for layer in layers)
     neurons = sum(layer.neurons for layer in layers)
-    ann_rows = dense_macs(model, input_size, e_mac=e_mac)
+    ann_rows = dense_macs(model, spec.input_size, e_mac=e_mac)
     # an ANN multiplies in every layer, whatever its input happens to be (ReLU outputs can be 0/1)
     op_rows = ops.rows(max(n, 1), e_mac, e_ac) if ops else ann_rows
     tot, ann = totals(op_rows), totals(ann_rows)
@@ -200,7 +207,7 @@ def measure(model: nn.Module, split, device: torch.device, mean, std, input_size
         sops=tot["sops"], macs=tot["macs"], energy_pj=tot["energy_pj"], ann_energy_pj=ann["energy_pj"],
         energy_ratio=tot["energy_pj"] / ann["energy_pj"] if ann["energy_pj"] else float("nan"),
         classifier=head, repact_macs=repact_macs, ops=op_rows, ann_ops=ann_rows if spiking else [],
-        speed=measure_speed(model, split, device, mean, std, batch_size, speed_batches),
+        speed=measure_speed(model, split, device, spec, cfg),
     )
 
 
@@ -210,12 +217,11 @@ def _classifier_name(model: nn.Module) -> str | None:
     return next((n for n, m in root.named_modules() if m is head), None)
 
 
-def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
-    art = artifacts.load(path)
+def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """The core of `eval`: a loaded artifact measured on ``data``'s test split, at each of ``cfg.T``."""
     m = art.manifest
-    data = load_dataset(cfg.dataset or m.data.dataset, cfg.data_dir or m.data.data_dir, cfg.download)
     if data.info.num_classes != m.model.num_classes or data.info.in_chans != m.model.in_chans:
-        raise UsageError(f"{path} was made for {m.data.dataset} ({m.model.num_classes} classes, "
+        raise UsageError(f"{art.path} was made for {m.data.dataset} ({m.model.num_classes} classes, "
                          f"{m.model.in_chans} channels); {data.info.name} does not fit it")
     device = resolve_device(cfg.device)
     model = art.build()
@@ -223,16 +229,25 @@ def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = No
     for T in (cfg.T or [None]) if m.kind == "student" else [None]:  # an ANN has no time steps
         if T is not None:
             model.set_T(T)
-        runs.append(measure(model, data.test, device, m.model.mean, m.model.std, m.model.input_size,
-                            cfg.batch_size, cfg.limit, progress, cfg.e_mac, cfg.e_ac, cfg.speed_batches))
+        runs.append(measure(model, data.test, device, m.model, cfg, progress))
     first = runs[0]
     return EvalResult(
-        artifact=str(path), sha256=art.sha256, kind=m.kind, model=m.model.name, dataset=data.info.name,
+        artifact=str(art.path), sha256=art.sha256, kind=m.kind, model=m.model.name, dataset=data.info.name,
         top1=first.top1, top5=first.top5, samples=first.samples, T=first.T,
         spikes_per_sample=first.spikes_per_sample, firing_rates=first.firing_rates, sops=first.sops,
         macs=first.macs, energy_pj=first.energy_pj, energy_ratio=first.energy_ratio, e_mac=cfg.e_mac,
         e_ac=cfg.e_ac, runs=runs,
     )
+
+
+def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
+    """`eval`: read the artifact and its data (``cfg.dataset`` overrides the manifest's), measure it."""
+    art = artifacts.load(path)
+    m = art.manifest
+    data = load_dataset(cfg.dataset or m.data.dataset, cfg.data_dir or m.data.data_dir, cfg.download)
+    result = measure_artifact(art, data, cfg, progress)
+    result.artifact = str(path)  # as given
+    return result
 
 
 class Gates(BaseModel):

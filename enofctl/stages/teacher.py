@@ -6,28 +6,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
-from enofctl.artifacts import DataRef, Manifest, ModelSpec
-from enofctl.data import Data, dataset_info, load_dataset, split_validation
-from enofctl.distributed import barrier, world
+from enofctl.artifacts import Artifact, DataRef, Manifest, ModelSpec
+from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset, split_validation
+from enofctl.distributed import Ranks
 from enofctl.errors import DataError, UsageError
 from enofctl.models import build_model
 from enofctl.models.acts import ActSpec, apply_act
 from enofctl.stages.common import (
     ProgressFn,
+    StageResult,
     TrainConfig,
+    Trained,
     accuracy,
     best_metrics,
     check_recipe,
-    finish_checkpoint,
-    fit,
     resolve_device,
+    save_trained,
     seed_everything,
 )
+from enofctl.stages.loop import RunIO, Trainee, fit
+from enofctl.stages.train_state import checkpoint_path
 
 # A small ResNet that suits each dataset when --model is not given (narrow ones train on a CPU).
 DEFAULT_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -39,12 +43,6 @@ DEFAULT_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "cifar100": ("resnet20", {}),
     "imagefolder": ("resnet18", {}),
 }
-
-
-@dataclass
-class StageResult:
-    path: Path
-    manifest: Manifest
 
 
 class TeacherConfig(TrainConfig):
@@ -67,8 +65,6 @@ def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> Mode
 
 
 def _check_runs(model: nn.Module, spec: ModelSpec) -> None:
-    import torch
-
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(2, *spec.input_size))
@@ -77,50 +73,64 @@ def _check_runs(model: nn.Module, spec: ModelSpec) -> None:
                          f"{str(e).splitlines()[0][:160]}") from e
 
 
-def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
-                  progress: ProgressFn | None = None) -> StageResult:
-    out = artifacts.check_output_path(out)
-    device = resolve_device(cfg.device)
-    check_recipe(cfg, device, dataset_info(cfg.dataset))
-    data = split_validation(load_dataset(cfg.dataset, cfg.data_dir, cfg.download), cfg.val_fraction, cfg.seed)
-    seed_everything(cfg.seed)
-    parents = []
-    if cfg.init:
-        init = artifacts.load(cfg.init, expect="teacher")
-        spec = init.manifest.model
-        if init.manifest.data.dataset != cfg.dataset or (cfg.model and cfg.model != spec.name):
-            raise UsageError(f"--init {cfg.init} is a {spec.name} for {init.manifest.data.dataset}; "
-                             f"it does not match --model/--dataset")
-        spec = spec.model_copy(update={"act": cfg.act})  # staged CQ training: relu -> clamp -> cq
-        model = init.build_ann()
-        apply_act(model, cfg.act)
-        parents.append(init.parent_ref())
-    else:
+@dataclass
+class CrossEntropyStep:
+    """The teacher's training step: cross-entropy (with label smoothing) of the network's logits."""
+
+    label_smoothing: float = 0.0
+
+    def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        return F.cross_entropy(net(x), y, label_smoothing=self.label_smoothing), {}
+
+
+def _teacher_model(cfg: TeacherConfig, data: Data, init: Artifact | None) -> tuple[ModelSpec, nn.Module]:
+    """The network to train and its spec: a fresh timm model, or ``init``'s weights with ``cfg.act``."""
+    if init is None:
         spec = model_spec_for(data, cfg.model, cfg.model_kwargs).model_copy(update={"act": cfg.act})
-        model = apply_act(build_model(spec.name, spec.num_classes, spec.in_chans, spec.kwargs), cfg.act)
+        return spec, apply_act(build_model(spec.name, spec.num_classes, spec.in_chans, spec.kwargs), cfg.act)
+    spec = init.manifest.model
+    if init.manifest.data.dataset != cfg.dataset or (cfg.model and cfg.model != spec.name):
+        raise UsageError(f"--init {cfg.init or init.path} is a {spec.name} for {init.manifest.data.dataset}; "
+                         f"it does not match --model/--dataset")
+    model = init.build_ann()
+    apply_act(model, cfg.act)
+    return spec.model_copy(update={"act": cfg.act}), model  # staged CQ training: relu -> clamp -> cq
+
+
+def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunIO | None = None) -> Trained:
+    """The core of `teacher train`: a teacher trained on ``data`` (optionally from ``init``'s weights), with
+    its manifest; nothing is read or written here but the checkpoint ``io`` names."""
+    device = resolve_device(cfg.device)
+    if cfg.val_fraction and data.val is None:
+        data = split_validation(data, cfg.val_fraction, cfg.seed)
+    seed_everything(cfg.seed)
+    spec, model = _teacher_model(cfg, data, init)
     _check_runs(model, spec)
     model.to(device)
-
-    def step_loss(net, x, y):
-        logits = net(x)
-        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), {}
-
-    history = fit("teacher-train", model, step_loss, data, cfg, device, spec.mean, spec.std, out, resume,
-                  progress)
-    w = world()
+    trainee = Trainee("teacher-train", model, CrossEntropyStep(cfg.label_smoothing), spec.mean, spec.std)
+    history = fit(trainee, data, cfg, device, io)
     metrics = accuracy(model, data.test, device, spec.mean, spec.std, limit=cfg.limit_test,
-                       shard=w.shard)  # the weights saved
+                       shard=Ranks.here(device).shard)  # the weights saved
     metrics.update(best_metrics(history))
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
         data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes)),
-        config=cfg.model_dump(), metrics=metrics, history=history, parents=parents,
+        config=cfg.model_dump(), metrics=metrics, history=history,
+        parents=[init.parent_ref()] if init is not None else [],
     )
-    if w.main:
-        artifacts.save(out, manifest, model.state_dict())
-        finish_checkpoint(out)
-    barrier()
-    return StageResult(out, manifest)
+    return Trained(model, manifest)
+
+
+def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
+                  progress: ProgressFn | None = None) -> StageResult:
+    """`teacher train`: read the data (and ``cfg.init``), train (`teach`), write ``out``."""
+    out = artifacts.check_output_path(out)
+    device = resolve_device(cfg.device)
+    check_recipe(cfg, device, dataset_info(cfg.dataset))  # before any data is read or downloaded
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    init = artifacts.load(cfg.init, expect="teacher") if cfg.init else None
+    trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress))
+    return save_trained(out, trained, Ranks.here(device))
 
 
 class FetchConfig(BaseModel):
@@ -135,6 +145,47 @@ class FetchConfig(BaseModel):
     evaluate: bool = Field(True, description="measure test accuracy when the dataset is available")
 
 
+def _pretrained(cfg: FetchConfig, info: DatasetInfo) -> nn.Module:
+    """The timm model with its pretrained weights (from ``cfg.checkpoint`` or the hub), for ``info``'s classes."""
+    import timm
+
+    if not timm.is_model(cfg.model):
+        build_model(cfg.model, 1, 1)  # raises the unknown-model error
+    if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
+        raise UsageError(f"no such file: {cfg.checkpoint}")
+    overlay = {"file": str(Path(cfg.checkpoint).resolve())} if cfg.checkpoint else None
+    try:
+        return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,
+                                 num_classes=info.num_classes, in_chans=info.in_chans, **cfg.model_kwargs)
+    except Exception as e:  # network errors, missing weights, bad checkpoints: many types
+        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if cfg.checkpoint:
+            raise DataError(f"cannot load weights for {cfg.model} from {cfg.checkpoint}: {first}") from e
+        raise DataError(f"cannot download pretrained weights for {cfg.model} ({first}); offline? pass "
+                        "--checkpoint PATH (.safetensors or a timm/torch checkpoint)") from e
+
+
+def describe_fetched(cfg: FetchConfig, model: nn.Module, info: DatasetInfo, data: Data | None) -> Trained:
+    """The core of `teacher fetch`: the fetched model checked and measured on ``data`` (None: not available
+    here, no metrics), with its manifest."""
+    spec = ModelSpec(name=cfg.model, kwargs=cfg.model_kwargs, num_classes=info.num_classes,
+                     in_chans=info.in_chans, input_size=(info.in_chans, *info.image_size), mean=info.mean,
+                     std=info.std)
+    _check_runs(model, spec)
+    metrics: dict = {}
+    if data is not None:
+        device = resolve_device("auto")
+        metrics = accuracy(model.to(device), data.test, device, spec.mean, spec.std)
+        model.cpu()
+    manifest = Manifest(
+        kind="teacher", stage="teacher-fetch", model=spec,
+        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir,
+                     classes=list(data.classes if data is not None else info.classes)),
+        config=cfg.model_dump(), metrics=metrics,
+    )
+    return Trained(model, manifest)
+
+
 def fetch_teacher(cfg: FetchConfig, out: str | Path) -> StageResult:
     """A timm model with pretrained weights, re-headed to the dataset's classes when they differ.
 
@@ -142,45 +193,15 @@ def fetch_teacher(cfg: FetchConfig, out: str | Path) -> StageResult:
     the Hugging Face hub when online. A re-headed classifier is untrained: fine-tune it with
     ``teacher train --init``.
     """
-    import timm
-
     out = artifacts.check_output_path(out)
-    from enofctl.data import dataset_info
-
     info = dataset_info(cfg.dataset)
-    if not timm.is_model(cfg.model):
-        build_model(cfg.model, 1, 1)  # raises the unknown-model error
-    if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
-        raise UsageError(f"no such file: {cfg.checkpoint}")
-    overlay = {"file": str(Path(cfg.checkpoint).resolve())} if cfg.checkpoint else None
-    try:
-        model = timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,
-                                  num_classes=info.num_classes, in_chans=info.in_chans, **cfg.model_kwargs)
-    except Exception as e:  # network errors, missing weights, bad checkpoints: many types
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        if cfg.checkpoint:
-            raise DataError(f"cannot load weights for {cfg.model} from {cfg.checkpoint}: {first}") from e
-        raise DataError(f"cannot download pretrained weights for {cfg.model} ({first}); offline? pass "
-                        "--checkpoint PATH (.safetensors or a timm/torch checkpoint)") from e
-    spec = ModelSpec(name=cfg.model, kwargs=cfg.model_kwargs, num_classes=info.num_classes,
-                     in_chans=info.in_chans, input_size=(info.in_chans, *info.image_size), mean=info.mean,
-                     std=info.std)
-    _check_runs(model, spec)
-    metrics: dict = {}
-    classes = list(info.classes)
+    model = _pretrained(cfg, info)
+    data = None
     if cfg.evaluate:
         try:
             data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-            classes = list(data.classes)
-            device = resolve_device("auto")
-            metrics = accuracy(model.to(device), data.test, device, spec.mean, spec.std)
-            model.cpu()
         except DataError:
-            metrics = {}
-    manifest = Manifest(
-        kind="teacher", stage="teacher-fetch", model=spec,
-        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=classes),
-        config=cfg.model_dump(), metrics=metrics,
-    )
-    artifacts.save(out, manifest, model.state_dict())
-    return StageResult(out, manifest)
+            data = None
+    result = describe_fetched(cfg, model, info, data)
+    artifacts.save(out, result.manifest, result.weights())
+    return StageResult(out, result.manifest)

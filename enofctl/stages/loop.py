@@ -1,0 +1,171 @@
+"""The epoch loop shared by `teacher train` and `distill`: train an epoch, evaluate the splits, keep the best
+validation epoch, write a checkpoint; before the first step, the untrained model's accuracy (epoch 0)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from enofctl.data import Augment, Data, split_validation
+from enofctl.distributed import Ranks
+from enofctl.errors import TrainingError
+from enofctl.stages.common import (
+    ProgressEvent,
+    ProgressFn,
+    TrainConfig,
+    accuracy,
+    batches_on,
+    check_recipe,
+    cosine_with_warmup,
+    make_optimizer,
+    n_batches,
+    seed_everything,
+)
+from enofctl.stages.train_state import TrainState
+
+# step_loss(net, x, y) -> (loss, logged terms); net is the model, or its DDP wrapper under torchrun
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class Trainee:
+    """What is trained: ``model`` (in place) with ``step_loss``, on inputs normalized with ``mean``/``std``;
+    ``stage`` names the run in its checkpoint and progress events."""
+
+    stage: str
+    model: nn.Module
+    step_loss: StepLoss
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass
+class RunIO:
+    """The loop's outside world: a checkpoint file after each epoch (None: none), whether to continue from
+    it, and a progress callback."""
+
+    checkpoint: Path | None = None
+    resume: bool = False
+    progress: ProgressFn | None = None
+
+
+@dataclass
+class Loop:
+    """One training run's parts, built by `fit`."""
+
+    trainee: Trainee
+    net: nn.Module
+    state: TrainState
+    data: Data
+    cfg: TrainConfig
+    ranks: Ranks
+    steps: int
+    progress: ProgressFn | None
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch over this rank's shard; the mean loss and terms over all ranks."""
+        cfg, st, device = self.cfg, self.state, self.ranks.device
+        st.model.train()
+        sums, seen = {}, 0
+        augment = Augment(crop_flip=cfg.augment, autoaugment=cfg.autoaugment, cutout=cfg.cutout)
+        it = batches_on(self.data.train, device, self.trainee.mean, self.trainee.std, batch_size=cfg.batch_size,
+                        shuffle=True, augment=augment, generator=st.generator, limit=cfg.limit_train,
+                        drop_last=True, shard=self.ranks.shard)
+        for step, (x, y) in enumerate(it):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                loss, terms = self.trainee.step_loss(self.net, x, y)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"non-finite loss at epoch {epoch}, step {step + 1}; lower --lr "
+                                    "(the last good checkpoint is kept)")
+            st.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
+            st.optimizer.step()
+            st.scheduler.step()
+            for k, v in {"loss": loss.item(), **terms}.items():
+                sums[k] = sums.get(k, 0.0) + v * len(y)
+            seen += len(y)
+            if self.progress:
+                self.progress(ProgressEvent(self.trainee.stage, epoch, cfg.epochs, step + 1, self.steps))
+        self.ranks.sync_buffers(st.model)  # evaluate (and save) the same model on every rank
+        *totals, seen = self.ranks.sum([*sums.values(), seen])
+        return {"epoch": epoch, **{k: v / max(seen, 1) for k, v in zip(sums, totals, strict=True)}}
+
+    def evaluate_splits(self) -> dict[str, float]:
+        """``val_top1/top5`` (with a validation split) and ``test_top1/top5`` of the model as it is now."""
+        row = {}
+        for name, split in (("val", self.data.val), ("test", self.data.test)):
+            if split is None:
+                continue
+            limit = self.cfg.limit_test if name == "test" else None
+            acc = accuracy(self.state.model, split, self.ranks.device, self.trainee.mean, self.trainee.std,
+                           limit=limit, shard=self.ranks.shard)
+            row.update({f"{name}_{k}": v for k, v in acc.items() if k != "samples"})
+        return row
+
+    def epoch_zero(self) -> dict[str, float]:
+        """The untrained model's accuracy, under a forked random state so training draws exactly as without it."""
+        t0 = time.perf_counter()
+        devices = [self.ranks.device] if self.ranks.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            row = {"epoch": 0, **self.evaluate_splits()}
+        return {**row, "seconds": time.perf_counter() - t0, "train_seconds": 0.0}
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """Train and evaluate one epoch: its history row (``seconds`` with evaluation, ``train_seconds`` the
+        training time of the whole run so far, without)."""
+        t0 = time.perf_counter()
+        row = self.train_epoch(epoch)
+        trained = time.perf_counter() - t0
+        row.update(self.evaluate_splits())
+        return {**row, "seconds": time.perf_counter() - t0, "train_seconds": self.state.train_seconds + trained}
+
+
+def build_loop(trainee: Trainee, data: Data, cfg: TrainConfig, ranks: Ranks, progress: ProgressFn | None) -> Loop:
+    """Seed, wrap for torchrun, and make the optimizer and schedule (in this order: the random draws of a run
+    depend on it)."""
+    generator = seed_everything(cfg.seed)
+    model, net = ranks.wrap(trainee.model, cfg.sync_bn)
+    opt = make_optimizer(model, cfg)
+    steps = n_batches(data.train, cfg.batch_size * ranks.size, cfg.limit_train, drop_last=True)
+    sched = cosine_with_warmup(opt, cfg.epochs * steps, cfg.warmup_epochs * steps)
+    state = TrainState(model, opt, sched, generator)
+    return Loop(trainee, net, state, data, cfg, ranks, steps, ranks.main_only(progress))
+
+
+def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io: RunIO | None = None,
+        ) -> list[dict[str, float]]:
+    """Train ``trainee.model`` in place for ``cfg.epochs`` epochs; returns the history (one row per epoch).
+
+    With ``cfg.amp`` the step runs under bfloat16 autocast. Row 0 (``cfg.eval_before``) is the untrained
+    model's accuracy. After each epoch the validation split (``cfg.val_fraction``) and the test split are
+    evaluated and the checkpoint is written atomically, so an interrupted run continues with ``io.resume``
+    from the last finished epoch. With validation, the model ends with the weights of the first epoch with
+    the highest validation top-1 (``best_epoch(history)``), kept across a resume.
+    """
+    io = io or RunIO()
+    check_recipe(cfg, device, data.info)
+    if cfg.val_fraction and data.val is None:
+        data = split_validation(data, cfg.val_fraction, cfg.seed)
+    ranks = Ranks.here(device)
+    loop = build_loop(trainee, data, cfg, ranks, io.progress)
+    state = loop.state
+    if io.resume and io.checkpoint is not None and io.checkpoint.exists():
+        state.load(io.checkpoint, trainee.stage)
+    if cfg.eval_before and not state.history:
+        state.history.append(loop.epoch_zero())
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        row = loop.epoch(epoch)
+        state.record(row)
+        if io.checkpoint is not None:
+            ranks.on_main(lambda: state.save(io.checkpoint, trainee.stage))
+        if loop.progress:
+            loop.progress(ProgressEvent(trainee.stage, epoch, cfg.epochs, loop.steps, loop.steps, metrics=row))
+    state.restore_best()
+    return state.history

@@ -1,0 +1,37 @@
+"""The one atomic write: the target is the old file or the new one, and no temporary file is ever left."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from enofctl.io import atomic_write
+
+
+def test_writes_through_a_temporary_file_beside_the_target(tmp_path: Path) -> None:
+    out, seen = tmp_path / "a.bin", []
+
+    def write(tmp: Path) -> None:
+        seen.append(tmp)
+        assert tmp.parent == out.parent and tmp != out and not out.exists()
+        tmp.write_bytes(b"new")
+
+    assert atomic_write(out, write) == out
+    assert out.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+    assert not seen[0].exists()
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, exc: BaseException) -> None:
+    out = tmp_path / "a.bin"
+    out.write_bytes(b"old")
+
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise exc
+
+    with pytest.raises(type(exc)):
+        atomic_write(out, write)
+    assert out.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
