@@ -79,11 +79,14 @@ def _click_error(e: Exception) -> NoReturn:
     _fail(f"{e.format_message()}{hint}", e.exit_code)
 
 
+INTERRUPTED = "enofctl: interrupted (a checkpoint is kept; continue with --resume)"
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="enofctl")
-        if rv == 130:  # typer turns Ctrl-C into a return code when not standalone
-            print("enofctl: interrupted (a checkpoint is kept; continue with --resume)", file=sys.stderr)
+        if rv == 130:  # newer typer turns Ctrl-C into a return code when not standalone
+            print(INTERRUPTED, file=sys.stderr)
         sys.exit(rv if isinstance(rv, int) else 0)
     except EnofError as e:
         _fail(str(e), e.exit_code)
@@ -94,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"invalid option {_option(first['loc'])}: {first['msg']}", 2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        print("enofctl: interrupted", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):  # older typer: click's Abort
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     except MemoryError:
         _fail("out of memory; lower --batch-size or --T", 1)
