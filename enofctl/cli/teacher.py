@@ -29,7 +29,7 @@ ModelArg = Annotated[list[str] | None, typer.Option(help="Extra timm.create_mode
 def train(
     out: o.Out,
     dataset: o.Dataset = TEACHER.dataset,
-    model: Annotated[str | None, typer.Option(help="Any timm CNN [default: a small ResNet for the dataset]")] = None,
+    model: Annotated[str | None, typer.Option(help="Any timm CNN (default: a small ResNet for the dataset).")] = None,
     width: Annotated[float | None, typer.Option(min=0.01, help="Channel width multiplier (resnet20/19).")] = None,
     model_arg: ModelArg = None,
     init: Annotated[Path | None, typer.Option(help="Start from this teacher artifact's weights.")] = None,
