@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CQ training and integrate-and-fire conversion, recorded on digits and Fashion-MNIST.
 #   bash benchmarks/cq_conversion.sh DATASET EPOCHS_CLAMP EPOCHS_CQ [OUT]
-# Staged training (methods.md section 3): clamp to [0, 1] first, then clamp + quantization to Q = 8 levels
+# Staged training (CQ paper, Yan et al. AAAI 2021; README.md, "CQ training and integrate-and-fire
+# conversion"): clamp to [0, 1] first, then clamp + quantization to Q = 8 levels
 # starting from the clamp weights; then convert to an IF network at T = Q, and with 8-bit weights.
 set -euo pipefail
 ds=${1:-digits}; e1=${2:-30}; e2=${3:-10}; out=${4:-runs/cq_$ds}

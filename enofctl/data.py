@@ -111,13 +111,6 @@ class Augment:
         return x
 
 
-def _as_augment(augment: bool | Augment | None) -> Augment | None:
-    """``True`` is the crop/flip of earlier versions; ``False``/``None`` is none."""
-    if augment is True:
-        return Augment()
-    return augment or None
-
-
 class TensorSplit:
     """One split held in memory. ``x``: float [N, C, H, W] in [0, 1]; ``y``: long [N]."""
 
@@ -138,13 +131,12 @@ class TensorSplit:
         batch_size: int,
         *,
         shuffle: bool = False,
-        augment: bool | Augment | None = False,
+        augment: Augment | None = None,
         generator: torch.Generator | None = None,
         limit: int | None = None,
         shard: tuple[int, int] = (0, 1),
         drop_last: bool = False,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        augment = _as_augment(augment)
         n = len(self) if limit is None else min(limit, len(self))
         order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
         rank, world = shard
@@ -154,7 +146,7 @@ class TensorSplit:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             x, y = self.x[idx], self.y[idx]
-            if augment:
+            if augment is not None:
                 x = augment.apply(x, self.info, generator)
             yield x, y
 
@@ -240,13 +232,12 @@ class FolderSplit:
         part.index = idx if self.index is None else self.index[idx]
         return part
 
-    def batches(self, batch_size, *, shuffle=False, augment=False, generator=None, limit=None, shard=(0, 1),
-                drop_last=False):
+    def batches(self, batch_size, *, shuffle=False, augment: Augment | None = None, generator=None, limit=None,
+                shard=(0, 1), drop_last=False):
         from torch.utils.data import DataLoader, Subset
 
-        augment = _as_augment(augment)
-        self.ds.transform = self._train_tf if augment and augment.crop_flip else self._eval_tf
-        on_batch = replace(augment, crop_flip=False) if augment else None  # crop/flip: done per image above
+        self.ds.transform = self._train_tf if augment is not None and augment.crop_flip else self._eval_tf
+        on_batch = replace(augment, crop_flip=False) if augment is not None else None  # crop/flip: per image above
         n = len(self) if limit is None else min(limit, len(self))
         order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
         if self.index is not None:

@@ -1,6 +1,6 @@
 """Synaptic operations, multiply-accumulates and the energy estimate of every conv / linear layer.
 
-Conventions (shared/methods.md, "Conventions for energy figures"):
+Conventions (those of the energy figures in SNN papers; README.md, "Reading `eval`"):
 
 - a layer whose input is binary (every element 0 or 1: spikes) does one accumulate per input spike and
   per synapse it reaches: SOPs = sum over input spikes of their fan-out;

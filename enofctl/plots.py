@@ -27,7 +27,8 @@ def _png(plt, fig) -> bytes:
     return buf.getvalue()
 
 
-def _label(r: EvalResult) -> str:
+def artifact_label(r: EvalResult) -> str:
+    """An artifact's short name in tables, legends and titles: its file name without ``.safetensors``."""
     return Path(r.artifact).name.removesuffix(".safetensors")
 
 
@@ -41,7 +42,7 @@ def firing_rates(results: list[EvalResult]) -> bytes | None:
     for i, r in enumerate(students):
         rates = {x.name: 100 * x.firing_rate for x in r.runs[0].layers}
         xs = [j + (i - (len(students) - 1) / 2) * width for j in range(len(names))]
-        ax.bar(xs, [rates.get(n, 0.0) for n in names], width, label=f"{_label(r)} (T={r.runs[0].T})")
+        ax.bar(xs, [rates.get(n, 0.0) for n in names], width, label=f"{artifact_label(r)} (T={r.runs[0].T})")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("firing rate (% of neurons per step)")
     ax.set_xlabel("spiking layer")
@@ -59,13 +60,13 @@ def accuracy_vs_T(results: list[EvalResult]) -> bytes | None:
     ax2 = ax.twinx()
     for r in students:
         Ts = [run.T for run in r.runs]
-        line = ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", label=f"{_label(r)} top-1")[0]
+        line = ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", label=f"{artifact_label(r)} top-1")[0]
         ax2.plot(Ts, [run.spikes_per_sample for run in r.runs], marker="s", ls="--", color=line.get_color(),
-                 alpha=0.6, label=f"{_label(r)} spikes/img")
+                 alpha=0.6, label=f"{artifact_label(r)} spikes/img")
     styles = [":", "-.", (0, (1, 3)), (0, (5, 2))]
     for i, r in enumerate(x for x in results if x.kind == "teacher"):
         ax.axhline(100 * r.top1, color=("gray", "black")[i % 2], ls=styles[i % len(styles)],
-                   label=f"{_label(r)} (ANN) top-1")
+                   label=f"{artifact_label(r)} (ANN) top-1")
     ax.set_xscale("log", base=2)
     all_T = sorted({run.T for r in students for run in r.runs})
     ax.set_xticks(all_T, [str(t) for t in all_T])
@@ -88,7 +89,7 @@ def energy_per_layer(results: list[EvalResult]) -> bytes | None:
     names = [o.name for o in ref.ann_ops]
     plt, fig, ax = _figure(max(8.0, 0.35 * len(names) + 2), 4.8)
     series = [("ANN (same network)", {o.name: o.energy_pj_per_sample for o in ref.ann_ops})]
-    series += [(f"{_label(r)} (T={r.runs[0].T})", {o.name: o.energy_pj_per_sample for o in r.runs[0].ops})
+    series += [(f"{artifact_label(r)} (T={r.runs[0].T})", {o.name: o.energy_pj_per_sample for o in r.runs[0].ops})
                for r in students]
     width = 0.8 / len(series)
     for i, (label, energy) in enumerate(series):

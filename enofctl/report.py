@@ -10,10 +10,9 @@ from pydantic import BaseModel, Field
 
 from enofctl import __version__
 from enofctl.errors import UsageError
+from enofctl.plots import artifact_label
 from enofctl.stages.ablate import AblationResult, best_row
-from enofctl.stages.evaluate import EvalResult, EvalRun
-
-REPORT_SCHEMA_VERSION = 1
+from enofctl.stages.evaluate import REPORT_SCHEMA_VERSION, EvalResult, EvalRun
 
 
 class Report(BaseModel):
@@ -31,10 +30,6 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
-def _name(r: EvalResult) -> str:
-    return Path(r.artifact).name.removesuffix(".safetensors")
-
-
 def _runs(results: list[EvalResult]):
     for r in results:
         for run in r.runs:
@@ -49,14 +44,14 @@ OPS_HEADER = ["layer", "input", "SOPs/img", "MACs/img", "energy nJ/img", "ANN nJ
 
 
 def summary_rows(results: list[EvalResult]) -> list[list[str]]:
-    return [[_name(r), r.kind, _num(run.T, "d"), _pct(run.top1), _pct(run.top5), _num(run.spikes_per_sample),
+    return [[artifact_label(r), r.kind, _num(run.T, "d"), _pct(run.top1), _pct(run.top5), _num(run.spikes_per_sample),
              _pct(run.mean_firing_rate), _num(run.speed.images_per_s if run.speed else None),
              _num(run.speed.latency_ms_per_batch if run.speed else None, ".1f")]
             for r, run in _runs(results)]
 
 
 def energy_rows(results: list[EvalResult]) -> list[list[str]]:
-    return [[_name(r), _num(run.T, "d"), _num(run.sops), _num(run.macs), _num(run.repact_macs),
+    return [[artifact_label(r), _num(run.T, "d"), _num(run.sops), _num(run.macs), _num(run.repact_macs),
              _num(run.energy_pj / 1e6, ".3f"), _num(run.energy_ratio, ".3f")]
             for r, run in _runs(results)]
 
@@ -83,9 +78,9 @@ def tables(results: list[EvalResult]) -> list[tuple[str, list, list]]:
     for r in results:
         run = r.runs[0]
         if run.layers:
-            out.append((f"Per-layer activity: {_name(r)} (T={run.T})", LAYER_HEADER, layer_rows(run)))
+            out.append((f"Per-layer activity: {artifact_label(r)} (T={run.T})", LAYER_HEADER, layer_rows(run)))
         if run.T is not None:
-            out.append((f"Per-layer operations: {_name(r)} (T={run.T})", OPS_HEADER, ops_rows(run)))
+            out.append((f"Per-layer operations: {artifact_label(r)} (T={run.T})", OPS_HEADER, ops_rows(run)))
     return out
 
 

@@ -1,11 +1,21 @@
-"""Running the `enofctl` command line in-process, and what every failure must look like."""
+"""Running the `enofctl` command line in-process, what every failure must look like, and the small pipeline
+the CLI tests share (built once per test session)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 
 import enofctl.cli
+from enofctl import artifacts
+
+TINY = ("--width", "0.125", "--epochs", "1")  # a teacher that trains in a couple of seconds
+QUICK = ("--epochs", "1", "--limit-train", "64")  # a distillation that does too
 
 
 def run(*args: object) -> tuple[int, str, str]:
@@ -42,3 +52,50 @@ def assert_one_error_line(code: int, out: str, err: str, expect_code: int, *need
     for needle in needles:
         assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
     return lines[0]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def manifest(path: Path) -> artifacts.Manifest:
+    return artifacts.load(path).manifest
+
+
+@dataclass
+class Pipeline:
+    dir: Path
+    teacher: Path
+    student0: Path  # converted, T=2
+    student: Path  # distilled from student0
+    student2: Path  # distilled straight from the teacher with --T 2
+    stdout: dict[str, str]
+    stderr: dict[str, str]
+
+
+_pipeline: Pipeline | None = None
+
+
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """teacher train -> convert -> distill (twice) on `synthetic`, run once per session; tests only read it."""
+    global _pipeline
+    if _pipeline is None:
+        d = tmp_path_factory.mktemp("pipeline")
+        t, s0, s, s2 = (d / n for n in ("t.safetensors", "s0.safetensors", "s.safetensors", "s2.safetensors"))
+        stdout, stderr = {}, {}
+        steps = {
+            "teacher": ("teacher", "train", "--dataset", "synthetic", *TINY, "--out", t),
+            "convert": ("convert", t, "--T", "2", "--out", s0),
+            "distill": ("distill", "--teacher", t, "--student", s0, "--out", s, *QUICK),
+            "distill2": ("distill", "--teacher", t, "--T", "2", "--out", s2, *QUICK),
+        }
+        for name, args in steps.items():
+            code, stdout[name], stderr[name] = run(*args)
+            if code != 0:
+                pytest.fail(f"pipeline step {name} failed ({code}): {stderr[name]}")
+        _pipeline = Pipeline(d, t, s0, s, s2, stdout, stderr)
+    return _pipeline

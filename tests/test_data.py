@@ -109,13 +109,8 @@ def test_autoaugment_keeps_shape_dtype_and_range_and_is_seeded() -> None:
     assert y8.dtype == torch.uint8 and y8.shape == x8.shape and torch.equal(y8, y.mul(255).round().to(torch.uint8))
 
 
-def test_augment_true_is_the_old_crop_and_flip() -> None:
+def test_augment_combines_autoaugment_and_cutout() -> None:
     data = load_dataset("synthetic")
-    old = [x for x, _ in data.train.batches(32, shuffle=True, augment=True, limit=64,
-                                            generator=torch.Generator().manual_seed(0))]
-    new = [x for x, _ in data.train.batches(32, shuffle=True, augment=Augment(), limit=64,
-                                            generator=torch.Generator().manual_seed(0))]
-    assert all(torch.equal(a, b) for a, b in zip(old, new, strict=True))
     both = Augment(autoaugment=True, cutout=4)
     x, _ = next(data.train.batches(32, augment=both, generator=torch.Generator().manual_seed(0)))
     assert x.shape == (32, 3, 16, 16) and 0 <= x.min() and x.max() <= 1

@@ -10,56 +10,48 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from enofctl.cli import options as o
 from enofctl.cli.display import MAIN_RANK, emit, err
+from enofctl.report import write_ablation
+from enofctl.stages import DistillConfig
+from enofctl.stages.ablate import AblateConfig
+from enofctl.stages.ablate import ablate as run
+
+ABLATE, TRAIN = o.defaults(AblateConfig), o.defaults(DistillConfig)
 
 
-class Grid(str, o.Enum):
-    enof = "enof"
-    activity = "activity"
-    both = "both"
-
-
+@o.grouped
 def ablate(
     teacher: Annotated[Path, typer.Option(help="Teacher artifact every cell distills from.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ablation.md/.json/.png and runs/.")],
-    grid: Annotated[Grid, typer.Option(help="enof: baseline/+L_AF/+RepAct/both at each T; activity: "
-                                       "CE/KD/KD+act/KD+logits at the largest T.")] = Grid.enof,
-    T: Annotated[str, typer.Option("--T", help="Time steps, e.g. 1,2,4.")] = "1,2,4",
+    grid: Annotated[o.Grid, typer.Option(help="enof: baseline/+L_AF/+RepAct/both at each T; activity: "
+                                         "CE/KD/KD+act/KD+logits at the largest T.")] = o.Grid(ABLATE.grid),
+    T: Annotated[str, typer.Option("--T", help="Time steps, e.g. 1,2,4.")] = o.int_list(ABLATE.T),
     variants: Annotated[str | None, typer.Option(help="Only these variants, e.g. both or baseline,KD+act "
-                                                 "[default: all of the grid's].")] = None,
-    seeds: Annotated[str, typer.Option(help="Seeds to repeat each cell with, e.g. 0,1,2.")] = "0",
-    epochs: o.Epochs = None,
-    batch_size: o.BatchSize = 64,
-    lr: o.Lr = None,
-    laf_lambda: Annotated[float, typer.Option(min=0.0, help="L_AF weight where a cell uses L_AF.")] = 0.1,
-    laf_tau: Annotated[float, typer.Option(min=0.0, help="L_AF temperature.")] = 20.0,
-    kd_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="KD weight in the activity grid.")] = 0.5,
-    act_reg: Annotated[float, typer.Option(min=0.0, help="Activation-regularizer weight (activity grid).")] = 0.1,
-    logit_reg: Annotated[float, typer.Option(min=0.0, help="Logits-regularizer weight (activity grid).")] = 0.01,
-    decay: o.Decay = 0.25,
-    v_th: o.Vth = 0.5,
-    reset: o.ResetOpt = o.Reset.hard,
-    surrogate: o.SurrogateOpt = o.Surrogate.triangle,
-    surrogate_alpha: o.SurrogateAlpha = None,
-    v_init: o.VInit = 0.0,
-    limit_train: o.LimitTrain = None,
-    limit_test: o.LimitTest = None,
-    device: o.DeviceOpt = o.Device.auto,
+                                                 "(default: all of the grid's).")] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds to repeat each cell with, e.g. 0,1,2.")] = o.int_list(ABLATE.seeds),
+    epochs: o.Epochs = TRAIN.epochs,
+    batch_size: o.BatchSize = TRAIN.batch_size,
+    lr: o.Lr = TRAIN.lr,
+    laf_lambda: Annotated[float, typer.Option(min=0.0, help="L_AF weight where a cell uses L_AF.")] = TRAIN.laf_lambda,
+    laf_tau: Annotated[float, typer.Option(min=0.0, help="L_AF temperature.")] = TRAIN.laf_tau,
+    kd_alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="KD weight in the activity grid.")] = (
+        ABLATE.kd_alpha),
+    act_reg: Annotated[float, typer.Option(min=0.0, help="Activation-regularizer weight (activity grid).")] = (
+        ABLATE.act_reg),
+    logit_reg: Annotated[float, typer.Option(min=0.0, help="Logits-regularizer weight (activity grid).")] = (
+        ABLATE.logit_reg),
+    *,
+    neuron: o.Neuron,
+    limit_train: o.LimitTrain = TRAIN.limit_train,
+    limit_test: o.LimitTest = TRAIN.limit_test,
+    device: o.DeviceOpt = o.Device(TRAIN.device),
     data_dir: o.DataDir = None,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
     """Reproduce the papers' ablations from one teacher: same budget and seeds for every cell."""
-    from enofctl.report import write_ablation
-    from enofctl.stages import DistillConfig
-    from enofctl.stages.ablate import AblateConfig
-    from enofctl.stages.ablate import ablate as run
-
-    train = DistillConfig(batch_size=batch_size,
-                          neuron=o.neuron_spec(decay, v_th, reset, surrogate, surrogate_alpha, v_init),
-                          laf_lambda=laf_lambda, laf_tau=laf_tau, device=device.value,
-                          data_dir=str(data_dir) if data_dir else None, limit_train=limit_train,
-                          limit_test=limit_test,
-                          **({"epochs": epochs} if epochs else {}), **({"lr": lr} if lr else {}))
+    train = DistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, neuron=neuron, laf_lambda=laf_lambda,
+                          laf_tau=laf_tau, device=device.value, data_dir=o.path_str(data_dir),
+                          limit_train=limit_train, limit_test=limit_test)
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
                        train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg,
                        variants=o.parse_name_list(variants, "--variants"))

@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from enofctl.cli import options as o
-from enofctl.cli.display import emit, err, progress
+from enofctl.cli.display import emit, err, out, progress
+from enofctl.errors import GateError
+from enofctl.report import check_report_dir, tables, write_report
+from enofctl.stages import EvalConfig
+from enofctl.stages import evaluate as run
+from enofctl.stages.evaluate import Gates, gate_failures
+
+EVAL = o.defaults(EvalConfig)
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
@@ -25,18 +32,19 @@ def evaluate(
     artifacts: Annotated[list[Path], typer.Argument(help="One or more artifacts (teacher or student), "
                                                     "compared side by side.")],
     T: Annotated[str | None, typer.Option("--T", help="Evaluate students at these time steps, e.g. 1,2,4,8 "
-                                             "[default: each student's own T].")] = None,
+                                             "(default: each student's own T).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write report.json, report.md and PNG plots into this "
                                                    "folder.")] = None,
     limit: o.Limit = None,
-    batch_size: o.BatchSize = 256,
+    batch_size: o.BatchSize = EVAL.batch_size,
     dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset instead of the artifact's.")] = None,
     data_dir: o.DataDir = None,
-    download: o.Download = False,
-    device: o.DeviceOpt = o.Device.auto,
-    e_mac: Annotated[float, typer.Option(min=0.0, help="Energy per multiply-accumulate, pJ.")] = 4.6,
-    e_ac: Annotated[float, typer.Option(min=0.0, help="Energy per accumulate, pJ.")] = 0.9,
-    speed_batches: Annotated[int, typer.Option(min=0, help="Batches timed for throughput (0: skip).")] = 5,
+    download: o.Download = EVAL.download,
+    device: o.DeviceOpt = o.Device(EVAL.device),
+    e_mac: Annotated[float, typer.Option(min=0.0, help="Energy per multiply-accumulate, pJ.")] = EVAL.e_mac,
+    e_ac: Annotated[float, typer.Option(min=0.0, help="Energy per accumulate, pJ.")] = EVAL.e_ac,
+    speed_batches: Annotated[int, typer.Option(min=0, help="Batches timed for throughput (0: skip).")] = (
+        EVAL.speed_batches),
     min_top1: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Gate: exit 3 if a top-1 (fraction) "
                                                    "is below this.")] = None,
     max_spikes_per_sample: Annotated[float | None, typer.Option(min=0.0, help="Gate: exit 3 if a student "
@@ -47,17 +55,11 @@ def evaluate(
     quiet: o.Quiet = False,
 ) -> None:
     """Accuracy, spiking activity, synaptic operations, energy and speed of one or more artifacts."""
-    from enofctl.errors import GateError
-    from enofctl.report import check_report_dir, tables, write_report
-    from enofctl.stages import EvalConfig
-    from enofctl.stages import evaluate as run
-    from enofctl.stages.evaluate import Gates, gate_failures
-
     Ts = o.parse_int_list(T)
     if report is not None:
         check_report_dir(report)
     cfg = EvalConfig(T=Ts, limit=limit, batch_size=batch_size, dataset=dataset,
-                     data_dir=str(data_dir) if data_dir else None, download=download, device=device.value,
+                     data_dir=o.path_str(data_dir), download=download, device=device.value,
                      e_mac=e_mac, e_ac=e_ac, speed_batches=speed_batches)
     results = []
     for path in artifacts:
@@ -72,8 +74,6 @@ def evaluate(
             {"results": [r.model_dump(mode="json") for r in results]}
         emit({**payload, "gates_failed": fails}, True)
     else:
-        from enofctl.cli.display import out
-
         for i, (title, header, rows) in enumerate(tables(results)):
             if i < 2 or not quiet:
                 out.print(_table(title, header, rows))

@@ -1,52 +1,51 @@
-"""Option aliases shared by every command, so one option has one name, help and default everywhere."""
+"""Option aliases and option groups shared by every command, so one option has one name, help and default
+everywhere. Defaults are read from the config model each command builds (``defaults(ConvertConfig).T``),
+choices from the registry or ``Literal`` they mirror; nothing here repeats a value of the library."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import typing
+from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 
-from enofctl.spiking import NeuronSpec
+from enofctl.models.acts import ActSpec
+from enofctl.spiking import SURROGATES, NeuronSpec
+from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, TeacherConfig, TrainConfig
+from enofctl.stages.ablate import AblateConfig
 
-
-class Surrogate(str, Enum):
-    rect = "rect"
-    triangle = "triangle"
-    sigmoid = "sigmoid"
-    atan = "atan"
-    tanh = "tanh"
+M = typing.TypeVar("M", bound=BaseModel)
 
 
-class Act(str, Enum):
-    relu = "relu"
-    clamp = "clamp"
-    cq = "cq"
-    qcfs = "qcfs"
+def defaults(model: type[M]) -> M:
+    """``model`` with every field at its default (not validated; required fields stay unset)."""
+    return model.model_construct()
 
 
-class Method(str, Enum):
-    surrogate = "surrogate"
-    cq = "cq"
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A ``str`` enum of ``values``: Typer's type for an option with a fixed set of values."""
+    return Enum(name, [(v, v) for v in values], type=str)
 
 
-class Reset(str, Enum):
-    hard = "hard"
-    soft = "soft"
+def literal(model: type[BaseModel], field: str) -> tuple[str, ...]:
+    """The values of a config field typed ``Literal[...]``."""
+    return typing.get_args(model.model_fields[field].annotation)
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Optim(str, Enum):
-    sgd = "sgd"
-    adamw = "adamw"
-
+Surrogate = choices("Surrogate", SURROGATES)
+Reset = choices("Reset", literal(NeuronSpec, "reset"))
+Act = choices("Act", literal(ActSpec, "kind"))
+Method = choices("Method", literal(SurrogateConvertConfig, "method") + literal(CQConvertConfig, "method"))
+Device = choices("Device", literal(TrainConfig, "device"))
+Optim = choices("Optim", literal(TrainConfig, "optimizer"))
+Grid = choices("Grid", literal(AblateConfig, "grid"))
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Artifact to write (.safetensors); written atomically.")]
 Dataset = Annotated[str, typer.Option(help="Dataset name (see `enofctl datasets`).")]
@@ -55,9 +54,9 @@ LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on the first 
 LimitTest = Annotated[int | None, typer.Option(min=1, help="Test on the first N test samples only (per-epoch and "
                                                "final accuracy; CPU-budget runs).")]
 Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
-Epochs = Annotated[int | None, typer.Option(min=1, help="Training epochs [default: the stage's].")]
+Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]
-Lr = Annotated[float | None, typer.Option(min=0.0, help="Peak learning rate [default: the stage's].")]
+Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (> 0).")]
 Optimizer = Annotated[Optim, typer.Option(help="Optimizer.")]
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="Weight decay (not on norm weights and biases).")]
 Warmup = Annotated[int, typer.Option(min=0, help="Linear warm-up epochs before the cosine schedule.")]
@@ -80,13 +79,13 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output."
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 T = Annotated[int, typer.Option("--T", min=1, max=1024, help="Time steps.")]
 OptT = Annotated[int | None, typer.Option("--T", min=1, max=1024,
-                                            help="Time steps [default: the student's, or 4].")]
+                                            help="Time steps (default: the student's, or 4).")]
 Decay = Annotated[float, typer.Option(min=0.0, max=1.0, help="LIF membrane decay per step (1 = no leak).")]
-Vth = Annotated[float, typer.Option("--v-th", min=0.0, help="Firing threshold.")]
+Vth = Annotated[float, typer.Option("--v-th", min=0.0, help="Firing threshold (> 0).")]
 ResetOpt = Annotated[Reset, typer.Option(help="Reset after a spike: hard (to 0) or soft (subtract v_th).")]
 SurrogateOpt = Annotated[Surrogate, typer.Option(help="Surrogate gradient of the spike.")]
 SurrogateAlpha = Annotated[float | None, typer.Option(min=0.0, help="Surrogate sharpness/width "
-                                                         "[default: the surrogate's own].")]
+                                                         "(default: the surrogate's own).")]
 VInit = Annotated[float, typer.Option(min=0.0, max=1.0, help="Initial membrane as a fraction of the threshold "
                                       "(0.5 with --decay 1 --v-th 1 --reset soft: the neuron a --act cq teacher "
                                       "converts to at T = its levels).")]
@@ -94,10 +93,102 @@ RepAct = Annotated[bool, typer.Option("--repact/--no-repact",
                                       help="Keep the last activation before the classifier as ReLU (RepAct).")]
 
 
-def neuron_spec(decay: float, v_th: float, reset: Reset, surrogate: Surrogate, alpha: float | None,
-                v_init: float = 0.0) -> NeuronSpec:
-    return NeuronSpec(decay=decay, v_th=v_th, reset=reset.value, surrogate=surrogate.value, alpha=alpha,
+# ----------------------------------------------------------------------------------------------------------
+# option groups: Typer has none, so a group is a function whose parameters are the options and whose result is
+# what the command receives (like a FastAPI dependency); `grouped` splices those options into the command.
+
+
+class Group:
+    """Marks a command parameter, ``Annotated[NeuronSpec, Group(neuron_options)]``, as an option group."""
+
+    def __init__(self, build: Callable[..., Any]):
+        self.build = build
+
+
+def grouped(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with each option-group parameter replaced, in its place, by the options of the group's
+    builder; the command is called with the builder's result under the parameter's name."""
+    hints = typing.get_type_hints(command, include_extras=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, tuple[Callable[..., Any], list[str]]] = {}
+    for p in inspect.signature(command).parameters.values():
+        annotation = hints.get(p.name, p.annotation)
+        group = next((m for m in getattr(annotation, "__metadata__", ()) if isinstance(m, Group)), None)
+        if group is None:
+            params.append(p.replace(annotation=annotation, kind=inspect.Parameter.KEYWORD_ONLY))
+            continue
+        options = list(inspect.signature(group.build, eval_str=True).parameters.values())
+        groups[p.name] = (group.build, [q.name for q in options])
+        params += [q.replace(kind=inspect.Parameter.KEYWORD_ONLY) for q in options]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> Any:
+        for name, (build, names) in groups.items():
+            values[name] = build(**{n: values.pop(n) for n in names})
+        return command(**values)
+
+    run.__signature__ = inspect.Signature(params)  # what Typer reads; a name used twice is an error here
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
+
+
+NEURON = defaults(NeuronSpec)
+
+
+def neuron_options(
+    decay: Decay = NEURON.decay,
+    v_th: Vth = NEURON.v_th,
+    reset: ResetOpt = Reset(NEURON.reset),
+    surrogate: SurrogateOpt = Surrogate(NEURON.surrogate),
+    surrogate_alpha: SurrogateAlpha = NEURON.alpha,
+    v_init: VInit = NEURON.v_init,
+) -> NeuronSpec:
+    """The spiking neuron of a student converted from a teacher (validated: e.g. --v-th must be > 0)."""
+    return NeuronSpec(decay=decay, v_th=v_th, reset=reset.value, surrogate=surrogate.value, alpha=surrogate_alpha,
                       v_init=v_init)
+
+
+def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
+    """The training-recipe options of a stage whose config is ``stage``, with that config's defaults; the
+    builder returns them as ``stage`` keyword arguments (validated when the config is built)."""
+    d = defaults(stage)
+
+    def options(
+        epochs: Epochs = d.epochs,
+        batch_size: BatchSize = d.batch_size,
+        lr: Lr = d.lr,
+        optimizer: Optimizer = Optim(d.optimizer),
+        weight_decay: WeightDecay = d.weight_decay,
+        warmup_epochs: Warmup = d.warmup_epochs,
+        augment: AugmentOpt = d.augment,
+        autoaugment: AutoAugmentOpt = d.autoaugment,
+        cutout: Cutout = d.cutout,
+        val_fraction: ValFraction = d.val_fraction,
+        amp: Amp = d.amp,
+        seed: Seed = d.seed,
+        device: DeviceOpt = Device(d.device),
+        limit_train: LimitTrain = d.limit_train,
+        limit_test: LimitTest = d.limit_test,
+    ) -> dict[str, Any]:
+        return dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, weight_decay=weight_decay,
+                    warmup_epochs=warmup_epochs, augment=augment, autoaugment=autoaugment, cutout=cutout,
+                    val_fraction=val_fraction, amp=amp, seed=seed, device=device.value, limit_train=limit_train,
+                    limit_test=limit_test)
+
+    return options
+
+
+Neuron = Annotated[NeuronSpec, Group(neuron_options)]
+TeacherRecipe = Annotated[dict, Group(recipe_options(TeacherConfig))]
+DistillRecipe = Annotated[dict, Group(recipe_options(DistillConfig))]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# parsing option values
+
+
+def path_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def parse_kv(items: list[str] | None, name: str = "--model-arg") -> dict:
@@ -133,3 +224,8 @@ def parse_int_list(text: str | None, name: str = "--T", lo: int = 1) -> list[int
     if not values or any(v < lo or v > 1024 for v in values):
         raise typer.BadParameter(f"{text!r}: each value must be in {lo}..1024", param_hint=name)
     return values
+
+
+def int_list(values: list[int]) -> str:
+    """A list default shown as the option's text, e.g. ``1,2,4``."""
+    return ",".join(map(str, values))

@@ -7,13 +7,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from enofctl.errors import UsageError
+
 
 class TimmHead(nn.Module):
     """timm's model contract over ``forward_features``: a global average pool, optional dropout and one
     linear classifier ``fc`` of ``num_features`` inputs. Subclasses call ``_init_head`` and define
-    ``forward_features``."""
+    ``forward_features``. The pool is always the average (timm's ``global_pool="avg"``): an average of spike
+    rates is exact after conversion, a max is not."""
 
-    def _init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
+    def _init_head(self, num_features: int, num_classes: int, drop_rate: float, global_pool: str = "avg") -> None:
+        check_global_pool(global_pool)
         self.num_features, self.num_classes, self.drop_rate = num_features, num_classes, drop_rate
         self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.fc = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -22,6 +26,8 @@ class TimmHead(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        if global_pool is not None:
+            check_global_pool(global_pool)
         self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
@@ -33,6 +39,13 @@ class TimmHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def check_global_pool(global_pool: str) -> None:
+    """timm's ``global_pool`` option: only ``"avg"`` is accepted (what the head does), anything else refused."""
+    if global_pool != "avg":
+        raise UsageError(f"global_pool={global_pool!r} is not supported: enofctl's models pool by average only "
+                         "(an average of spike rates is exact after conversion, a max is not)")
 
 
 def entry_kwargs(pretrained: bool, kwargs: dict[str, Any]) -> dict[str, Any]:

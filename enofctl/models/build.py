@@ -10,10 +10,6 @@ import torch.nn as nn
 from enofctl.errors import UsageError
 
 
-def model_names(pattern: str = "*") -> list[str]:
-    return timm.list_models(pattern)
-
-
 def build_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, Any] | None = None,
                 pretrained: bool = False) -> nn.Module:
     """``timm.create_model`` with enofctl's errors. ``kwargs`` are recorded in manifests, so keep them JSON."""

@@ -74,7 +74,7 @@ class EnofResNet(TimmHead):
                 cin = cout
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self._init_head(cin, num_classes, drop_rate)
+        self._init_head(cin, num_classes, drop_rate, global_pool)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -28,7 +28,7 @@ class PlainVGG(TimmHead):
                 cin = cout
             layers.append(nn.AvgPool2d(2))
         self.features = nn.Sequential(*layers)
-        self._init_head(cin, num_classes, drop_rate)
+        self._init_head(cin, num_classes, drop_rate, global_pool)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -20,8 +20,9 @@ from enofctl.stages.evaluate import EvalConfig, EvalResult, evaluate, measure_ar
 from enofctl.stages.teacher import FetchConfig, TeacherConfig, fetch_teacher, teach, train_teacher
 
 __all__ = [
-    "CQConvertConfig", "ConvertConfig", "DistillConfig", "SurrogateConvertConfig", "convert_config", "DistillInputs", "EvalConfig", "EvalResult", "FetchConfig", "FrozenTeacher",
-    "Progress",  # deprecated alias of ProgressEvent (it shadows rich's Progress); the CLI still imports it
-    "ProgressEvent", "StageResult", "TeacherConfig", "TrainConfig", "Trained", "convert", "convert_teacher",
-    "distill", "distill_student", "evaluate", "fetch_teacher", "measure_artifact", "teach", "train_teacher",
+    "CQConvertConfig", "ConvertConfig", "DistillConfig", "DistillInputs", "EvalConfig", "EvalResult", "FetchConfig",
+    "FrozenTeacher", "Progress",  # deprecated alias of ProgressEvent (it shadows rich's Progress)
+    "ProgressEvent", "StageResult", "SurrogateConvertConfig", "TeacherConfig", "TrainConfig", "Trained", "convert",
+    "convert_config", "convert_teacher", "distill", "distill_student", "evaluate", "fetch_teacher",
+    "measure_artifact", "teach", "train_teacher",
 ]
