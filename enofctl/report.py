@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from enofctl import __version__
 from enofctl.errors import UsageError
+from enofctl.io import atomic_write
 from enofctl.plots import artifact_label
 from enofctl.stages.ablate import AblationResult, best_row
 from enofctl.stages.evaluate import REPORT_SCHEMA_VERSION, EvalResult, EvalRun
@@ -112,9 +112,7 @@ def markdown(report: Report, plots: list[str]) -> str:
 
 
 def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data.encode() if isinstance(data, str) else data))
 
 
 def check_report_dir(folder: str | Path) -> Path:

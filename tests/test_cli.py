@@ -61,7 +61,7 @@ def test_manifests_chain_the_stages(pipe: Pipeline) -> None:
     assert (t.kind, t.stage, t.spiking) == ("teacher", "teacher-train", None)
     assert t.model.num_classes == 4 and tuple(t.model.input_size) == (3, 16, 16)
     assert t.model.kwargs["width"] == 0.125
-    assert len(t.history) == 1
+    assert [h["epoch"] for h in t.history] == [0, 1]  # 0: the untrained teacher
 
     assert (s0.kind, s0.stage, s0.spiking.T) == ("student", "convert", 2)
     assert [(p.kind, p.sha256) for p in s0.parents] == [("teacher", t_sha)]
@@ -76,8 +76,12 @@ def test_manifests_chain_the_stages(pipe: Pipeline) -> None:
 
 
 def test_convert_keeps_the_teacher_weights(pipe: Pipeline) -> None:
+    """Calibration (on by default) adds each neuron's thresholds and amplitudes and changes no weight."""
     t, s0 = artifacts.load(pipe.teacher), artifacts.load(pipe.student0)
-    assert set(t.tensors) == set(s0.tensors)
+    added = set(s0.tensors) - set(t.tensors)
+    assert set(t.tensors) <= set(s0.tensors) and added
+    assert {k.rsplit(".", 1)[1] for k in added} == {"v_th", "amp"}
+    assert s0.manifest.spiking.scaling == "channel" and s0.manifest.calibration.layers
     for k, v in t.tensors.items():
         assert torch.equal(v, s0.tensors[k]), k
 
@@ -178,8 +182,8 @@ def test_recipe_options_reach_the_manifest(tmp_path: Path) -> None:
     m = manifest(out)
     assert {k: m.config[k] for k in ("augment", "autoaugment", "cutout", "val_fraction", "amp")} == {
         "augment": False, "autoaugment": True, "cutout": 4, "val_fraction": 0.25, "amp": False}
-    assert m.metrics["best_epoch"] == 1 and m.metrics["best_val_top1"] == m.history[0]["val_top1"]
-    assert {"val_top1", "test_top1"} <= set(m.history[0])
+    assert m.metrics["best_epoch"] == 1 and m.metrics["best_val_top1"] == m.history[1]["val_top1"]
+    assert {"val_top1", "test_top1"} <= set(m.history[0]) & set(m.history[1])
 
 
 def test_limit_test_evaluates_the_first_n_test_samples(pipe: Pipeline, tmp_path: Path) -> None:
@@ -187,7 +191,7 @@ def test_limit_test_evaluates_the_first_n_test_samples(pipe: Pipeline, tmp_path:
     ok("distill", "--teacher", pipe.teacher, "--T", "1", *QUICK, "--limit-test", "7", "--quiet", "--out", out)
     m = manifest(out)
     assert m.config["limit_test"] == 7 and m.metrics["samples"] == 7
-    for acc in (m.history[0]["test_top1"], m.metrics["top1"]):  # per-epoch and final: a count out of 7
+    for acc in (*(h["test_top1"] for h in m.history), m.metrics["top1"]):  # per-epoch and final: out of 7
         assert abs(acc * 7 - round(acc * 7)) < 1e-9
     assert manifest(pipe.student).config["limit_test"] is None and manifest(pipe.student).metrics["samples"] == 256
 
@@ -218,7 +222,9 @@ def test_convert_json_and_odd_file_name(pipe: Pipeline, tmp_path: Path) -> None:
     assert ok("convert", pipe.teacher, "--T", "3", "--out", out) == f"{out}\n"
     assert manifest(out).spiking.T == 3
     data = json.loads(ok("convert", pipe.teacher, "--T", "3", "--out", out, "--json"))
+    cal = data.pop("calibration")
     assert data == {"artifact": str(out), "kind": "student", "T": 3, "method": "surrogate", "repact": True}
+    assert cal["samples"] == 512 and 0 <= cal["agreement_before"] <= 1 and 0 <= cal["agreement_after"] <= 1
 
 
 

@@ -356,7 +356,7 @@ def test_cli_cq_calibration_bad_options(cq_teacher, tmp_path, args: list[str], n
     out = tmp_path / "snn.safetensors"
     assert_one_error_line(*run("convert", t, "--method", "cq", *args, "--out", out), 2, needle)
     assert not out.exists()
-    assert_one_error_line(*run("convert", t, "--calibrate", "1", "--out", out), 2, "--method cq")
+    assert_one_error_line(*run("convert", t, "--norm-percentile", "99", "--out", out), 2, "--method cq")
     assert not out.exists()
 
 

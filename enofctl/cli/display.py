@@ -18,7 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from enofctl.stages.common import Progress as Event
+from enofctl.stages.common import ProgressEvent as Event
 from enofctl.stages.common import ProgressFn
 
 err = Console(stderr=True)
@@ -27,7 +27,7 @@ out = Console(soft_wrap=True, highlight=False)
 
 
 def _fmt(metrics: dict) -> str:
-    keep = {k: v for k, v in metrics.items() if k not in ("epoch", "seconds", "test_top5", "val_top5")}
+    keep = {k: v for k, v in metrics.items() if k not in ("epoch", "seconds", "train_seconds", "test_top5", "val_top5")}
     return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in keep.items())
 
 

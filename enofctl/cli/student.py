@@ -27,11 +27,11 @@ def convert(
                                              "integrate-and-fire conversion of a CQ/QCFS teacher.")] = (
         o.Method(CONVERT.method)),
     weight_bits: Annotated[int | None, typer.Option(min=2, max=32, help="cq: round weights to n-bit fixed "
-                                                    "point.")] = CONVERT.weight_bits,
+                                                    "point.")] = CQ.weight_bits,
     weight_norm: Annotated[bool, typer.Option("--weight-norm/--no-weight-norm", help="cq + --weight-bits: "
-                                              "normalize each layer by its max |w| first.")] = CONVERT.weight_norm,
+                                              "normalize each layer by its max |w| first.")] = CQ.weight_norm,
     spiking_pool: Annotated[bool, typer.Option("--spiking-pool", help="cq: an IF neuron after each average "
-                                               "pool.")] = CONVERT.spiking_pool,
+                                               "pool.")] = CQ.spiking_pool,
     calibrate: Annotated[int | None, typer.Option(min=0, max=100_000, help="Calibrate on N batches of training "
                                                   "images (no labels): surrogate: fit each channel's threshold and "
                                                   "spike amplitude to the teacher (default: "
@@ -43,7 +43,7 @@ def convert(
     norm_percentile: Annotated[float | None, typer.Option(help="cq + --calibrate: thresholds of ReLU "
                                                           "activations = this percentile of the ANN's (e.g. "
                                                           "99.9); lets a ReLU teacher convert. No-op for "
-                                                          "CQ/QCFS/clamp.")] = CONVERT.norm_percentile,
+                                                          "CQ/QCFS/clamp.")] = CQ.norm_percentile,
     batch_size: Annotated[int, typer.Option(min=1, help="Calibration batch size.")] = CONVERT.batch_size,
     seed: Annotated[int, typer.Option(help="Which training images calibrate (seeded shuffle).")] = CONVERT.seed,
     data_dir: Annotated[Path | None, typer.Option(help="Calibration data: where the teacher's dataset's files "

@@ -29,13 +29,13 @@ layer by layer. No labels and no gradient steps are used. The fitted values live
 each neuron (``SpikingSpec.scaling = "channel"``), which `distill`, `eval` and everything that loads the
 student honour; ``ChannelCalibration`` keeps every choice and each layer's error before and after.
 
-Optionally (``bn=True``) the BatchNorm running statistics are first re-estimated under the spiking dynamics
-(what the plain copy lacks most): every BatchNorm in train mode with a cumulative average over the
-calibration batches, no gradient.
+``reestimate_bn`` recomputes BatchNorm statistics under the spiking dynamics instead (the first fix the
+plain copy suggests); benchmarks/calibration.md measures it alone and before the fit, where it does worse.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,7 +47,9 @@ from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence
 
 # Candidate thresholds, as multiples of a channel's high input percentile: from far below (a channel whose
 # activations are mostly small) to above it.
-DEFAULT_GRID = tuple(float(m) for m in torch.logspace(-1.5, 0.25, 24).tolist())
+DEFAULT_GRID = tuple(float(m) for m in torch.logspace(-1.5, 0.25, 12).tolist())
+AGREEMENT_BATCHES = 2  # the record's top-1 agreement with the teacher is measured on the first batches
+FIT_SAMPLES = 1 << 17  # values per channel a fit looks at (the first images' worth; deep layers see all images)
 _NEVER = 1e4  # a threshold this many times a channel's input scale: the channel never fires
 
 
@@ -76,11 +78,10 @@ class ChannelCalibration(BaseModel):
     T: int = Field(description="time steps the student was calibrated at")
     samples: int = Field(description="training images used (no labels)")
     batches: int
-    bn_reestimated: bool
     grid: list[float] = Field(description="candidate thresholds, as multiples of each channel's percentile")
     percentile: float
-    agreement_before: float | None = Field(None, description="fraction of calibration images on which the "
-                                           "student's top-1 equals the teacher's, before calibration")
+    agreement_before: float | None = Field(None, description="fraction of the first two calibration batches on "
+                                           "which the student's top-1 equals the teacher's, before calibration")
     agreement_after: float | None = None
     seconds: float | None = None
     layers: list[CalibratedChannels] = Field(default_factory=list)
@@ -135,15 +136,16 @@ def _time_mean(spk: torch.Tensor, T: int) -> torch.Tensor:
     return spk.unflatten(0, (T, -1)).mean(0)  # [T*B, ...] -> [B, ...]
 
 
-def _percentile(xs: list[torch.Tensor], q: float) -> torch.Tensor:
-    """Per channel, the ``q``-th percentile of the positive values of ``xs`` (a channel with none: 1)."""
+def _percentile(xs: list[torch.Tensor], q: float, cap: int = 1 << 16) -> torch.Tensor:
+    """Per channel, the ``q``-th percentile of the positive values of ``xs`` (at most ``cap`` of them, taken
+    at an even stride; a channel with none: 1)."""
     C = xs[0].shape[1] if xs[0].dim() > 1 else 1
     out = torch.ones(C)
     flat = torch.cat([x.transpose(0, 1).reshape(C, -1) for x in xs], 1).float().cpu()
     for c in range(C):
         pos = flat[c][flat[c] > 0]
-        if pos.numel() > 1 << 20:
-            pos = pos[torch.randperm(pos.numel(), generator=torch.Generator().manual_seed(c))[: 1 << 20]]
+        if pos.numel() > cap:
+            pos = pos[:: pos.numel() // cap]
         if pos.numel():
             out[c] = max(float(torch.quantile(pos, q / 100)), 1e-6)
     return out
@@ -151,6 +153,20 @@ def _percentile(xs: list[torch.Tensor], q: float) -> torch.Tensor:
 
 def _shape(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return buf.view(-1, *([1] * (like.dim() - 2))).to(like.dtype)
+
+
+def _first_images(xs: list[torch.Tensor], targets: list[torch.Tensor], n: int, T: int,
+                  repeat: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The inputs and targets of the first ``n`` images (inputs are [T*B, ...] unless ``repeat``)."""
+    out_x, out_a = [], []
+    for x, a in zip(xs, targets, strict=True):
+        k = min(n, len(a))
+        out_x.append(x[:k] if repeat else x.unflatten(0, (T, -1))[:, :k].flatten(0, 1))
+        out_a.append(a[:k])
+        n -= k
+        if n <= 0:
+            break
+    return out_x, out_a
 
 
 @dataclass
@@ -162,36 +178,51 @@ class _Fit:
     error_after: float
 
 
+def _try(neuron: SpikingNeuron, xs, targets, th: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For thresholds ``th`` [C]: the least-squares amplitude [C] and the squared error left, ``|a|^2 - <a,r>^2 /
+    <r,r>`` without its constant ``|a|^2`` [C]."""
+    spec, T, repeat = neuron.spec, neuron.T, neuron.repeat_input
+    s_ar = torch.zeros_like(th)
+    s_rr = torch.zeros_like(th)
+    for x, a in zip(xs, targets, strict=True):
+        r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=_shape(th, x)), T)
+        s_ar += _channel_sum(a * r)
+        s_rr += _channel_sum(r * r)
+    amp = torch.where(s_rr > 0, s_ar / s_rr.clamp(min=1e-12), torch.zeros_like(s_rr)).clamp(min=0)
+    return amp, -amp * s_ar
+
+
 @torch.no_grad()
 def _fit_layer(neuron: SpikingNeuron, xs: list[torch.Tensor], targets: list[torch.Tensor],
-               grid: Sequence[float], percentile: float) -> _Fit:
+               grid: Sequence[float], percentile: float, refine: int = 3) -> _Fit:
     """Per-channel threshold and amplitude for ``neuron`` from its inputs ``xs`` and the teacher's activations
-    ``targets``, with the relative error before (the spec's threshold, amplitude 1) and after."""
-    spec, T, repeat = neuron.spec, neuron.T, neuron.repeat_input
+    ``targets``, with the relative error before (the spec's threshold, amplitude 1) and after. The grid's
+    best multiple is refined per channel with ``2 * refine`` points between its neighbours. At most
+    ``FIT_SAMPLES`` values per channel are used (the first images)."""
+    xs, targets = _first_images(xs, targets, _images_needed(targets), neuron.T, neuron.repeat_input)
     base = _percentile(xs, percentile).to(xs[0].device)  # [C]
-    C = base.numel()
     s_aa = sum(_channel_sum(a * a) for a in targets)
-    best_err = torch.full((C,), float("inf"), device=base.device)
-    best_th, best_amp = base.clone(), torch.zeros(C, device=base.device)
-    for m in grid:
-        th = base * m
-        s_ar = torch.zeros(C, device=base.device)
-        s_rr = torch.zeros(C, device=base.device)
-        for x, a in zip(xs, targets, strict=True):
-            r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=_shape(th, x)), T)
-            s_ar += _channel_sum(a * r)
-            s_rr += _channel_sum(r * r)
-        amp = torch.where(s_rr > 0, s_ar / s_rr.clamp(min=1e-12), torch.zeros_like(s_rr)).clamp(min=0)
-        err = s_aa - amp * s_ar  # = |a|^2 - <a,r>^2 / <r,r> at the least-squares amplitude
+    best_err = torch.full_like(base, float("inf"))
+    best_m, best_amp = torch.ones_like(base), torch.zeros_like(base)
+
+    def consider(m: torch.Tensor) -> None:
+        nonlocal best_err, best_m, best_amp
+        amp, err = _try(neuron, xs, targets, base * m)
         better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_th = torch.where(better, th, best_th)
-        best_amp = torch.where(better, amp, best_amp)
+        best_err, best_m, best_amp = (torch.where(better, new, old) for new, old in
+                                      ((err, best_err), (m, best_m), (amp, best_amp)))
+
+    for m in grid:
+        consider(torch.full_like(base, m))
+    step = (max(grid) / min(grid)) ** (1 / max(1, len(grid) - 1))  # the grid's ratio between neighbours
+    coarse = best_m.clone()
+    for j in [j for j in range(-refine, refine + 1) if j]:
+        consider(coarse * step ** (j / (refine + 1)))
     silent = best_amp <= 0
-    best_th = torch.where(silent, base * _NEVER, best_th)
+    best_th = torch.where(silent, base * _NEVER, base * best_m)
     best_amp = torch.where(silent, torch.ones_like(best_amp), best_amp)
-    before = _relative_error(neuron, xs, targets, torch.full_like(base, spec.v_th), torch.ones_like(base))
-    after = float(best_err.clamp(min=0).sum() / s_aa.sum().clamp(min=1e-12))
+    before = _relative_error(neuron, xs, targets, torch.full_like(base, neuron.spec.v_th), torch.ones_like(base))
+    after = float((s_aa + best_err).clamp(min=0).sum() / s_aa.sum().clamp(min=1e-12))
     return _Fit(best_th, best_amp, silent, before, after)
 
 
@@ -234,15 +265,20 @@ def agreement(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor]) -
     return same / max(n, 1)
 
 
+def _images_needed(targets: list[torch.Tensor]) -> int:
+    """How many images give a channel ``FIT_SAMPLES`` values (all of them for small feature maps)."""
+    a = targets[0]
+    per_image = a[0].numel() // (a.shape[1] if a.dim() > 1 else 1)
+    return min(sum(len(t) for t in targets), -(-FIT_SAMPLES // per_image))
+
+
 @torch.no_grad()
 def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], *,
-                      bn: bool = False, grid: Sequence[float] = DEFAULT_GRID, percentile: float = 99.0,
+                      grid: Sequence[float] = DEFAULT_GRID, percentile: float = 99.0,
                       progress: Callable[[int, int], None] | None = None) -> ChannelCalibration:
     """Fit every spiking neuron of ``snn`` (a SpikingNet of ``ann`` with ``scaling="channel"``) to the
     teacher's activations, in place (see the module's docstring). ``batches``: normalized training images
     on the student's device. Returns the record for the manifest."""
-    import time
-
     t0 = time.perf_counter()
     snn.eval()
     ann.eval()
@@ -250,29 +286,37 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
     if any(m.scaling != "channel" for m in neurons.values()):
         raise ValueError("calibrate_student needs a student built with scaling='channel'")
     ann_mods = dict(ann.named_modules())
-    before = agreement(snn, ann, batches)
-    if bn:
-        reestimate_bn(snn, batches)
+    probe = batches[:AGREEMENT_BATCHES]
+    before = agreement(snn, ann, probe)
     layers = []
     for i, (name, neuron) in enumerate(neurons.items()):
         if progress:
             progress(i, len(neurons))
-        xs = [_input_of(snn, neuron, x) for x in batches]
         targets = [_output_of(ann, ann_mods[name], x) for x in batches]
-        fit = _fit_layer(neuron, xs, targets, grid, percentile)
+        n, used = _images_needed(targets), []
+        for x in batches:  # only the batches the fit looks at
+            used.append(x)
+            if sum(len(u) for u in used) >= n:
+                break
+        xs = [_input_of(snn, neuron, x) for x in used]
+        fit = _fit_layer(neuron, xs, targets[: len(used)], grid, percentile)
         neuron.v_th.copy_(fit.v_th)
         neuron.amp.copy_(fit.amp)
-        live = ~fit.silent
-        layers.append(CalibratedChannels(
-            name=name, channels=int(live.numel()), silent_channels=int(fit.silent.sum()),
-            v_th_mean=float(fit.v_th[live].mean()) if live.any() else 0.0,
-            amp_mean=float(fit.amp[live].mean()) if live.any() else 0.0,
-            error_before=fit.error_before, error_after=fit.error_after,
-        ))
+        layers.append(_layer_record(name, fit))
     if progress:
         progress(len(neurons), len(neurons))
     return ChannelCalibration(
-        T=snn.T, samples=sum(len(x) for x in batches), batches=len(batches), bn_reestimated=bn,
-        grid=list(grid), percentile=percentile, agreement_before=before, agreement_after=agreement(snn, ann, batches),
+        T=snn.T, samples=sum(len(x) for x in batches), batches=len(batches), grid=list(grid),
+        percentile=percentile, agreement_before=before, agreement_after=agreement(snn, ann, probe),
         seconds=time.perf_counter() - t0, layers=layers,
+    )
+
+
+def _layer_record(name: str, fit: _Fit) -> CalibratedChannels:
+    live = ~fit.silent
+    return CalibratedChannels(
+        name=name, channels=int(live.numel()), silent_channels=int(fit.silent.sum()),
+        v_th_mean=float(fit.v_th[live].mean()) if live.any() else 0.0,
+        amp_mean=float(fit.amp[live].mean()) if live.any() else 0.0,
+        error_before=fit.error_before, error_after=fit.error_after,
     )

@@ -69,7 +69,6 @@ class ProgressEvent:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-Progress = ProgressEvent  # the old name, which shadows rich's Progress; kept while the CLI still imports it
 ProgressFn = Callable[[ProgressEvent], None]
 
 

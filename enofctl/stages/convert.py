@@ -21,7 +21,7 @@ from enofctl.artifacts import Artifact, Manifest
 from enofctl.errors import CalibrationError, UsageError
 from enofctl.spiking import NeuronSpec, SpikingNet, SpikingSpec, make_spiking
 from enofctl.spiking.neuron import SurrogateName
-from enofctl.stages.common import Progress, ProgressFn
+from enofctl.stages.common import ProgressEvent, ProgressFn
 from enofctl.stages.teacher import StageResult
 
 # CQ conversion's neuron: integrate-and-fire, reset by subtraction, membrane starting at half the threshold
@@ -116,7 +116,7 @@ def _calibration_batches(teacher: Artifact, cfg: _CalibrationData, n: int,
 def _on_step(progress: ProgressFn | None):
     def on_step(done: int, total: int) -> None:
         if progress:
-            progress(Progress("calibrate", 1, 1, done, total))
+            progress(ProgressEvent("calibrate", 1, 1, done, total))
 
     return on_step
 
