@@ -15,7 +15,14 @@ from enofctl import artifacts
 from enofctl.cli import options as o
 from enofctl.models.acts import ActSpec
 from enofctl.spiking import SURROGATES, NeuronSpec
-from enofctl.stages import CQConvertConfig, DistillConfig, EvalConfig, FetchConfig, SurrogateConvertConfig, TeacherConfig
+from enofctl.stages import (
+    CQConvertConfig,
+    DistillConfig,
+    EvalConfig,
+    FetchConfig,
+    SurrogateConvertConfig,
+    TeacherConfig,
+)
 from enofctl.stages.ablate import AblateConfig
 
 NEURON_OPTIONS = ["decay", "v_th", "reset", "surrogate", "surrogate_alpha", "v_init"]
