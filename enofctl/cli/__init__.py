@@ -58,7 +58,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 # pydantic fields whose option is not simply --field-name; nested configs whose fields are options themselves
 _OPTION_OF_FIELD = {"alpha": "--surrogate-alpha", "act_reg_weights": "--act-reg-weight", "model_kwargs": "--model-arg"}
-_NESTED = {"neuron", "train"}
+_NESTED = {"neuron", "train", "surrogate", "cq"}  # nested configs, and the tags of a union (convert's --method)
 
 
 def _option(loc: tuple) -> str:

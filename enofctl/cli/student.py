@@ -40,6 +40,10 @@ def convert(
     percentile: Annotated[float, typer.Option(min=0.0, max=100.0, help="surrogate + --calibrate: thresholds are "
                                               "searched as multiples of this percentile of each channel's input "
                                               "(unconfirmed default).")] = CONVERT.percentile,
+    readout_ridge: Annotated[float, typer.Option(min=0.0, help="surrogate + --calibrate: refit the student's "
+                                                 "classifier to the teacher's logits, ridge regression towards "
+                                                 "the teacher's weights with this strength.")] = (
+        CONVERT.readout_ridge),
     norm_percentile: Annotated[float | None, typer.Option(help="cq + --calibrate: thresholds of ReLU "
                                                           "activations = this percentile of the ANN's (e.g. "
                                                           "99.9); lets a ReLU teacher convert. No-op for "
@@ -61,7 +65,7 @@ def convert(
     common = {"T": T, "batch_size": batch_size, "seed": seed, "data_dir": o.path_str(data_dir),
               "device": device.value, **({"calibrate": calibrate} if calibrate is not None else {})}
     if method.value == "cq":
-        _refuse_moved_neuron(neuron, repact, percentile)
+        _refuse_moved_neuron(neuron, repact, percentile, readout_ridge)
         cfg = convert_config(method="cq", surrogate=neuron.surrogate, alpha=neuron.alpha, weight_bits=weight_bits,
                              weight_norm=weight_norm, spiking_pool=spiking_pool, norm_percentile=norm_percentile,
                              **common)
@@ -70,7 +74,8 @@ def convert(
                             ("--spiking-pool", spiking_pool or None)):
             if value is not None:
                 raise typer.BadParameter("applies to --method cq only", param_hint=flag)
-        cfg = convert_config(method="surrogate", neuron=neuron, repact=repact, percentile=percentile, **common)
+        cfg = convert_config(method="surrogate", neuron=neuron, repact=repact, percentile=percentile,
+                             readout_ridge=readout_ridge, **common)
     with progress(quiet or json_, "calibrate") as cb:
         res = run_convert(teacher, cfg, out, progress=cb)
     result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
@@ -82,12 +87,13 @@ def convert(
     emit(result, json_, str(res.path))
 
 
-def _refuse_moved_neuron(neuron: NeuronSpec, repact: bool, percentile: float) -> None:
+def _refuse_moved_neuron(neuron: NeuronSpec, repact: bool, percentile: float, readout_ridge: float) -> None:
     """--method cq fixes its neuron (IF, soft reset, v_init 0.5) and readout: refuse the options it ignores."""
     moved = [f"--{k.replace('_', '-')}" for k, v in neuron.model_dump(exclude={"surrogate", "alpha"}).items()
              if v != NeuronSpec.model_fields[k].default]
     moved += ["--no-repact"] if not repact else []
     moved += ["--percentile"] if percentile != CONVERT.percentile else []
+    moved += ["--readout-ridge"] if readout_ridge != CONVERT.readout_ridge else []
     if moved:
         raise typer.BadParameter(f"{', '.join(moved)}: not with --method cq (its integrate-and-fire neuron and "
                                  "readout are fixed)", param_hint="--method")

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
+from enofctl.errors import CalibrationError
 from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence
 
 # Candidate thresholds, as multiples of a channel's high input percentile: from far below (a channel whose
@@ -83,6 +84,9 @@ class ChannelCalibration(BaseModel):
     agreement_before: float | None = Field(None, description="fraction of the first two calibration batches on "
                                            "which the student's top-1 equals the teacher's, before calibration")
     agreement_after: float | None = None
+    readout_ridge: float | None = Field(None, description="the student's classifier refitted to the teacher's "
+                                        "logits by ridge regression with this strength (None: not refitted)")
+    readout_shift: float | None = Field(None, description="mean |change| of the classifier's weights and bias")
     seconds: float | None = None
     layers: list[CalibratedChannels] = Field(default_factory=list)
 
@@ -258,11 +262,25 @@ def reestimate_bn(net: nn.Module, batches: Sequence[torch.Tensor]) -> None:
 
 @torch.no_grad()
 def agreement(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor]) -> float:
+    """The fraction of images on which the student's top-1 is the teacher's. Non-finite student logits raise
+    CalibrationError (a calibrated student must compute)."""
     same = n = 0
     for x in batches:
-        same += int((snn(x).argmax(1) == ann(x).argmax(1)).sum())
+        logits = snn(x)
+        if not torch.isfinite(logits).all():
+            raise CalibrationError("the calibrated student's outputs are not finite on the calibration images "
+                                   "(is a teacher weight non-finite?); nothing was written")
+        same += int((logits.argmax(1) == ann(x).argmax(1)).sum())
         n += len(x)
     return same / max(n, 1)
+
+
+def _agreement_or_none(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor]) -> float | None:
+    """``agreement`` before calibration, where the plain copy's outputs may well be non-finite: then None."""
+    try:
+        return agreement(snn, ann, batches)
+    except CalibrationError:
+        return None
 
 
 def _images_needed(targets: list[torch.Tensor]) -> int:
@@ -275,6 +293,7 @@ def _images_needed(targets: list[torch.Tensor]) -> int:
 @torch.no_grad()
 def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], *,
                       grid: Sequence[float] = DEFAULT_GRID, percentile: float = 99.0,
+                      readout_ridge: float | None = 0.1,
                       progress: Callable[[int, int], None] | None = None) -> ChannelCalibration:
     """Fit every spiking neuron of ``snn`` (a SpikingNet of ``ann`` with ``scaling="channel"``) to the
     teacher's activations, in place (see the module's docstring). ``batches``: normalized training images
@@ -287,7 +306,7 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
         raise ValueError("calibrate_student needs a student built with scaling='channel'")
     ann_mods = dict(ann.named_modules())
     probe = batches[:AGREEMENT_BATCHES]
-    before = agreement(snn, ann, probe)
+    before = _agreement_or_none(snn, ann, probe)
     layers = []
     for i, (name, neuron) in enumerate(neurons.items()):
         if progress:
@@ -303,13 +322,37 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
         neuron.v_th.copy_(fit.v_th)
         neuron.amp.copy_(fit.amp)
         layers.append(_layer_record(name, fit))
+    readout = fit_readout(snn, ann, batches, readout_ridge) if readout_ridge is not None else None
     if progress:
         progress(len(neurons), len(neurons))
     return ChannelCalibration(
         T=snn.T, samples=sum(len(x) for x in batches), batches=len(batches), grid=list(grid),
         percentile=percentile, agreement_before=before, agreement_after=agreement(snn, ann, probe),
+        readout_ridge=readout_ridge if readout is not None else None, readout_shift=readout,
         seconds=time.perf_counter() - t0, layers=layers,
     )
+
+
+@torch.no_grad()
+def fit_readout(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], ridge: float) -> float | None:
+    """The student's linear classifier refitted, in closed form, to map its own output features to the
+    teacher's logits on ``batches``: ``argmin |[f_s, 1] W - z_t|^2 + ridge * n * |W - W_now|^2`` (ridge
+    regression towards the current weights, the teacher's). Returns the mean |change| of the weights, or None
+    when the classifier is not a linear layer with a bias."""
+    fc = snn.get_classifier()
+    if not isinstance(fc, nn.Linear) or fc.bias is None:
+        return None
+    feats = torch.cat([snn.forward_feature(x) for x in batches]).double()  # [N, F]
+    z_t = torch.cat([ann(x) for x in batches]).double()  # [N, K]
+    x = torch.cat([feats, feats.new_ones(len(feats), 1)], 1)  # [N, F + 1]
+    w_now = torch.cat([fc.weight, fc.bias[:, None]], 1).double()  # [K, F + 1]
+    reg = ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    w = torch.linalg.solve(x.T @ x + reg, x.T @ z_t + reg @ w_now.T).T  # [K, F + 1]
+    if not torch.isfinite(w).all():
+        raise CalibrationError("the readout fit produced non-finite weights; nothing was written")
+    fc.weight.copy_(w[:, :-1].to(fc.weight.dtype))
+    fc.bias.copy_(w[:, -1].to(fc.bias.dtype))
+    return float((w - w_now).abs().mean())
 
 
 def _layer_record(name: str, fit: _Fit) -> CalibratedChannels:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact, Manifest
-from enofctl.errors import CalibrationError, UsageError
+from enofctl.errors import ArtifactError, CalibrationError, UsageError
 from enofctl.spiking import NeuronSpec, SpikingNet, SpikingSpec, make_spiking
 from enofctl.spiking.neuron import SurrogateName
 from enofctl.stages.common import ProgressEvent, ProgressFn
@@ -52,6 +52,9 @@ class SurrogateConvertConfig(_CalibrationData):
     percentile: float = Field(99.0, gt=0, le=100, description="calibration: thresholds are searched as "
                               "multiples of this percentile of each channel's input (unconfirmed; 99 measured best "
                               "of 99 / 99.9 on digits)")
+    readout_ridge: float | None = Field(0.1, ge=0, description="calibration: refit the student's classifier to "
+                                        "the teacher's logits by ridge regression towards its weights, with this "
+                                        "strength (None: keep the teacher's classifier)")
 
     def spiking_spec(self) -> SpikingSpec:
         return SpikingSpec(T=self.T, neuron=self.neuron, repact=self.repact,
@@ -151,7 +154,8 @@ def _calibrate(student: SpikingNet, ann: nn.Module, teacher: Artifact,
     try:
         if cfg.method == "cq":
             return _calibrate_cq(student, ann, batches, teacher, cfg, progress)
-        record = calibrate_student(student, ann, batches, percentile=cfg.percentile, progress=_on_step(progress))
+        record = calibrate_student(student, ann, batches, percentile=cfg.percentile, readout_ridge=cfg.readout_ridge,
+                                   progress=_on_step(progress))
     finally:
         student.to("cpu")
         ann.to("cpu")
@@ -166,6 +170,9 @@ def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertCo
     """The spiking student of a loaded teacher and its manifest (not yet written)."""
     _check(teacher, cfg)
     spec = cfg.spiking_spec()
+    bad = next((k for k, v in teacher.tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise ArtifactError(f"{teacher.path}: tensor {bad!r} holds non-finite values; a student of it cannot compute")
     ann = teacher.build_ann()
     student = make_spiking(ann, spec, teacher.manifest.model.input_size)
     if cfg.method == "cq" and cfg.weight_bits is not None:
