@@ -304,6 +304,49 @@ def _classifier(net: nn.Module, root: nn.Module) -> str | None:
     return next((n for n, m in root.named_modules() if m is head), None)
 
 
+class _Gaps:
+    """Sums over the calibration batches of the gaps between the ANN's (clamped) activations and the SNN's
+    time-averaged outputs, per IF neuron (and the logits): what ``calibrate_bias`` corrects and records."""
+
+    def __init__(self, snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], paired: list[str],
+                 srcs: dict[str, str | None], progress: Callable[[int, int], None] | None, total: int):
+        self.snn, self.ann, self.batches, self.paired, self.srcs = snn, ann, batches, paired, srcs
+        self.progress, self.total, self.done = progress, total, 0
+
+    def measure(self, upto: str | None) -> dict:
+        """For the neurons up to ``upto`` (all of them and the logits if None): per-channel sums of
+        (target - snn), mean |target - snn|, element counts, mean per-channel offsets, top-1 agreement."""
+        body, T = self.snn.body, self.snn.T
+        keep = self.paired if upto is None else self.paired[: self.paired.index(upto) + 1]
+        diff: dict[str, torch.Tensor] = {}
+        absd: dict[str, float] = {n: 0.0 for n in keep + ["logits"]}
+        count: dict[str, int] = {n: 0 for n in keep + ["logits"]}
+        agree = 0
+        for x in self.batches:
+            a_acts, a_out = _capture(self.ann, self.ann, x, keep, stop_after=upto)
+            s_acts, s_out = _capture(self.snn, body, x, keep, stop_after=upto)
+            pairs = [(n, a_acts[n].clamp(0, float(body.get_submodule(n).v_th)), _time_mean(s_acts[n], T))
+                     for n in keep]
+            if upto is None:
+                pairs.append(("logits", a_out, s_out))
+                agree += int((a_out.argmax(1) == s_out.argmax(1)).sum())
+            for n, a, s_ in pairs:
+                d = a - s_
+                absd[n] += float(d.abs().sum())
+                count[n] += d.numel()
+                src = self.srcs.get(n)
+                if src is not None:
+                    part = d.sum(dim=_channel_dims(body.get_submodule(src), d))
+                    diff[n] = diff[n] + part if n in diff else part
+            self.done += 1
+            if self.progress:
+                self.progress(self.done, self.total)
+        n_img = sum(len(x) for x in self.batches)
+        offset = {n: float((d / (count[n] // d.numel())).abs().mean()) for n, d in diff.items()}
+        return {"diff": diff, "gap": {n: absd[n] / max(count[n], 1) for n in absd}, "count": count,
+                "offset": offset, "agree": agree / n_img if upto is None else None}
+
+
 @torch.no_grad()
 def calibrate_bias(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], iterations: int = 1,
                    readout: bool = False, input_size: tuple[int, ...] | None = None,
@@ -320,65 +363,36 @@ def calibrate_bias(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tenso
     tuned to that T. Returns a record with each layer's gap before and after.
     ``snn`` is a SpikingNet of ``ann`` (same module names); ``batches`` are normalized inputs on its device.
     """
-    body, T = snn.body, snn.T
-    if input_size is None:
-        input_size = tuple(batches[0].shape[1:])
+    body = snn.body
     ann.eval()
     snn.eval()
     ann_mods = dict(ann.named_modules())
-    order = if_neurons(body, input_size)
-    srcs = dict(order)
+    order = if_neurons(body, input_size or tuple(batches[0].shape[1:]))
     paired = [n for n, _ in order if n in ann_mods]  # spiking-pool neurons have no ANN counterpart
     todo = [(n, src) for n, src in order if src is not None and n in ann_mods]
     head = _classifier(snn, body) if readout and _classifier(ann, ann) is not None else None
-    steps = iterations * (len(todo) + (head is not None))
-    done, total = 0, (1 + steps) * len(batches)  # before (it also serves the first step), the steps, after
-
-    def measure(upto: str | None) -> dict:
-        """Sums over ``batches`` for the neurons up to ``upto`` (all of them and the logits if None):
-        per-channel (target - snn), |target - snn|, element counts, top-1 agreement."""
-        nonlocal done
-        keep = paired if upto is None else paired[: paired.index(upto) + 1]
-        diff: dict[str, torch.Tensor] = {}
-        absd: dict[str, float] = {n: 0.0 for n in keep + ["logits"]}
-        count: dict[str, int] = {n: 0 for n in keep + ["logits"]}
-        agree = 0
-        for x in batches:
-            a_acts, a_out = _capture(ann, ann, x, keep, stop_after=upto)
-            s_acts, s_out = _capture(snn, body, x, keep, stop_after=upto)
-            pairs = [(n, a_acts[n].clamp(0, float(body.get_submodule(n).v_th)), _time_mean(s_acts[n], T))
-                     for n in keep]
-            if upto is None:
-                pairs.append(("logits", a_out, s_out))
-                agree += int((a_out.argmax(1) == s_out.argmax(1)).sum())
-            for n, a, s_ in pairs:
-                d = a - s_
-                absd[n] += float(d.abs().sum())
-                count[n] += d.numel()
-                src = head if n == "logits" else srcs[n]
-                if src is not None:
-                    part = d.sum(dim=_channel_dims(body.get_submodule(src), d))
-                    diff[n] = diff[n] + part if n in diff else part
-            done += 1
-            if progress:
-                progress(done, total)
-        n_img = sum(len(x) for x in batches)
-        offset = {n: float((d / (count[n] // d.numel())).abs().mean()) for n, d in diff.items()}
-        return {"diff": diff, "gap": {n: absd[n] / max(count[n], 1) for n in absd}, "count": count,
-                "offset": offset, "agree": agree / n_img if upto is None else None}
-
-    before = stats = measure(None)
+    todo += [("logits", head)] if head is not None else []
+    total = (1 + iterations * len(todo)) * len(batches)  # before (it also serves the first step), steps, after
+    gaps = _Gaps(snn, ann, batches, paired, {**dict(order), "logits": head}, progress, total)
+    before = stats = gaps.measure(None)
     shifts: dict[str, torch.Tensor] = {}
     for _ in range(iterations):
-        for n, src in todo + ([("logits", head)] if head is not None else []):
+        for n, src in todo:
             if stats is None:
-                stats = measure(None if n == "logits" else n)
+                stats = gaps.measure(None if n == "logits" else n)
             bias = body.get_submodule(src).bias
             shift = stats["diff"][n] / (stats["count"][n] // bias.numel())  # the mean over each channel
             bias.add_(shift.to(bias.dtype))
             shifts[n] = shifts[n] + shift if n in shifts else shift
             stats = None
-    after = measure(None) if shifts else before
+    after = gaps.measure(None) if shifts else before
+    samples = sum(len(x) for x in batches)
+    return _bias_record(snn, order, ann_mods, shifts, before, after, iterations, head, samples)
+
+
+def _bias_record(snn: nn.Module, order, ann_mods, shifts, before: dict, after: dict, iterations: int,
+                 head: str | None, samples: int) -> Calibration:
+    body = snn.body
     layers = []
     for n, src in order:
         corrected = n in shifts
@@ -389,7 +403,7 @@ def calibrate_bias(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tenso
             offset_before=before["offset"].get(n), offset_after=after["offset"].get(n),
         ))
     return Calibration(
-        T=T, samples=sum(len(x) for x in batches), bias_iterations=iterations,
+        T=snn.T, samples=samples, bias_iterations=iterations,
         agreement_before=before["agree"], agreement_after=after["agree"],
         logit_gap_before=before["gap"]["logits"], logit_gap_after=after["gap"]["logits"],
         classifier=head if "logits" in shifts else None,
