@@ -44,7 +44,8 @@ def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
 
     def on_event(ev: Event) -> None:
         nonlocal task
-        desc = f"{what} epoch {ev.epoch}/{ev.epochs}" if ev.epochs > 1 else what
+        name = "calibrate" if ev.stage == "calibrate" else what  # distill calibrates its converted student first
+        desc = f"{name} epoch {ev.epoch}/{ev.epochs}" if ev.epochs > 1 else name
         if task is None:
             task = bar.add_task(desc, total=ev.steps)
         bar.update(task, completed=ev.step, total=ev.steps, description=desc)

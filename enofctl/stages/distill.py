@@ -125,13 +125,14 @@ class DistillStep:
         return loss, {k: v.item() for k, v in terms.items()}
 
 
-def _start(cfg: DistillConfig, src: DistillInputs) -> tuple[SpikingNet, Manifest, list[ParentRef]]:
+def _start(cfg: DistillConfig, src: DistillInputs,
+           progress: ProgressFn | None = None) -> tuple[SpikingNet, Manifest, list[ParentRef]]:
     """The student to train, its manifest so far and the parents of the result."""
     t_art = src.teacher.artifact
     if src.student is None:
         conv = SurrogateConvertConfig(T=cfg.T or 4, neuron=cfg.neuron, repact=cfg.repact, calibrate=cfg.calibrate,
                                       seed=cfg.seed, data_dir=cfg.data_dir, device=cfg.device)
-        s_model, s_manifest = convert_teacher(t_art, conv)
+        s_model, s_manifest = convert_teacher(t_art, conv, progress)
         return s_model, s_manifest, [t_art.parent_ref()]
     s_model = src.student.build()
     if cfg.T:
@@ -154,8 +155,8 @@ def _rate_hooks(student: SpikingNet, cfg: DistillConfig) -> tuple[dict[str, torc
 def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = None) -> Trained:
     """The core of `distill`: the student trained against the frozen teacher, with its manifest; nothing is
     read or written here but the checkpoint ``io`` names."""
-    s_model, s_manifest, parents = _start(cfg, src)
     device = resolve_device(cfg.device)
+    s_model, s_manifest, parents = _start(cfg, src, Ranks.here(device).main_only(io.progress if io else None))
     check_recipe(cfg, device, src.data.info)
     t_model = src.teacher.model.to(device)
     check_pair(src.teacher.artifact, s_manifest, s_model, t_model)
