@@ -22,7 +22,8 @@ import torch
 
 from enofctl import artifacts
 from enofctl.data import load_dataset, normalize
-from enofctl.spiking import NeuronSpec, SpikingSpec, make_spiking
+from enofctl.schema import NeuronSpec, SpikingSpec
+from enofctl.spiking import make_spiking
 from enofctl.spiking.calibrate import calibrate_student, reestimate_bn
 
 

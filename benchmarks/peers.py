@@ -164,7 +164,8 @@ def make_peer(snn: nn.Module, peer: str, copy_body: bool = True) -> PeerNet:
 def build(name: str, width: float, T: int) -> nn.Module:
     """``ann``, ``enofctl`` or a peer: seeded, so every process builds the same weights."""
     from enofctl.models import build_model
-    from enofctl.spiking import SpikingSpec, make_spiking
+    from enofctl.schema import SpikingSpec
+    from enofctl.spiking import make_spiking
 
     torch.manual_seed(0)
     ann = build_model("resnet20", 10, 3, {"width": width})

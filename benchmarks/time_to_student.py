@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--teacher", required=True)
     p.add_argument("--out", required=True, help="PNG to write")
     a = p.parse_args()
-    teacher = 100 * artifacts.load(a.teacher, expect="teacher").manifest.metrics["top1"]
+    teacher = 100 * artifacts.load(a.teacher, expect="teacher").manifest.metrics.top1
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     ax.axhline(teacher, color="black", linestyle="--", linewidth=1, label=f"teacher ({teacher:.2f} %)")
     ax.axhspan(teacher - 1, teacher, color="grey", alpha=0.15, label="within 1 point of the teacher")

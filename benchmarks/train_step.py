@@ -42,7 +42,8 @@ def measure(what: str, width: float, B: int, T: int, steps: int, threads: int, v
 
     from enofctl.losses import laf_loss
     from enofctl.models import build_model
-    from enofctl.spiking import SpikingSpec, ann_forward_with_feature, make_spiking
+    from enofctl.schema import SpikingSpec
+    from enofctl.spiking import ann_forward_with_feature, make_spiking
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -9,114 +9,44 @@ temporary file beside the target and renames it, so a reader never sees a half-w
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import struct
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from enofctl import __version__
 from enofctl.errors import ArtifactError, UsageError
 from enofctl.io import atomic_write
 from enofctl.models import build_model
-from enofctl.models.acts import ActSpec, apply_act
-from enofctl.spiking import SpikingSpec, make_spiking
-from enofctl.spiking.calibrate import ChannelCalibration
-from enofctl.spiking.cq import Calibration
+from enofctl.models.acts import apply_act
+from enofctl.schema import (
+    SCHEMA_VERSION,
+    DataRef,
+    Manifest,
+    ModelSpec,
+    ParentRef,
+    StudentMetrics,
+    TeacherMetrics,
+    Versions,
+    current_versions,
+    upgrade,
+)
+from enofctl.spiking import make_spiking
 
-SCHEMA_VERSION = 1
+# the manifest's models are defined in enofctl.schema; these names stay importable from here
+__all__ = [
+    "SCHEMA_VERSION", "Artifact", "DataRef", "Manifest", "ModelSpec", "ParentRef", "Saved", "StudentMetrics",
+    "TeacherMetrics", "Versions", "check_output_path", "current_versions", "file_sha256", "load",
+    "manifest_metadata", "read_header", "save", "seal", "tensors_digest",
+]
+
 METADATA_KEY = "enofctl"
 DIGEST_KEY = "enofctl.manifest_sha256"  # sha256 of the manifest JSON, which holds the tensors' sha256
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # a manifest plus a few thousand tensor entries fit easily
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class ModelSpec(_Strict):
-    """Everything needed to rebuild the network with ``timm.create_model``."""
-
-    name: str
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    num_classes: int = Field(ge=1)
-    in_chans: int = Field(ge=1)
-    input_size: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    act: ActSpec = Field(default_factory=ActSpec, description="activation the ANN uses (relu, clamp, cq, qcfs)")
-
-
-class DataRef(_Strict):
-    dataset: str
-    data_dir: str | None = None
-    classes: list[str]
-
-
-class ParentRef(_Strict):
-    kind: Literal["teacher", "student"]
-    sha256: str = Field(pattern="^[0-9a-f]{64}$")
-    path: str
-
-
-class Versions(_Strict):
-    enofctl: str
-    torch: str
-    timm: str
-
-
-def current_versions() -> Versions:
-    import timm
-
-    return Versions(enofctl=__version__, torch=torch.__version__, timm=timm.__version__)
-
-
-class Manifest(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
-    kind: Literal["teacher", "student"]
-    stage: str = Field(description="what produced it: teacher-train, teacher-fetch, convert, distill")
-    created: str = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    model: ModelSpec
-    data: DataRef
-    spiking: SpikingSpec | None = None
-    config: dict[str, Any] = Field(default_factory=dict, description="the stage's config")
-    metrics: dict[str, float | int | None] = Field(default_factory=dict)
-    history: list[dict[str, float | int | None]] = Field(default_factory=list, description="per-epoch log")
-    parents: list[ParentRef] = Field(default_factory=list)
-    calibration: ChannelCalibration | Calibration | None = Field(None, description="convert --calibrate: what "
-                                            "the channel fit (surrogate students) or the data-driven steps "
-                                            "(bias calibration, data-based thresholds) did; None: none ran")
-    versions: Versions = Field(default_factory=current_versions)
-    tensors_sha256: str = Field("", pattern="^([0-9a-f]{64})?$")
-
-    @model_validator(mode="after")
-    def _spiking_iff_student(self) -> Manifest:
-        if (self.kind == "student") != (self.spiking is not None):
-            raise ValueError("a student manifest needs a `spiking` section and a teacher manifest must not have one")
-        return self
-
-
-# Upgrades from older schema versions: {old_version: fn(dict) -> dict of old_version + 1}. None yet.
-_MIGRATIONS: dict[int, Any] = {}
-
-
-def _upgrade(raw: dict[str, Any]) -> dict[str, Any]:
-    v = raw.get("schema_version")
-    if not isinstance(v, int):
-        raise ArtifactError("invalid manifest: no integer schema_version")
-    if v > SCHEMA_VERSION:
-        raise ArtifactError(f"manifest schema {v} is newer than this enofctl understands ({SCHEMA_VERSION}); "
-                            "upgrade enofctl")
-    while v < SCHEMA_VERSION:
-        if v not in _MIGRATIONS:
-            raise ArtifactError(f"manifest schema {v} is too old to read (no upgrade path)")
-        raw, v = _MIGRATIONS[v](raw), v + 1
-    return raw
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -155,15 +85,28 @@ def check_output_path(out: str | Path) -> Path:
     return out
 
 
-def save(path: str | Path, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> Path:
-    """Write atomically; returns the path. Fills ``manifest.tensors_sha256``."""
+class Saved(NamedTuple):
+    """What ``save`` wrote: the file and the manifest in it (with its ``tensors_sha256``)."""
+
+    path: Path
+    manifest: Manifest
+
+
+def seal(manifest: Manifest, tensors: dict[str, torch.Tensor]) -> Manifest:
+    """A copy of ``manifest`` whose ``tensors_sha256`` is the digest of ``tensors`` (``manifest`` is frozen)."""
+    return manifest.model_copy(update={"tensors_sha256": tensors_digest(tensors)})
+
+
+def save(path: str | Path, manifest: Manifest, tensors: dict[str, torch.Tensor]) -> Saved:
+    """Write atomically; returns the path and the manifest written: ``manifest`` sealed with the tensors'
+    digest (``manifest`` itself is not changed)."""
     from safetensors.torch import save_file
 
     path = check_output_path(path)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    manifest.tensors_sha256 = tensors_digest(tensors)
+    manifest = seal(manifest, tensors)
     metadata = manifest_metadata(manifest.model_dump_json())
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return Saved(atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata)), manifest)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -273,7 +216,7 @@ def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) 
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path}: manifest is not a JSON object")
     try:
-        manifest = Manifest.model_validate(_upgrade(raw))
+        manifest = Manifest.model_validate(upgrade(raw))
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "manifest"

@@ -15,7 +15,7 @@ from enofctl.stages import DistillConfig, EvalConfig, TeacherConfig, distill, ev
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     teacher = train_teacher(TeacherConfig(dataset="digits", epochs=10), out / "teacher.safetensors")
-    print("teacher top-1", teacher.manifest.metrics["top1"])
+    print("teacher top-1", teacher.manifest.metrics.top1)
     student = distill(DistillConfig(T=4, epochs=10, laf_lambda=0.1, laf_tau=20.0), teacher=teacher.path,
                       out=out / "student.safetensors")
     result = evaluate(student.path, EvalConfig(T=[1, 2, 4]))

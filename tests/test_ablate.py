@@ -11,6 +11,7 @@ from clihelp import assert_one_error_line, ok, run
 from enofctl import artifacts
 from enofctl.errors import ArtifactError
 from enofctl.report import ablation_markdown
+from enofctl.schema import StudentMetrics
 from enofctl.stages import DistillConfig
 from enofctl.stages import ablate as ablate_mod
 from enofctl.stages.ablate import AblateConfig, AblationResult, Cell, best_row, plan, summarize
@@ -75,7 +76,7 @@ def test_time_left_is_weighted_by_T(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     def fake_train_cell(cfg, src, path):
         clock[0] += cfg.T  # one second per time step
         written[path] = SimpleNamespace(manifest=SimpleNamespace(
-            metrics={"top1": 0.5, "spikes_per_sample": 1.0}, config=cfg.model_dump()))
+            metrics=StudentMetrics(top1=0.5, spikes_per_sample=1.0), config=cfg.model_dump()))
         return written[path].manifest
 
     monkeypatch.setattr(ablate_mod.artifacts, "load", fake_load)

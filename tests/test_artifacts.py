@@ -17,10 +17,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from enofctl import artifacts
-from enofctl.artifacts import DataRef, Manifest, ModelSpec
 from enofctl.errors import ArtifactError, EnofError, UsageError
 from enofctl.models import build_model
-from enofctl.spiking import NeuronSpec, SpikingNet, SpikingNeuron, SpikingSpec, make_spiking
+from enofctl.schema import SCHEMA_VERSION, DataRef, Manifest, ModelSpec, NeuronSpec, SpikingSpec, TeacherMetrics
+from enofctl.spiking import SpikingNet, SpikingNeuron, make_spiking
 
 SIZE = (3, 16, 16)
 
@@ -40,7 +40,7 @@ def _teacher_model() -> torch.nn.Module:
 def _teacher_manifest(model: ModelSpec | None = None) -> Manifest:
     return Manifest(kind="teacher", stage="teacher-train", model=model or _model_spec(),
                     data=DataRef(dataset="synthetic", classes=["a", "b", "c"]),
-                    metrics={"top1": 0.5, "epochs": 2}, history=[{"epoch": 1, "loss": 1.25}])
+                    metrics=TeacherMetrics(top1=0.5, samples=2), history=[{"epoch": 1, "loss": 1.25}])
 
 
 def _student_manifest(spiking: SpikingSpec) -> Manifest:
@@ -51,8 +51,7 @@ def _student_manifest(spiking: SpikingSpec) -> Manifest:
 @pytest.fixture
 def teacher_file(tmp_path: Path):
     model = _teacher_model()
-    manifest = _teacher_manifest()
-    path = artifacts.save(tmp_path / "teacher.safetensors", manifest, model.state_dict())
+    path, manifest = artifacts.save(tmp_path / "teacher.safetensors", _teacher_manifest(), model.state_dict())
     return path, model, manifest
 
 
@@ -61,7 +60,7 @@ def student_file(tmp_path: Path):
     spec = SpikingSpec(T=2, neuron=NeuronSpec(reset="soft", surrogate="atan"))
     student = make_spiking(_teacher_model(), spec, SIZE).eval()
     path = artifacts.save(tmp_path / "student.safetensors", _student_manifest(spec),
-                          student.body.state_dict())
+                          student.body.state_dict()).path
     return path, student
 
 
@@ -220,8 +219,9 @@ def test_flipped_tensor_byte(teacher_file, where: float) -> None:
 
 def test_newer_schema(teacher_file) -> None:
     path = teacher_file[0]
-    _rewrite_manifest(path, lambda raw: raw.update(schema_version=2))
-    with refused(ArtifactError, path, r"manifest schema 2 is newer than this enofctl understands \(1\)"):
+    _rewrite_manifest(path, lambda raw: raw.update(schema_version=SCHEMA_VERSION + 1))
+    with refused(ArtifactError, path, rf"manifest schema {SCHEMA_VERSION + 1} is newer than this enofctl "
+                 rf"understands \({SCHEMA_VERSION}\)"):
         artifacts.load(path)
 
 
@@ -273,13 +273,13 @@ def test_wrong_kind(student_file, teacher_file) -> None:
 def test_tensors_of_another_model_are_refused_at_build(tmp_path: Path) -> None:
     """A self-consistent file whose tensors do not fit the model its manifest describes."""
     manifest = _teacher_manifest(model=_model_spec(width=0.25))
-    path = artifacts.save(tmp_path / "t.safetensors", manifest, _teacher_model().state_dict())
+    path = artifacts.save(tmp_path / "t.safetensors", manifest, _teacher_model().state_dict()).path
     art = artifacts.load(path)
     with pytest.raises(ArtifactError,
                        match=r"tensor 'stem\.0\.weight' is torch\.float32\[8, 3, 3, 3\], the model expects"):
         art.build()
     sd = {k: v for k, v in _teacher_model().state_dict().items() if k != "fc.bias"}
-    art = artifacts.load(artifacts.save(tmp_path / "u.safetensors", _teacher_manifest(), sd))
+    art = artifacts.load(artifacts.save(tmp_path / "u.safetensors", _teacher_manifest(), sd).path)
     with pytest.raises(ArtifactError, match=r"do not match the model .*missing \['fc\.bias'\]"):
         art.build()
 

@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enofctl import artifacts
-from enofctl.spiking import NeuronSpec, SpikingSpec, make_spiking
+from enofctl.schema import NeuronSpec, SpikingSpec
+from enofctl.spiking import make_spiking
 from enofctl.spiking.calibrate import calibrate_student
 from enofctl.spiking.neuron import SpikingNeuron, neuron_multistep, neuron_sequence
 

@@ -20,6 +20,7 @@ import torch
 from clihelp import QUICK, TINY, Pipeline, assert_one_error_line, listing, manifest, ok, pipeline, run, sha256
 
 from enofctl import artifacts
+from enofctl.schema import SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_manifests_chain_the_stages(pipe: Pipeline) -> None:
     assert (s.kind, s.stage, s.spiking.T) == ("student", "distill", 2)
     assert [(p.kind, p.sha256) for p in s.parents] == [("teacher", t_sha), ("student", s0_sha)]
     assert s.config["epochs"] == 1 and s.config["limit_train"] == 64
-    assert 0.0 <= s.metrics["top1"] <= 1.0
+    assert 0.0 <= s.metrics.top1 <= 1.0
 
     assert (s2.kind, s2.stage, s2.spiking.T) == ("student", "distill", 2)
     assert [(p.kind, p.sha256) for p in s2.parents] == [("teacher", t_sha)]
@@ -157,7 +158,7 @@ def test_inspect(pipe: Pipeline) -> None:
     assert data["sha256"] == sha256(pipe.student)
     assert data["path"] == str(pipe.student)
     m = data["manifest"]
-    assert m["kind"] == "student" and m["schema_version"] == 1
+    assert m["kind"] == "student" and m["schema_version"] == SCHEMA_VERSION
     assert m["spiking"]["T"] == 2
     teacher_sha = sha256(pipe.teacher)
     assert teacher_sha in [p["sha256"] for p in m["parents"]]
@@ -182,7 +183,7 @@ def test_recipe_options_reach_the_manifest(tmp_path: Path) -> None:
     m = manifest(out)
     assert {k: m.config[k] for k in ("augment", "autoaugment", "cutout", "val_fraction", "amp")} == {
         "augment": False, "autoaugment": True, "cutout": 4, "val_fraction": 0.25, "amp": False}
-    assert m.metrics["best_epoch"] == 1 and m.metrics["best_val_top1"] == m.history[1]["val_top1"]
+    assert m.metrics.best_epoch == 1 and m.metrics.best_val_top1 == m.history[1]["val_top1"]
     assert {"val_top1", "test_top1"} <= set(m.history[0]) & set(m.history[1])
 
 
@@ -190,10 +191,10 @@ def test_limit_test_evaluates_the_first_n_test_samples(pipe: Pipeline, tmp_path:
     out = tmp_path / "s.safetensors"
     ok("distill", "--teacher", pipe.teacher, "--T", "1", *QUICK, "--limit-test", "7", "--quiet", "--out", out)
     m = manifest(out)
-    assert m.config["limit_test"] == 7 and m.metrics["samples"] == 7
-    for acc in (*(h["test_top1"] for h in m.history), m.metrics["top1"]):  # per-epoch and final: out of 7
+    assert m.config["limit_test"] == 7 and m.metrics.samples == 7
+    for acc in (*(h["test_top1"] for h in m.history), m.metrics.top1):  # per-epoch and final: out of 7
         assert abs(acc * 7 - round(acc * 7)) < 1e-9
-    assert manifest(pipe.student).config["limit_test"] is None and manifest(pipe.student).metrics["samples"] == 256
+    assert manifest(pipe.student).config["limit_test"] is None and manifest(pipe.student).metrics.samples == 256
 
 
 def test_convert_no_repact(pipe: Pipeline, tmp_path: Path) -> None:

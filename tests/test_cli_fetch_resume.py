@@ -66,7 +66,7 @@ def test_fetch_from_local_checkpoint_reheads(tmp_path: Path, monkeypatch: pytest
     ref = src.state_dict()
     for k in ("conv1.weight", "layer4.1.conv2.weight", "bn1.running_var"):
         assert torch.equal(art.tensors[k], ref[k]), k
-    assert 0.0 <= m.metrics["top1"] <= 1.0  # evaluated on synthetic, whose 16x16 images resnet18 still takes
+    assert 0.0 <= m.metrics.top1 <= 1.0  # evaluated on synthetic, whose 16x16 images resnet18 still takes
     assert listing(tmp_path) == {"weights.safetensors", "t.safetensors"}
     # and it works as a teacher downstream
     r = json.loads(ok("eval", out, "--json", "--limit", "16"))
@@ -124,7 +124,7 @@ def test_resume_after_interrupt_matches_an_uninterrupted_run(tmp_path: Path) -> 
     for ha, hb in zip(ta.manifest.history[1:], tb.manifest.history[1:], strict=True):
         assert ha["loss"] == pytest.approx(hb["loss"], rel=1e-5)
         assert ha["test_top1"] == hb["test_top1"]
-    assert ta.manifest.metrics["top1"] == tb.manifest.metrics["top1"]
+    assert ta.manifest.metrics.top1 == tb.manifest.metrics.top1
 
 
 def test_cli_interrupt_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

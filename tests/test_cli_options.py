@@ -13,8 +13,7 @@ from clihelp import assert_one_error_line, ok, run
 import enofctl.cli
 from enofctl import artifacts
 from enofctl.cli import options as o
-from enofctl.models.acts import ActSpec
-from enofctl.spiking import SURROGATES, NeuronSpec
+from enofctl.schema import ActSpec, NeuronSpec
 from enofctl.stages import (
     CQConvertConfig,
     DistillConfig,
@@ -24,6 +23,7 @@ from enofctl.stages import (
     TeacherConfig,
 )
 from enofctl.stages.ablate import AblateConfig
+from enofctl.surrogates import SURROGATES
 
 NEURON_OPTIONS = ["decay", "v_th", "reset", "surrogate", "surrogate_alpha", "v_init"]
 RECIPE_OPTIONS = ["epochs", "batch_size", "lr", "optimizer", "weight_decay", "warmup_epochs", "augment",

@@ -11,11 +11,10 @@ import torch.nn as nn
 
 from enofctl.errors import ConversionError
 from enofctl.models import build_model
+from enofctl.schema import NeuronSpec, SpikingSpec
 from enofctl.spiking import (
-    NeuronSpec,
     SpikingNet,
     SpikingNeuron,
-    SpikingSpec,
     activation_order,
     ann_forward_with_feature,
     make_spiking,

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enofctl import artifacts
-from enofctl.artifacts import Manifest
 from enofctl.models import build_model
-from enofctl.models.acts import QCFS, ActSpec, ClampQuant, apply_act
-from enofctl.spiking import NeuronSpec, SpikingNet, SpikingSpec, make_spiking
+from enofctl.models.acts import QCFS, ClampQuant, apply_act
+from enofctl.schema import ActSpec, Manifest, NeuronSpec, SpikingSpec
+from enofctl.spiking import SpikingNet, make_spiking
 from enofctl.spiking.cq import calibrate_bias, fold_bn, if_neuron, make_if_snn, normalize_thresholds, quantize_weights
 from enofctl.stages.convert import CQ_NEURON
 

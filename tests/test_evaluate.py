@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from enofctl.artifacts import ModelSpec
 from enofctl.data import DATASETS, TensorSplit
-from enofctl.spiking import NeuronSpec, SpikingNet, SpikingNeuron, SpikingSpec
+from enofctl.schema import ModelSpec, NeuronSpec, SpikingSpec
+from enofctl.spiking import SpikingNet, SpikingNeuron
 from enofctl.stages.evaluate import ActivityMeter, EvalConfig, measure
 
 

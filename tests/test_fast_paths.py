@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from enofctl.models import build_model
 from enofctl.models.base import TimmHead
 from enofctl.ops import OpsMeter
-from enofctl.spiking import NeuronSpec, SpikingSpec, make_spiking, neuron_multistep
+from enofctl.schema import NeuronSpec, SpikingSpec
+from enofctl.spiking import make_spiking, neuron_multistep
 from enofctl.spiking.neuron import neuron_sequence
 from enofctl.spiking.packing import SpikePacker, pack_bits, unpack_bits
 

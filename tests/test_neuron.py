@@ -9,14 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enofctl.spiking.neuron import (
-    SURROGATES,
-    NeuronSpec,
-    SpikeFn,
-    SpikingNeuron,
-    neuron_multistep,
-    neuron_step,
-)
+from enofctl.schema import NeuronSpec
+from enofctl.spiking.neuron import SpikeFn, SpikingNeuron, neuron_multistep, neuron_step
+from enofctl.surrogates import SURROGATES
 
 # ----------------------------------------------------------------------------------------------------------
 # the reference, written independently of the package

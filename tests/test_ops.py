@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
-from enofctl.spiking import NeuronSpec, SpikingNeuron
+from enofctl.schema import NeuronSpec
+from enofctl.spiking import SpikingNeuron
 
 
 def _out_len(n: int, k: int, s: int, p: int, d: int) -> int:
@@ -261,7 +262,8 @@ def test_layer_ops_is_strict():
 
 
 def test_spiking_net_names_match_teacher(tiny_resnet20):
-    from enofctl.spiking import SpikingSpec, make_spiking
+    from enofctl.schema import SpikingSpec
+    from enofctl.spiking import make_spiking
 
     teacher, input_size = tiny_resnet20
     snn = make_spiking(teacher, SpikingSpec(T=2, repact=True), input_size).eval()

@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from enofctl import artifacts
 from enofctl.data import load_dataset, split_validation
 from enofctl.models import build_model
-from enofctl.spiking import NeuronSpec, SpikingNeuron, SpikingSpec, make_spiking
+from enofctl.schema import NeuronSpec, SpikingSpec
+from enofctl.spiking import SpikingNeuron, make_spiking
 from enofctl.stages import TeacherConfig, TrainConfig, train_teacher
 from enofctl.stages.common import ProgressEvent, accuracy, best_epoch, best_metrics
 from enofctl.stages.loop import RunIO, Trainee, fit
@@ -149,7 +150,7 @@ def test_teacher_with_validation_resumes_bit_exact(tmp_path: Path) -> None:
     assert res.manifest.metrics == ref.manifest.metrics
     m = artifacts.load(out).manifest
     best = best_epoch(m.history)
-    assert m.metrics["best_epoch"] == best["epoch"] and m.metrics["best_val_top1"] == best["val_top1"]
+    assert m.metrics.best_epoch == best["epoch"] and m.metrics.best_val_top1 == best["val_top1"]
     assert not checkpoint_path(out).exists()
 
 

@@ -42,7 +42,7 @@ def inspect(
         n = m.spiking.neuron
         t.add_row("spiking", f"T={m.spiking.T}  repact={m.spiking.repact}  {n.kind} decay={n.decay} "
                              f"v_th={n.v_th} reset={n.reset} surrogate={n.surrogate}")
-    t.add_row("metrics", json.dumps(m.metrics))
+    t.add_row("metrics", json.dumps(m.metrics.model_dump()))
     for p in m.parents:
         t.add_row("parent", f"{p.kind} {p.sha256[:16]}… {p.path}")
     t.add_row("versions", f"enofctl {m.versions.enofctl}, torch {m.versions.torch}, timm {m.versions.timm}")

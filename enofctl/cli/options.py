@@ -16,10 +16,10 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from enofctl.models.acts import ActSpec
-from enofctl.spiking import SURROGATES, NeuronSpec
+from enofctl.schema import ActSpec, NeuronSpec
 from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, TeacherConfig, TrainConfig
 from enofctl.stages.ablate import AblateConfig
+from enofctl.surrogates import SURROGATES
 
 M = typing.TypeVar("M", bound=BaseModel)
 

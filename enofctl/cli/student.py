@@ -9,7 +9,7 @@ import typer
 
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, progress
-from enofctl.spiking import NeuronSpec
+from enofctl.schema import NeuronSpec
 from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, convert_config
 from enofctl.stages import convert as run_convert
 from enofctl.stages import distill as run_distill
@@ -144,7 +144,8 @@ def distill(
     )
     with progress(quiet or json_, "distill") as cb:
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
-    emit({"artifact": str(res.path), "kind": "student", "metrics": res.manifest.metrics}, json_, str(res.path))
+    emit({"artifact": str(res.path), "kind": "student", "metrics": res.manifest.metrics.model_dump()}, json_,
+         str(res.path))
 
 
 def register(app: typer.Typer) -> None:

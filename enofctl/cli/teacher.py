@@ -9,7 +9,7 @@ import typer
 
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, progress
-from enofctl.models.acts import ActSpec
+from enofctl.schema import ActSpec
 from enofctl.stages import FetchConfig, TeacherConfig, fetch_teacher, train_teacher
 
 app = typer.Typer(help="Make the ANN teacher: train one here, or fetch pretrained timm weights.",
@@ -17,7 +17,7 @@ app = typer.Typer(help="Make the ANN teacher: train one here, or fetch pretraine
 
 
 def _result_json(res) -> dict:
-    return {"artifact": str(res.path), "kind": res.manifest.kind, "metrics": res.manifest.metrics}
+    return {"artifact": str(res.path), "kind": res.manifest.kind, "metrics": res.manifest.metrics.model_dump()}
 
 
 TEACHER, FETCH, ACT = o.defaults(TeacherConfig), o.defaults(FetchConfig), o.defaults(ActSpec)

@@ -11,30 +11,12 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from enofctl.models.base import replace_module
-
-
-class ActSpec(BaseModel):
-    """The activation a teacher was trained with (stored in its manifest)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["relu", "clamp", "cq", "qcfs"] = "relu"
-    levels: int | None = Field(None, ge=1, le=1024, description="quantization levels Q (cq, qcfs)")
-
-    @model_validator(mode="after")
-    def _levels(self) -> ActSpec:
-        if self.kind in ("cq", "qcfs") and self.levels is None:
-            raise ValueError(f"--act {self.kind} needs --levels")
-        if self.kind in ("relu", "clamp") and self.levels is not None:
-            raise ValueError(f"--levels does not apply to --act {self.kind}")
-        return self
+from enofctl.schema import ActSpec
 
 
 def _ste(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -41,9 +41,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.errors import CalibrationError
+from enofctl.schema import CalibratedChannels, ChannelCalibration
 from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence
 
 # Candidate thresholds, as multiples of a channel's high input percentile: from far below (a channel whose
@@ -52,43 +52,6 @@ DEFAULT_GRID = tuple(float(m) for m in torch.logspace(-1.5, 0.25, 12).tolist())
 AGREEMENT_BATCHES = 2  # the record's top-1 agreement with the teacher is measured on the first batches
 FIT_SAMPLES = 1 << 17  # values per channel a fit looks at (the first images' worth; deep layers see all images)
 _NEVER = 1e4  # a threshold this many times a channel's input scale: the channel never fires
-
-
-class CalibratedChannels(BaseModel):
-    """One neuron after calibration (the manifest's ``calibration.layers``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    channels: int
-    v_th_mean: float = Field(description="mean threshold over the channels that fire")
-    amp_mean: float = Field(description="mean spike amplitude over the channels that fire")
-    silent_channels: int = Field(description="channels whose best fit was to never fire")
-    error_before: float = Field(description="relative error |a - out|^2 / |a|^2 of the time-averaged output "
-                                "against the teacher's activation, with the spec's threshold and amplitude 1 "
-                                "(on the calibrated earlier layers' currents)")
-    error_after: float = Field(description="the same with the fitted thresholds and amplitudes")
-
-
-class ChannelCalibration(BaseModel):
-    """What `convert --calibrate` did to a surrogate student."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    method: str = Field("channel-fit", description="per-channel threshold and amplitude fit, layer by layer")
-    T: int = Field(description="time steps the student was calibrated at")
-    samples: int = Field(description="training images used (no labels)")
-    batches: int
-    grid: list[float] = Field(description="candidate thresholds, as multiples of each channel's percentile")
-    percentile: float
-    agreement_before: float | None = Field(None, description="fraction of the first two calibration batches on "
-                                           "which the student's top-1 equals the teacher's, before calibration")
-    agreement_after: float | None = None
-    readout_ridge: float | None = Field(None, description="the student's classifier refitted to the teacher's "
-                                        "logits by ridge regression with this strength (None: not refitted)")
-    readout_shift: float | None = Field(None, description="mean |change| of the classifier's weights and bias")
-    seconds: float | None = None
-    layers: list[CalibratedChannels] = Field(default_factory=list)
 
 
 class _Stop(Exception):

@@ -10,39 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.errors import ConversionError
 from enofctl.models.acts import BOUNDED
 from enofctl.models.base import replace_module
-from enofctl.spiking.neuron import NeuronSpec, SpikingNeuron
+from enofctl.schema import SpikingSpec
+from enofctl.spiking.neuron import SpikingNeuron
 from enofctl.spiking.packing import SpikePacker
 
 CONVERTIBLE = (nn.ReLU, nn.ReLU6, *BOUNDED)
 _ACT_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me",
                 "timm.layers.activations_jit")
-
-
-class SpikingSpec(BaseModel):
-    """What makes a student spiking (stored in its manifest)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    T: int = Field(4, ge=1, le=1024, description="time steps")
-    neuron: NeuronSpec = Field(default_factory=NeuronSpec)
-    repact: bool = Field(True, description="the last activation before the classifier stays ReLU")
-    encoding: str = Field("direct", pattern="^direct$", description="the image is repeated T times")
-    method: Literal["surrogate", "cq"] = Field("surrogate", description="surrogate: LIF skeleton for BPTT; "
-                                               "cq: BN folded, IF neurons with the clip as threshold")
-    spiking_pool: bool = Field(False, description="cq: an IF neuron after each average pool")
-    weight_bits: int | None = Field(None, ge=2, le=32, description="cq: weights were rounded to n-bit fixed point")
-    scaling: Literal["none", "channel"] = Field("none", description="surrogate: none = every neuron fires at "
-                                                "neuron.v_th and a spike is 1; channel = per-channel thresholds "
-                                                "and spike amplitudes (buffers v_th, amp) from calibration")
 
 
 def _is_activation(m: nn.Module) -> bool:

@@ -28,12 +28,12 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.errors import ConversionError
 from enofctl.models.acts import QCFS, ClampQuant
 from enofctl.models.base import replace_module
-from enofctl.spiking.neuron import NeuronSpec, SpikingNeuron
+from enofctl.schema import CalibratedLayer, Calibration, NeuronSpec
+from enofctl.spiking.neuron import SpikingNeuron
 
 
 def if_neuron(spec: NeuronSpec, T: int, v_th: float) -> SpikingNeuron:
@@ -141,46 +141,6 @@ def make_if_snn(ann: nn.Module, neuron: NeuronSpec, T: int, input_size: tuple[in
 
 # ----------------------------------------------------------------------------------------------------------
 # data-driven steps after conversion
-
-
-class CalibratedLayer(BaseModel):
-    """One IF neuron after the data-driven steps (stored in the student manifest)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(description="the IF neuron")
-    v_th: float = Field(description="its threshold")
-    threshold_from: str = Field(description="clip (the ANN's bound), percentile (data-based) or pool")
-    bias_of: str | None = Field(None, description="the conv/linear whose bias was calibrated; None: not "
-                                "calibrated (no bias directly before the neuron, or no ANN counterpart)")
-    shift: float | None = Field(None, description="mean |bias shift| over channels")
-    gap_before: float | None = Field(None, description="mean |ANN activation - SNN time-averaged output| on "
-                                     "the calibration data, before calibration")
-    gap_after: float | None = Field(None, description="the same after calibration")
-    offset_before: float | None = Field(None, description="mean over channels of |mean (ANN - SNN)|: the "
-                                        "systematic part of the gap, what calibration removes; before")
-    offset_after: float | None = Field(None, description="the same after calibration")
-
-
-class Calibration(BaseModel):
-    """What the data-driven steps of `convert --method cq` did (the manifest's ``calibration``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    T: int = Field(description="time steps the network was calibrated at")
-    samples: int = Field(description="training images used")
-    norm_percentile: float | None = Field(None, description="data-based thresholds of unbounded activations")
-    bias_iterations: int = Field(0, description="passes of layer-wise bias calibration (0: none)")
-    agreement_before: float | None = Field(None, description="fraction of calibration images on which the SNN's "
-                                           "top-1 equals the ANN's, before bias calibration")
-    agreement_after: float | None = Field(None, description="the same after")
-    logit_gap_before: float | None = Field(None, description="mean |ANN logit - SNN logit| on the calibration "
-                                           "data, before bias calibration")
-    logit_gap_after: float | None = Field(None, description="the same after")
-    classifier: str | None = Field(None, description="the linear readout whose bias was calibrated against the "
-                                   "ANN's logits")
-    classifier_shift: float | None = Field(None, description="mean |bias shift| over classes")
-    layers: list[CalibratedLayer] = Field(default_factory=list)
 
 
 class _Stop(Exception):

@@ -14,50 +14,17 @@ nothing to reset between batches.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
 
+from enofctl.schema import NeuronSpec
 from enofctl.spiking.packing import active_packer
+from enofctl.surrogates import SURROGATES
 
 # ----------------------------------------------------------------------------------------------------------
-# surrogate gradients: d spike / d x at x = u - v_th, each with its sharpness/width ``alpha``
-
-
-def _rect(x: torch.Tensor, a: float) -> torch.Tensor:
-    return (x.abs() < a / 2).to(x.dtype) / a
-
-
-def _triangle(x: torch.Tensor, a: float) -> torch.Tensor:
-    return (a - x.abs()).clamp(min=0) / (a * a)
-
-
-def _sigmoid(x: torch.Tensor, a: float) -> torch.Tensor:
-    s = torch.sigmoid(a * x)
-    return a * s * (1 - s)
-
-
-def _atan(x: torch.Tensor, a: float) -> torch.Tensor:
-    return (a / 2) / (1 + (math.pi / 2 * a * x) ** 2)
-
-
-def _tanh(x: torch.Tensor, a: float) -> torch.Tensor:
-    # tanh-shaped surrogate of the EnOF code ("Dspike"-like), sharpness a = 3: the derivative of
-    # (1 + tanh(a x)) / 2, which integrates to 1 over the real line.
-    return (a / 2) * (1 - torch.tanh(a * x) ** 2)
-
-
-SURROGATES: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float]] = {
-    "rect": (_rect, 1.0),
-    "triangle": (_triangle, 1.0),
-    "sigmoid": (_sigmoid, 4.0),
-    "atan": (_atan, 2.0),
-    "tanh": (_tanh, 3.0),
-}
+# the spike: Heaviside forward, a surrogate gradient (enofctl.surrogates) backward
 
 
 class SpikeFn(torch.autograd.Function):
@@ -74,30 +41,6 @@ class SpikeFn(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         fn, _ = SURROGATES[ctx.surrogate]
         return grad * fn(x, ctx.alpha), None, None
-
-
-# the names a spec, the CLI and the docs accept: the registry's keys
-SurrogateName = Literal[tuple(SURROGATES)]  # type: ignore[valid-type]
-
-# ----------------------------------------------------------------------------------------------------------
-# configuration (stored in student manifests)
-
-
-class NeuronSpec(BaseModel):
-    """How a spiking neuron behaves. Defaults are the EnOF authors' code."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["lif", "if"] = "lif"
-    decay: float = Field(0.25, ge=0.0, le=1.0, description="membrane leak factor per step (1 = no leak)")
-    v_th: float = Field(0.5, gt=0.0, description="firing threshold")
-    reset: Literal["hard", "soft"] = "hard"
-    surrogate: SurrogateName = "triangle"
-    alpha: float | None = Field(None, gt=0.0, description="surrogate sharpness/width; None = its default")
-    v_init: float = Field(0.0, ge=0.0, le=1.0, description="initial membrane, as a fraction of v_th")
-
-    def surrogate_alpha(self) -> float:
-        return self.alpha if self.alpha is not None else SURROGATES[self.surrogate][1]
 
 
 Threshold = float | torch.Tensor  # one value, or a tensor that broadcasts over a step's [B, ...] (per channel)

@@ -20,10 +20,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts
-from enofctl.artifacts import Manifest
 from enofctl.data import load_dataset
 from enofctl.distributed import Ranks
 from enofctl.errors import ArtifactError, UsageError
+from enofctl.schema import Manifest
 from enofctl.stages.common import resolve_device, save_trained
 from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill_student
 from enofctl.stages.evaluate import EvalConfig, measure
@@ -198,7 +198,7 @@ def run_cells(todo: list, src: DistillInputs, runs: Path, on_cell: CellFn | None
             trained_s, trained_cost = trained_s + time.perf_counter() - t0, trained_cost + _cost(dcfg)
         done[keys[i]] = path
         cells.append(Cell(grid=grid, variant=variant, T=T, seed=seed, artifact=str(path),
-                          top1=m.metrics["top1"], spikes_per_sample=m.metrics["spikes_per_sample"],
+                          top1=m.metrics.top1, spikes_per_sample=m.metrics.spikes_per_sample,
                           seconds=time.perf_counter() - t0))
     if on_cell:
         on_cell(len(todo), len(todo), "done", time.perf_counter() - start, 0.0)

@@ -19,10 +19,10 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
-from enofctl.artifacts import Manifest
 from enofctl.data import DatasetInfo, normalize
 from enofctl.distributed import Ranks, device_for, sum_all, world
 from enofctl.errors import UsageError
+from enofctl.schema import Manifest
 from enofctl.spiking import SpikingNet
 from enofctl.stages.train_state import finish_checkpoint
 
@@ -93,14 +93,17 @@ class StageResult:
 
 
 def save_trained(out: Path, result: Trained, ranks: Ranks) -> StageResult:
-    """Rank 0 writes the artifact and removes the training checkpoint; every rank returns the same result."""
+    """Rank 0 writes the artifact and removes the training checkpoint; every rank returns the same result:
+    the manifest as written, with its tensors' digest."""
+    weights = result.weights()
+    written: list[Manifest] = []
 
     def write() -> None:
-        artifacts.save(out, result.manifest, result.weights())
+        written.append(artifacts.save(out, result.manifest, weights).manifest)
         finish_checkpoint(out)
 
     ranks.on_main(write)
-    return StageResult(out, result.manifest)
+    return StageResult(out, written[0] if written else artifacts.seal(result.manifest, weights))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -17,12 +17,13 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from enofctl import artifacts
-from enofctl.artifacts import Artifact, Manifest
+from enofctl.artifacts import Artifact
 from enofctl.errors import ArtifactError, CalibrationError, UsageError
-from enofctl.spiking import NeuronSpec, SpikingNet, SpikingSpec, make_spiking
-from enofctl.spiking.neuron import SurrogateName
+from enofctl.schema import Calibration, Manifest, NeuronSpec, SpikingSpec
+from enofctl.spiking import SpikingNet, make_spiking
 from enofctl.stages.common import ProgressEvent, ProgressFn
 from enofctl.stages.teacher import StageResult
+from enofctl.surrogates import SurrogateName
 
 # CQ conversion's neuron: integrate-and-fire, reset by subtraction, membrane starting at half the threshold
 # (the threshold itself is per layer: the activation's clip).
@@ -125,8 +126,9 @@ def _on_step(progress: ProgressFn | None):
 
 
 def _calibrate_cq(student: SpikingNet, ann, batches, teacher: Artifact, cfg: CQConvertConfig,
-                  progress: ProgressFn | None):
-    """CQ's data-driven steps, in place: thresholds (``norm_percentile``), then bias calibration."""
+                  progress: ProgressFn | None) -> Calibration:
+    """CQ's data-driven steps, in place: thresholds (``norm_percentile``), then bias calibration; returns
+    the record of both."""
     from enofctl.spiking.cq import calibrate_bias, normalize_thresholds
 
     normalized = {}
@@ -134,11 +136,9 @@ def _calibrate_cq(student: SpikingNet, ann, batches, teacher: Artifact, cfg: CQC
         normalized = normalize_thresholds(student, ann, batches, cfg.norm_percentile, cfg.seed)
     record = calibrate_bias(student, ann, batches, input_size=teacher.manifest.model.input_size,
                             progress=_on_step(progress))
-    record.norm_percentile = cfg.norm_percentile
-    for layer in record.layers:
-        if layer.name in normalized:
-            layer.threshold_from = "percentile"
-    return record
+    layers = [layer.model_copy(update={"threshold_from": "percentile"}) if layer.name in normalized else layer
+              for layer in record.layers]
+    return record.model_copy(update={"norm_percentile": cfg.norm_percentile, "layers": layers})
 
 
 def _calibrate(student: SpikingNet, ann: nn.Module, teacher: Artifact,
@@ -191,5 +191,4 @@ def convert(teacher: str | Path, cfg: SurrogateConvertConfig | CQConvertConfig, 
             progress: ProgressFn | None = None) -> StageResult:
     out = artifacts.check_output_path(out)
     student, manifest = convert_teacher(artifacts.load(teacher, expect="teacher"), cfg, progress)
-    artifacts.save(out, manifest, student.body.state_dict())
-    return StageResult(out, manifest)
+    return StageResult(*artifacts.save(out, manifest, student.body.state_dict()))

@@ -16,13 +16,14 @@ import torch.nn as nn
 from pydantic import Field
 
 from enofctl import artifacts
-from enofctl.artifacts import Artifact, Manifest, ParentRef
+from enofctl.artifacts import Artifact
 from enofctl.data import Data, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import UsageError
 from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill_loss
 from enofctl.models import feature_dim
-from enofctl.spiking import NeuronSpec, SpikingNet, ann_forward_with_feature
+from enofctl.schema import Manifest, NeuronSpec, ParentRef, StudentMetrics
+from enofctl.spiking import SpikingNet, ann_forward_with_feature
 from enofctl.stages.common import (
     ProgressFn,
     StageResult,
@@ -178,9 +179,9 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
         config=cfg.model_dump(), history=history, parents=parents,
-        metrics={"top1": run.top1, "top5": run.top5, "samples": run.samples,
-                 "spikes_per_sample": run.spikes_per_sample, "mean_firing_rate": run.mean_firing_rate,
-                 "teacher_top1": src.teacher.artifact.manifest.metrics.get("top1"), **best_metrics(history)},
+        metrics=StudentMetrics(top1=run.top1, top5=run.top5, samples=run.samples,
+                               spikes_per_sample=run.spikes_per_sample, mean_firing_rate=run.mean_firing_rate,
+                               teacher_top1=src.teacher.artifact.manifest.metrics.top1, **best_metrics(history)),
     )
     return Trained(s_model, manifest)
 

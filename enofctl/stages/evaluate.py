@@ -10,10 +10,11 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
-from enofctl.artifacts import Artifact, ModelSpec
+from enofctl.artifacts import Artifact
 from enofctl.data import Data, load_dataset
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
+from enofctl.schema import ModelSpec
 from enofctl.spiking import SpikingNet, SpikingNeuron
 from enofctl.stages.common import ProgressEvent, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
 

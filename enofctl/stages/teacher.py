@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
-from enofctl.artifacts import Artifact, DataRef, Manifest, ModelSpec
+from enofctl.artifacts import Artifact
 from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import DataError, UsageError
 from enofctl.models import build_model
-from enofctl.models.acts import ActSpec, apply_act
+from enofctl.models.acts import apply_act
+from enofctl.schema import ActSpec, DataRef, Manifest, ModelSpec, TeacherMetrics
 from enofctl.stages.common import (
     ProgressFn,
     StageResult,
@@ -109,9 +110,9 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
     model.to(device)
     trainee = Trainee("teacher-train", model, CrossEntropyStep(cfg.label_smoothing), spec.mean, spec.std)
     history = fit(trainee, data, cfg, device, io)
-    metrics = accuracy(model, data.test, device, spec.mean, spec.std, limit=cfg.limit_test,
-                       shard=Ranks.here(device).shard)  # the weights saved
-    metrics.update(best_metrics(history))
+    metrics = TeacherMetrics(**accuracy(model, data.test, device, spec.mean, spec.std, limit=cfg.limit_test,
+                                        shard=Ranks.here(device).shard),  # the weights saved
+                             **best_metrics(history))
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
         data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes)),
@@ -172,10 +173,10 @@ def describe_fetched(cfg: FetchConfig, model: nn.Module, info: DatasetInfo, data
                      in_chans=info.in_chans, input_size=(info.in_chans, *info.image_size), mean=info.mean,
                      std=info.std)
     _check_runs(model, spec)
-    metrics: dict = {}
+    metrics = TeacherMetrics()  # nothing measured without the data
     if data is not None:
         device = resolve_device("auto")
-        metrics = accuracy(model.to(device), data.test, device, spec.mean, spec.std)
+        metrics = TeacherMetrics(**accuracy(model.to(device), data.test, device, spec.mean, spec.std))
         model.cpu()
     manifest = Manifest(
         kind="teacher", stage="teacher-fetch", model=spec,
@@ -203,5 +204,4 @@ def fetch_teacher(cfg: FetchConfig, out: str | Path) -> StageResult:
         except DataError:
             data = None
     result = describe_fetched(cfg, model, info, data)
-    artifacts.save(out, result.manifest, result.weights())
-    return StageResult(out, result.manifest)
+    return StageResult(*artifacts.save(out, result.manifest, result.weights()))

@@ -1,0 +1,39 @@
+"""The persisted schema: every model an artifact's manifest is made of, in one place at the bottom of the
+import graph (it needs only pydantic and the surrogate registry, `enofctl.surrogates`).
+
+    Manifest                    schema_version, kind, stage, created, config, history, tensors_sha256
+    ├── model: ModelSpec        the timm network to rebuild, its input and normalization
+    │   └── act: ActSpec        the activation it was trained with
+    ├── data: DataRef
+    ├── spiking: SpikingSpec    students only
+    │   └── neuron: NeuronSpec
+    ├── metrics: TeacherMetrics | StudentMetrics        by kind
+    ├── parents: [ParentRef]
+    ├── calibration: ChannelCalibration | Calibration   convert --calibrate
+    └── versions: Versions
+
+Every model is frozen and forbids unknown fields. Older manifests are upgraded by ``upgrade`` (one step per
+version in ``MIGRATIONS``) before they are validated.
+"""
+
+from enofctl.schema.acts import ActSpec
+from enofctl.schema.calibration import CalibratedChannels, CalibratedLayer, Calibration, ChannelCalibration
+from enofctl.schema.manifest import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    DataRef,
+    Manifest,
+    ModelSpec,
+    ParentRef,
+    Versions,
+    current_versions,
+    upgrade,
+)
+from enofctl.schema.metrics import METRICS, StudentMetrics, TeacherMetrics
+from enofctl.schema.spiking import NeuronSpec, SpikingSpec
+
+__all__ = [
+    "METRICS", "MIGRATIONS", "SCHEMA_VERSION", "ActSpec", "CalibratedChannels", "CalibratedLayer", "Calibration",
+    "ChannelCalibration", "DataRef", "Manifest", "ModelSpec", "NeuronSpec", "ParentRef", "SpikingSpec",
+    "StudentMetrics", "TeacherMetrics", "Versions", "current_versions", "upgrade",
+]
