@@ -4,7 +4,9 @@ The manifest is a JSON string under the ``enofctl`` key of the safetensors metad
 order: the file exists, the header is a bounded, well-formed safetensors header, the data is all there, the
 manifest validates (with an upgrade path for older schemas and a clear refusal of newer ones), the tensor
 bytes match the manifest's sha256, and the tensors match the model the manifest rebuilds. ``save`` writes a
-temporary file beside the target and renames it, so a reader never sees a half-written artifact.
+temporary file beside the target and renames it, so a reader never sees a half-written artifact, and returns
+the manifest as written (with the tensors' sha256). The manifest's models and its upgrade path are in
+`enofctl.schema`.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from enofctl.spiking import make_spiking
 
 # the manifest's models are defined in enofctl.schema; these names stay importable from here
 __all__ = [
-    "SCHEMA_VERSION", "Artifact", "DataRef", "Manifest", "ModelSpec", "ParentRef", "Saved", "StudentMetrics",
-    "TeacherMetrics", "Versions", "check_output_path", "current_versions", "file_sha256", "load",
-    "manifest_metadata", "read_header", "save", "seal", "tensors_digest",
+    "DIGEST_KEY", "METADATA_KEY", "SCHEMA_VERSION", "Artifact", "DataRef", "Manifest", "ModelSpec", "ParentRef",
+    "Saved", "StudentMetrics", "TeacherMetrics", "Versions", "check_output_path", "current_versions", "file_sha256",
+    "load", "manifest_metadata", "read_header", "save", "seal", "tensors_digest",
 ]
 
 METADATA_KEY = "enofctl"

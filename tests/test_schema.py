@@ -77,6 +77,16 @@ def test_every_older_version_has_a_migration() -> None:
     assert Manifest.model_fields["schema_version"].default == SCHEMA_VERSION
 
 
+def test_public_names_are_the_schema_models() -> None:
+    import enofctl.schema as schema
+    import enofctl.spiking as spiking
+
+    for name in ("Manifest", "ModelSpec", "DataRef", "ParentRef", "Versions", "TeacherMetrics", "StudentMetrics",
+                 "SCHEMA_VERSION"):
+        assert getattr(artifacts, name) is getattr(schema, name), name
+    assert (spiking.NeuronSpec, spiking.SpikingSpec) == (schema.NeuronSpec, schema.SpikingSpec)
+
+
 def test_importing_the_schema_imports_no_model_code() -> None:
     code = ("import sys, enofctl.schema; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('timm', 'torchvision', 'safetensors', 'typer', 'rich') or m.startswith(('enofctl.models', "
@@ -172,6 +182,13 @@ def test_upgrade_v1_keeps_the_metrics_and_adds_the_defaults() -> None:
     assert up["schema_version"] == SCHEMA_VERSION and up["spiking"]["scaling"] == "none"
     m = Manifest.model_validate(up)
     assert m.metrics.model_dump() == raw["metrics"]
+
+
+def test_upgrade_v1_keeps_what_the_unreleased_schema_1_wrote() -> None:
+    """Schema-1 files of the development version between 0.1.0 and 2 already had ``scaling``."""
+    raw = _v1_raw("student")
+    raw["spiking"]["scaling"] = "channel"
+    assert Manifest.model_validate(upgrade(raw)).spiking.scaling == "channel"
 
 
 def test_upgrade_v1_fetched_teacher_without_metrics() -> None:

@@ -191,4 +191,5 @@ def convert(teacher: str | Path, cfg: SurrogateConvertConfig | CQConvertConfig, 
             progress: ProgressFn | None = None) -> StageResult:
     out = artifacts.check_output_path(out)
     student, manifest = convert_teacher(artifacts.load(teacher, expect="teacher"), cfg, progress)
-    return StageResult(*artifacts.save(out, manifest, student.body.state_dict()))
+    saved = artifacts.save(out, manifest, student.body.state_dict())
+    return StageResult(saved.path, saved.manifest)

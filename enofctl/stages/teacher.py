@@ -204,4 +204,5 @@ def fetch_teacher(cfg: FetchConfig, out: str | Path) -> StageResult:
         except DataError:
             data = None
     result = describe_fetched(cfg, model, info, data)
-    return StageResult(*artifacts.save(out, result.manifest, result.weights()))
+    saved = artifacts.save(out, result.manifest, result.weights())
+    return StageResult(saved.path, saved.manifest)
