@@ -222,6 +222,15 @@ def test_v1_artifact_loads_builds_and_runs_as_it_did(name: str) -> None:
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_stage_returns_the_manifest_it_wrote(tmp_path: Path) -> None:
+    """A schema-1 teacher converts; the StageResult's manifest is the one in the file, digest included."""
+    from enofctl.stages import convert, convert_config
+
+    res = convert(V1["teacher"], convert_config(T=2, calibrate=0), tmp_path / "s.safetensors")
+    assert res.manifest.tensors_sha256 and res.manifest == artifacts.load(res.path).manifest
+    assert res.manifest.parents[0].sha256 == artifacts.file_sha256(V1["teacher"])
+
+
 @pytest.mark.parametrize("name", sorted(V1))
 def test_inspect_shows_a_v1_artifact(name: str) -> None:
     shown = json.loads(ok("inspect", V1[name], "--json"))
