@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from enofctl.spiking import SpikingNet
+from enofctl.spiking import SpikingNet, SpikingNeuron
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
 E_AC_PJ = 0.9  # pJ per 32-bit float accumulate, 45 nm (Horowitz 2014)
@@ -51,13 +51,12 @@ class LayerOps(BaseModel):
 
 
 def is_binary(x: torch.Tensor) -> bool:
-    """Whether ``x`` is spikes: every element of a channel (dimension 1) 0 or that channel's one positive
-    amplitude (1; the threshold an integrate-and-fire neuron of a converted network emits; or a calibrated
-    student's per-channel spike amplitude). An empty tensor counts as binary."""
+    """Whether ``x`` is spikes: every element 0 or one same positive amplitude (1, or the threshold an
+    integrate-and-fire neuron of a converted QCFS network emits). An empty tensor counts as binary."""
     if x.numel() == 0:
         return True
-    top = x.amax(dim=[d for d in range(x.dim()) if d != 1], keepdim=True) if x.dim() > 1 else x.max()
-    return bool((top >= 0).all()) and bool(((x == 0) | (x == top)).all())
+    top = x.max()
+    return bool(top >= 0) and bool(((x == 0) | (x == top)).all())
 
 
 def conv_sops(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> int:
@@ -122,7 +121,14 @@ class OpsMeter:
         if self._net is not None:
             self._net.stem_once = False
         rel = {id(m): n for n, m in root.named_modules()}
-        self._hooks = []
+        # the outputs of neurons whose spikes carry per-channel amplitudes (a calibrated student), by storage,
+        # kept alive until the model's next forward: a layer reading one (or a view of it) reads spikes
+        self._scaled: dict[int, torch.Tensor] = {}
+        self._hooks = [model.register_forward_pre_hook(lambda *_: self._scaled.clear())]
+        for m in model.modules():
+            if isinstance(m, SpikingNeuron) and m.scaling == "channel":
+                self._hooks.append(m.register_forward_hook(
+                    lambda mod, inp, out: self._scaled.__setitem__(out.data_ptr(), out)))
         for name, m in model.named_modules():
             if not isinstance(m, _CONVS + (nn.Linear,)):
                 continue
@@ -135,7 +141,9 @@ class OpsMeter:
         @torch.no_grad()
         def fn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
             x = inp[0]
-            binary = not self.force_analog and is_binary(x)
+            scaled = self._scaled.get(x.data_ptr())
+            from_neuron = scaled is not None and scaled.numel() == x.numel()
+            binary = not self.force_analog and (from_neuron or is_binary(x))
             if binary:
                 x = (x != 0).to(x.dtype)  # count events, whatever their amplitude
             if isinstance(mod, nn.Linear):
@@ -163,6 +171,7 @@ class OpsMeter:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        self._scaled.clear()
         if self._net is not None:
             self._net.stem_once = self._stem_once
 

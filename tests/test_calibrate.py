@@ -51,6 +51,31 @@ def test_channel_neuron_emits_its_amplitude_and_uses_its_thresholds() -> None:
     assert {k for k in n.state_dict()} == {"v_th", "amp"}
 
 
+def test_ops_count_the_events_of_channel_scaled_spikes() -> None:
+    """A calibrated student's spikes carry per-channel amplitudes: still events (SOPs), as many as with 1."""
+    from enofctl.ops import OpsMeter
+
+    class Body(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.act = SpikingNeuron(NeuronSpec(), T=2, scaling="channel", channels=4)
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(self.act(x).flatten(1))  # the classifier reads a view of the spikes
+
+    x = torch.tensor([[0.1, 0.6, 0.9, 2.0]]).repeat(2 * 3, 1)  # T=2 steps of B=3 identical samples
+    counts = []
+    for amp in ([1.0, 1.0, 1.0, 1.0], [2.0, 3.0, 0.5, 7.0]):
+        body = Body()
+        body.act.amp.copy_(torch.tensor(amp))
+        with OpsMeter(body) as meter:
+            body(x)
+        counts.append((meter.sops["fc"], meter.macs["fc"], meter.input_kind("fc")))
+    spikes = 2 * 3 * 3  # channels 1..3 fire at both steps (> 0.5), channel 0 never
+    assert counts[0] == counts[1] == (spikes * 3, 0, "spikes")
+
+
 def _tiny_pair(seed: int = 0):
     from enofctl.models import build_model
 

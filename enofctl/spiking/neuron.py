@@ -49,11 +49,17 @@ Threshold = float | torch.Tensor  # one value, or a tensor that broadcasts over 
 def neuron_step(x: torch.Tensor, v: torch.Tensor, spec: NeuronSpec,
                 v_th: Threshold | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One time step: input current ``x`` and membrane ``v`` ([B, ...]) -> (spikes, next membrane).
-    ``v_th`` overrides the spec's threshold (a layer's own, possibly per channel)."""
-    v_th = spec.v_th if v_th is None else v_th
+
+    ``v_th`` overrides the spec's threshold (a layer's own, possibly per channel). Such a neuron is the spec's
+    neuron on the input scaled by ``s = spec.v_th / v_th``, and its surrogate gradient is that neuron's:
+    ``s * sg(s * (u - v_th))`` (the same spikes; a gradient that does not grow with the layer's scale)."""
     decay = 1.0 if spec.kind == "if" else spec.decay
     u = decay * v + x
-    spk = SpikeFn.apply(u - v_th, spec.surrogate, spec.surrogate_alpha())
+    if v_th is None:
+        v_th, z = spec.v_th, u - spec.v_th
+    else:
+        z = (u - v_th) * (spec.v_th / v_th)
+    spk = SpikeFn.apply(z, spec.surrogate, spec.surrogate_alpha())
     v_next = u * (1.0 - spk) if spec.reset == "hard" else u - spk * v_th
     return spk, v_next
 
@@ -122,7 +128,7 @@ class _NeuronSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, T: int, repeat: bool, inplace: bool, decay: float, v_th: float, hard: bool,
-                v_init: float, surrogate: str, alpha: float):
+                v_init: float, surrogate: str, alpha: float, sg_scale=None):
         B = x.shape[0] if repeat else x.shape[0] // T
         per_channel = isinstance(v_th, torch.Tensor)
         keep = ctx.needs_input_grad[0]
@@ -153,14 +159,14 @@ class _NeuronSequence(torch.autograd.Function):
                 torch.sub(u, spk_t, alpha=v_th, out=v)
         if keep:
             ctx.save_for_backward(u_all)
-        ctx.config = (T, B, repeat, decay, v_th, hard, surrogate, alpha)
+        ctx.config = (T, B, repeat, decay, v_th, hard, surrogate, alpha, sg_scale)
         return spk
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_spk):
         (u_all,) = ctx.saved_tensors
-        T, B, repeat, decay, v_th, hard, surrogate, alpha = ctx.config
+        T, B, repeat, decay, v_th, hard, surrogate, alpha, sg_scale = ctx.config
         grad_x = _alloc_rows(u_all, B if repeat else T * B)
         sg, keep_v = _alloc_rows(u_all, B), _alloc_rows(u_all, B)
         mask = torch.empty_like(sg, dtype=torch.bool) if surrogate == "rect" else None
@@ -170,7 +176,10 @@ class _NeuronSequence(torch.autograd.Function):
             rows = slice(t * B, (t + 1) * B)
             u, g = u_all[rows], grad_spk[rows]
             out = bufs[t % 2] if repeat else grad_x[rows]
-            _surrogate_(torch.sub(u, v_th, out=sg), surrogate, alpha, mask)  # d spk / d u
+            if sg_scale is None:
+                _surrogate_(torch.sub(u, v_th, out=sg), surrogate, alpha, mask)  # d spk / d u
+            else:  # a layer's own threshold: the spec's neuron on the input scaled by s (see neuron_step)
+                _surrogate_(torch.sub(u, v_th, out=sg).mul_(sg_scale), surrogate, alpha, mask).mul_(sg_scale)
             if prev is None:
                 torch.mul(g, sg, out=out)
             elif hard:  # v = u * (1 - spk): dv/du = (1 - spk) - u * sg
@@ -183,7 +192,7 @@ class _NeuronSequence(torch.autograd.Function):
             if repeat:
                 grad_x.copy_(out) if prev is None else grad_x.add_(out)
             prev = out
-        return grad_x, None, None, None, None, None, None, None, None, None
+        return grad_x, None, None, None, None, None, None, None, None, None, None
 
 
 def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = False,
@@ -196,8 +205,9 @@ def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = Fa
         raise ValueError(f"{x.shape[0]} rows are not T={T} steps of one batch")
     decay = 1.0 if spec.kind == "if" else spec.decay
     th = spec.v_th if v_th is None else v_th.to(x.dtype) if isinstance(v_th, torch.Tensor) else v_th
+    scale = None if v_th is None else spec.v_th / th  # see neuron_step
     return _NeuronSequence.apply(x, T, repeat, inplace, decay, th, spec.reset == "hard", spec.v_init,
-                                 spec.surrogate, spec.surrogate_alpha())
+                                 spec.surrogate, spec.surrogate_alpha(), scale)
 
 
 # How a layer's neurons depart from the spec (``SpikingSpec.scaling``):

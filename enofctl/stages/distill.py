@@ -178,7 +178,7 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     run = measure(s_model, data.test, device, spec, EvalConfig(limit=cfg.limit_test, speed_batches=0))
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
-        config=cfg.model_dump(), history=history, parents=parents,
+        config=cfg.model_dump(), history=history, parents=parents, calibration=s_manifest.calibration,
         metrics=StudentMetrics(top1=run.top1, top5=run.top5, samples=run.samples,
                                spikes_per_sample=run.spikes_per_sample, mean_firing_rate=run.mean_firing_rate,
                                teacher_top1=src.teacher.artifact.manifest.metrics.top1, **best_metrics(history)),
