@@ -50,7 +50,6 @@ def main() -> None:
     p.add_argument("--reset", default="hard")
     p.add_argument("--variants", default="plain,bn,bn+fit,fit")
     a = p.parse_args()
-    torch.set_num_threads(2)
     art = artifacts.load(a.teacher, expect="teacher")
     m = art.manifest
     data = load_dataset(m.data.dataset, m.data.data_dir)
