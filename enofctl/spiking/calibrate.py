@@ -19,15 +19,20 @@ and only moves where it fires and what a spike is worth):
             r   = the neuron's time-averaged spikes for x with threshold th (its own dynamics)
             A   = <a, r> / <r, r>                    (least squares: the amplitude that best matches a)
             err = |a|^2 - <a, r>^2 / <r, r>
-        keep the threshold with the least err, and its A (a channel whose best A is not positive never
-        fires: its threshold is set far above its inputs)
+        refine each channel's best multiple with 6 more between its grid neighbours; keep the threshold
+        with the least err, and its A (a channel whose best A is not positive never fires: its threshold is
+        set far above its inputs)
+    then the student's classifier is refitted to the teacher's logits (``fit_readout``: ridge regression
+    towards its current weights, the teacher's)
 
 This is the data-based normalization of Diehl et al. (2015) and Rueckauer et al. (2017) — a threshold per
 layer from the activation statistics — made per channel, fitted to the leaky neuron's real response at the
 chosen T, and done greedily on the already-calibrated student's own currents, as Li et al. (2021) calibrate
 layer by layer. No labels and no gradient steps are used. The fitted values live in per-channel buffers of
 each neuron (``SpikingSpec.scaling = "channel"``), which `distill`, `eval` and everything that loads the
-student honour; ``ChannelCalibration`` keeps every choice and each layer's error before and after.
+student honour; ``ChannelCalibration`` keeps every choice and each layer's error before and after. Such a
+neuron takes its surrogate gradient as the spec's neuron on the rescaled input (see ``neuron_step``), so
+training from the calibrated start is as stable as from the plain copy.
 
 ``reestimate_bn`` recomputes BatchNorm statistics under the spiking dynamics instead (the first fix the
 plain copy suggests); benchmarks/calibration.md measures it alone and before the fit, where it does worse.
@@ -58,33 +63,15 @@ class _Stop(Exception):
     pass
 
 
-def _input_of(net: nn.Module, neuron: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The current ``neuron`` receives when ``net`` runs on ``x`` (the pass stops there)."""
+def _seen(net: nn.Module, module: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``module``'s input (``what="input"``) or output when ``net`` runs on ``x`` (the pass stops there)."""
     got: list[torch.Tensor] = []
 
-    def hook(mod, inp):
-        got.append(inp[0].detach().clone())
+    def hook(mod, inp, out=None):
+        got.append((inp[0] if what == "input" else out).detach().clone())
         raise _Stop
 
-    h = neuron.register_forward_pre_hook(hook)
-    try:
-        net(x)
-    except _Stop:
-        pass
-    finally:
-        h.remove()
-    return got[0]
-
-
-def _output_of(net: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``module``'s output when ``net`` runs on ``x`` (the pass stops there)."""
-    got: list[torch.Tensor] = []
-
-    def hook(mod, inp, out):
-        got.append(out.detach().clone())
-        raise _Stop
-
-    h = module.register_forward_hook(hook)
+    h = module.register_forward_pre_hook(hook) if what == "input" else module.register_forward_hook(hook)
     try:
         net(x)
     except _Stop:
@@ -274,13 +261,13 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
     for i, (name, neuron) in enumerate(neurons.items()):
         if progress:
             progress(i, len(neurons))
-        targets = [_output_of(ann, ann_mods[name], x) for x in batches]
+        targets = [_seen(ann, ann_mods[name], x, "output") for x in batches]
         n, used = _images_needed(targets), []
         for x in batches:  # only the batches the fit looks at
             used.append(x)
             if sum(len(u) for u in used) >= n:
                 break
-        xs = [_input_of(snn, neuron, x) for x in used]
+        xs = [_seen(snn, neuron, x, "input") for x in used]
         fit = _fit_layer(neuron, xs, targets[: len(used)], grid, percentile)
         neuron.v_th.copy_(fit.v_th)
         neuron.amp.copy_(fit.amp)
