@@ -49,7 +49,7 @@ import torch.nn as nn
 
 from enofctl.errors import CalibrationError
 from enofctl.schema import CalibratedChannels, ChannelCalibration
-from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence
+from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence, per_channel
 
 # Candidate thresholds, as multiples of a channel's high input percentile: from far below (a channel whose
 # activations are mostly small) to above it.
@@ -105,10 +105,6 @@ def _percentile(xs: list[torch.Tensor], q: float, cap: int = 1 << 16) -> torch.T
     return out
 
 
-def _shape(buf: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return buf.view(-1, *([1] * (like.dim() - 2))).to(like.dtype)
-
-
 def _first_images(xs: list[torch.Tensor], targets: list[torch.Tensor], n: int, T: int,
                   repeat: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The inputs and targets of the first ``n`` images (inputs are [T*B, ...] unless ``repeat``)."""
@@ -139,7 +135,7 @@ def _try(neuron: SpikingNeuron, xs, targets, th: torch.Tensor) -> tuple[torch.Te
     s_ar = torch.zeros_like(th)
     s_rr = torch.zeros_like(th)
     for x, a in zip(xs, targets, strict=True):
-        r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=_shape(th, x)), T)
+        r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=per_channel(th, x)), T)
         s_ar += _channel_sum(a * r)
         s_rr += _channel_sum(r * r)
     amp = torch.where(s_rr > 0, s_ar / s_rr.clamp(min=1e-12), torch.zeros_like(s_rr)).clamp(min=0)
@@ -184,7 +180,7 @@ def _relative_error(neuron: SpikingNeuron, xs, targets, th: torch.Tensor, amp: t
     spec, T, repeat = neuron.spec, neuron.T, neuron.repeat_input
     num = den = 0.0
     for x, a in zip(xs, targets, strict=True):
-        r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=_shape(th, x)), T) * _shape(amp, a)
+        r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=per_channel(th, x)), T) * per_channel(amp, a)
         num += float(((a - r) ** 2).sum())
         den += float((a * a).sum())
     return num / max(den, 1e-12)

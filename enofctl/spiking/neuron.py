@@ -94,6 +94,11 @@ def _alloc_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.empty((rows, *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
 
 
+def per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """One value per channel ``[C]`` shaped (and typed) to broadcast over one step's rows ``like`` [B, C, ...]."""
+    return values.view(-1, *([1] * (like.dim() - 2))).to(like.dtype)
+
+
 def _full_row(x: torch.Tensor, value: Threshold) -> torch.Tensor | float:
     """``value`` as something that fills one step's rows of ``x`` (a float stays a float)."""
     return value if not isinstance(value, torch.Tensor) else value.to(x.dtype).expand(x.shape[1:])
@@ -241,15 +246,11 @@ class SpikingNeuron(nn.Module):
             self.register_buffer("v_th", torch.full((channels,), float(spec.v_th)))
             self.register_buffer("amp", torch.ones(channels))
 
-    def _per_step(self, buf: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """A per-channel buffer shaped to broadcast over one step's rows ``[B, C, ...]``."""
-        return buf.view(-1, *([1] * (x.dim() - 2))).to(x.dtype)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scaling == "none":
             spk = neuron_sequence(x, self.spec, self.T, self.repeat_input, self.inplace)  # [T*B, ...]
         else:
-            v_th = float(self.v_th) if self.scaling == "threshold" else self._per_step(self.v_th, x)
+            v_th = float(self.v_th) if self.scaling == "threshold" else per_channel(self.v_th, x)
             spk = neuron_sequence(x, self.spec, self.T, self.repeat_input, self.inplace, v_th)
         packer = active_packer()
         if packer is not None:
@@ -257,7 +258,7 @@ class SpikingNeuron(nn.Module):
         if self.scaling == "threshold":
             return spk * self.v_th.to(spk.dtype)
         if self.scaling == "channel":
-            return spk * self._per_step(self.amp, spk)
+            return spk * per_channel(self.amp, spk)
         return spk
 
     def extra_repr(self) -> str:
