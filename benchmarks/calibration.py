@@ -4,7 +4,7 @@ variant, at several T, on one teacher.
     python benchmarks/calibration.py TEACHER [--batches 8] [--limit 2000] [--T 1,2,4,8] [--seeds 0]
 
 Variants (every one starts from the same converted student, EnOF's neuron unless --decay/--reset say otherwise):
-  plain        the teacher's weights copied, nothing else (what `convert --calibrate 0` writes)
+  plain        the teacher's weights copied, nothing else (what `convert --no-calibrate` writes)
   bn           BatchNorm statistics re-estimated under the spiking dynamics (no labels, no gradient)
   bn+fit       bn, then the per-channel threshold/amplitude fit
   fit          the per-channel threshold/amplitude fit alone (what `convert --calibrate N` writes)

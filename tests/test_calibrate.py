@@ -129,7 +129,7 @@ def _top1(path: Path, T: int = 4) -> float:
 
 def test_calibrated_student_is_not_worse_than_the_plain_copy(teacher: Path, tmp_path: Path) -> None:
     plain, cal = tmp_path / "plain.safetensors", tmp_path / "cal.safetensors"
-    ok("convert", teacher, "--T", "4", "--calibrate", "0", "--out", plain)
+    ok("convert", teacher, "--T", "4", "--no-calibrate", "--out", plain)
     ok("convert", teacher, "--T", "4", "--calibrate", "2", "--batch-size", "64", "--out", cal)
     assert artifacts.load(plain).manifest.spiking.scaling == "none"
     assert _top1(cal) >= _top1(plain)
@@ -164,14 +164,16 @@ def test_distill_starts_from_the_calibrated_student_by_default(teacher: Path, tm
     m = artifacts.load(out).manifest
     assert m.spiking.scaling == "channel" and m.config["calibrate"] == 8
     assert m.history[0]["epoch"] == 0  # the accuracy before the first step: the calibrated start
-    ok("distill", "--teacher", teacher, "--T", "2", "--epochs", "1", "--limit-train", "64", "--calibrate", "0",
+    ok("distill", "--teacher", teacher, "--T", "2", "--epochs", "1", "--limit-train", "64", "--no-calibrate",
        "--quiet", "--out", plain)
     assert artifacts.load(plain).manifest.spiking.scaling == "none"
 
 
 @pytest.mark.parametrize("args,code,needle", [
     (["--calibrate", "-1"], 2, "--calibrate"),
+    (["--calibrate", "0"], 2, "--no-calibrate"),
     (["--calibrate", "x"], 2, "--calibrate"),
+    (["--calibrate", "2", "--no-calibrate"], 2, "not both"),
     (["--percentile", "0"], 2, "percentile"),
     (["--spiking-pool"], 2, "--method cq"),
 ])
@@ -191,7 +193,7 @@ def test_calibration_data_not_available_is_one_line(teacher: Path, tmp_path: Pat
     out = tmp_path / "s.safetensors"
     assert_one_error_line(*run("convert", moved, "--out", out), 1, "mnist")
     assert not out.exists()
-    ok("convert", moved, "--calibrate", "0", "--out", out)  # the plain copy needs no data
+    ok("convert", moved, "--no-calibrate", "--out", out)  # the plain copy needs no data
 
 
 def test_non_finite_calibration_is_refused(teacher: Path, tmp_path: Path) -> None:
@@ -203,5 +205,5 @@ def test_non_finite_calibration_is_refused(teacher: Path, tmp_path: Path) -> Non
     artifacts.save(bad, art.manifest.model_copy(deep=True), tensors)
     out = tmp_path / "s.safetensors"
     assert_one_error_line(*run("convert", bad, "--out", out), 1, "non-finite")
-    assert_one_error_line(*run("convert", bad, "--calibrate", "0", "--out", out), 1, "non-finite")
+    assert_one_error_line(*run("convert", bad, "--no-calibrate", "--out", out), 1, "non-finite")
     assert not out.exists()

@@ -39,11 +39,9 @@ def ablate(
         ABLATE.act_reg),
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Logits-regularizer weight (activity grid).")] = (
         ABLATE.logit_reg),
-    calibrate: Annotated[int, typer.Option(min=0, max=100_000, help="Every cell's student is converted with "
-                                           "calibration on N batches of training images; 0 = the plain "
-                                           "copy.")] = TRAIN.calibrate,
     *,
     neuron: o.Neuron,
+    calibrate: o.Calibration = None,
     limit_train: o.LimitTrain = TRAIN.limit_train,
     limit_test: o.LimitTest = TRAIN.limit_test,
     device: o.DeviceOpt = o.Device(TRAIN.device),
@@ -53,8 +51,9 @@ def ablate(
 ) -> None:
     """Reproduce the papers' ablations from one teacher: same budget and seeds for every cell."""
     train = DistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, neuron=neuron, laf_lambda=laf_lambda,
-                          laf_tau=laf_tau, calibrate=calibrate, device=device.value, data_dir=o.path_str(data_dir),
-                          limit_train=limit_train, limit_test=limit_test)
+                          laf_tau=laf_tau, device=device.value, data_dir=o.path_str(data_dir),
+                          limit_train=limit_train, limit_test=limit_test,
+                          **({"calibrate": calibrate} if calibrate is not None else {}))
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
                        train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg,
                        variants=o.parse_name_list(variants, "--variants"))

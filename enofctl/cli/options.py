@@ -178,7 +178,25 @@ def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
     return options
 
 
+def calibration_options(
+    calibrate: Annotated[int | None, typer.Option(
+        max=100_000, show_default=False, help="Calibrate on N >= 1 batches of training images (no labels, no "
+        "gradient step) before training or saving: each channel's threshold and spike amplitude are fitted to the "
+        "teacher (surrogate students; default 8), or the layer-wise bias (--method cq; off by default).")] = None,
+    no_calibrate: Annotated[bool, typer.Option("--no-calibrate", help="Keep the plain copy of the teacher's "
+                                               "weights (no calibration, no data read).")] = False,
+) -> int | None:
+    """The number of calibration batches the user asked for: None = the stage's default, 0 = off."""
+    if calibrate is not None and no_calibrate:
+        raise typer.BadParameter("give --calibrate N or --no-calibrate, not both", param_hint="--calibrate")
+    if calibrate is not None and calibrate < 1:
+        raise typer.BadParameter(f"{calibrate} is not a number of batches (N >= 1; --no-calibrate skips "
+                                 "calibration)", param_hint="--calibrate")
+    return 0 if no_calibrate else calibrate
+
+
 Neuron = Annotated[NeuronSpec, Group(neuron_options)]
+Calibration = Annotated[int | None, Group(calibration_options)]
 TeacherRecipe = Annotated[dict, Group(recipe_options(TeacherConfig))]
 DistillRecipe = Annotated[dict, Group(recipe_options(DistillConfig))]
 

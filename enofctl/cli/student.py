@@ -32,11 +32,6 @@ def convert(
                                               "normalize each layer by its max |w| first.")] = CQ.weight_norm,
     spiking_pool: Annotated[bool, typer.Option("--spiking-pool", help="cq: an IF neuron after each average "
                                                "pool.")] = CQ.spiking_pool,
-    calibrate: Annotated[int | None, typer.Option(min=0, max=100_000, help="Calibrate on N batches of training "
-                                                  "images (no labels): surrogate: fit each channel's threshold and "
-                                                  "spike amplitude to the teacher (default: "
-                                                  f"{CONVERT.calibrate}); cq: layer-wise bias calibration (default: "
-                                                  f"{CQ.calibrate}). 0 = off: no data needed.")] = None,
     percentile: Annotated[float, typer.Option(min=0.0, max=100.0, help="surrogate + --calibrate: thresholds are "
                                               "searched as multiples of this percentile of each channel's input "
                                               "(unconfirmed default).")] = CONVERT.percentile,
@@ -56,6 +51,7 @@ def convert(
     repact: o.RepAct = CONVERT.repact,
     *,
     neuron: o.Neuron,
+    calibrate: o.Calibration = None,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
@@ -122,11 +118,9 @@ def distill(
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Weight of the L2 logits regularizer (0 = off).")] = (
         DISTILL.logit_reg),
     repact: o.RepAct = DISTILL.repact,
-    calibrate: Annotated[int, typer.Option(min=0, max=100_000, help="When the teacher is converted here (no "
-                                           "--student): calibrate the student on N batches of training images "
-                                           "first; 0 = the plain copy.")] = DISTILL.calibrate,
     *,
     neuron: o.Neuron,
+    calibrate: o.Calibration = None,
     recipe: o.DistillRecipe,
     data_dir: o.DataDir = None,
     resume: o.Resume = False,
@@ -136,11 +130,12 @@ def distill(
     """Train the spiking student with surrogate gradients: CE + lambda * L_AF (EnOF-SNN), optionally logit KD
     and firing-rate / logits regularization (fewer spikes).
 
-    Neuron and RepAct options apply when the teacher is converted here (no --student)."""
+    Neuron, RepAct and calibration options apply when the teacher is converted here (no --student)."""
     cfg = DistillConfig(
-        **recipe, T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, calibrate=calibrate, kd_alpha=kd_alpha,
-        kd_tau=kd_tau,        act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron,
+        **recipe, T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, kd_alpha=kd_alpha, kd_tau=kd_tau,
+        act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron,
         act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"), data_dir=o.path_str(data_dir),
+        **({"calibrate": calibrate} if calibrate is not None else {}),
     )
     with progress(quiet or json_, "distill") as cb:
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
