@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
+from enofctl.errors import Interrupted, WriteError
 from enofctl.io import atomic_write
 
 
@@ -22,8 +24,10 @@ def test_writes_through_a_temporary_file_beside_the_target(tmp_path: Path) -> No
     assert not seen[0].exists()
 
 
-@pytest.mark.parametrize("exc", [RuntimeError("disk full"), KeyboardInterrupt()])
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, exc: BaseException) -> None:
+@pytest.mark.parametrize("exc, raised", [(RuntimeError("disk full"), WriteError),
+                                         (KeyboardInterrupt(), KeyboardInterrupt),
+                                         (Interrupted(signal.SIGTERM), Interrupted)])
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, exc: BaseException, raised) -> None:
     out = tmp_path / "a.bin"
     out.write_bytes(b"old")
 
@@ -31,7 +35,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path, exc
         tmp.write_bytes(b"half")
         raise exc
 
-    with pytest.raises(type(exc)):
+    with pytest.raises(raised):
         atomic_write(out, write)
     assert out.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]

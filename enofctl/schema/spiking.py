@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from enofctl.schema.base import Frozen
 from enofctl.surrogates import SURROGATES, SurrogateName
 
 
 class NeuronSpec(Frozen):
-    """How a spiking neuron behaves. Defaults are the EnOF authors' code."""
+    """How a spiking neuron behaves. Defaults are the EnOF authors' code. Every number must be finite."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     kind: Literal["lif", "if"] = "lif"
     decay: float = Field(0.25, ge=0.0, le=1.0, description="membrane leak factor per step (1 = no leak)")
