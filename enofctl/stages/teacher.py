@@ -16,6 +16,7 @@ from enofctl.artifacts import Artifact
 from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import DataError, UsageError
+from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
 from enofctl.schema import ActSpec, DataRef, Manifest, ModelSpec, TeacherMetrics
@@ -150,8 +151,8 @@ def _pretrained(cfg: FetchConfig, info: DatasetInfo) -> nn.Module:
 
     if not timm.is_model(cfg.model):
         build_model(cfg.model, 1, 1)  # raises the unknown-model error
-    if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
-        raise UsageError(f"no such file: {cfg.checkpoint}")
+    if cfg.checkpoint:
+        regular_file(cfg.checkpoint)  # a FIFO would block the reader
     overlay = {"file": str(Path(cfg.checkpoint).resolve())} if cfg.checkpoint else None
     try:
         return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,

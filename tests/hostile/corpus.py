@@ -143,6 +143,20 @@ def mnist(d: Path) -> tuple:
     return ("teacher", "train", "--dataset", "mnist", "--data-dir", d, *TINY, "--quiet")
 
 
+def image_folder(c: Ctx) -> Path:
+    """train/ and val/ with two classes of 8x8 PNGs; one training "image" is not an image."""
+    from PIL import Image
+
+    root = c.dir / "images"
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / split / cls / f"{i}.png")
+    (root / "train" / "b" / "corrupt.png").write_bytes(b"\x89PNG but not really")
+    return root
+
+
 def teacher_copy(c: Ctx) -> Path:
     return copy_of(c, c.pipe.teacher, "t.safetensors")
 
@@ -214,6 +228,10 @@ CASES = [
     Case("idx-labels-out-of-range", lambda c: (*mnist(mnist_dir(c, labels=np.array([0, 1, 200, 3]))), "--out",
                                                c.out), 1, ("label 200", "out of range")),
     Case("idx-count-mismatch", lambda c: (*mnist(mnist_dir(c, test_images=3)), "--out", c.out), 1, ("labels",)),
+    Case("image-folder-corrupt-image", lambda c: ("teacher", "train", "--dataset", "imagefolder", "--data-dir",
+                                                  image_folder(c), "--model", "resnet20", *TINY, "--batch-size", "2",
+                                                  "--quiet", "--out", c.out), 1,
+         ("cannot read an image", "corrupt.png")),
     Case("idx-not-idx", lambda c: (*mnist(_junk_idx(c)), "--out", c.out), 1, ("IDX",)),
     # training checkpoints given to --resume
     Case("resume-empty-checkpoint", lambda c: (*RESUME, "--out", checkpoint(c, b"")), 1, ("empty",)),
