@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from enofctl.errors import EnofError, UsageError, write_error
 
 MAX_JSON_DEPTH = 64  # a manifest nests about 6 deep; Python's parser recurses ~1,000 deep before it fails
@@ -136,16 +138,16 @@ def loads_bounded(text: str | bytes) -> Any:
     return json.loads(text, parse_int=_bounded_int)
 
 
+# a JSON string, or an unterminated one to the end: every match succeeds, so the scan is linear for any input
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\\?\Z)', re.DOTALL)
+_OPEN, _CLOSE = np.frombuffer(b"[{", np.uint8), np.frombuffer(b"]}", np.uint8)
+
+
 def json_depth(text: str) -> int:
-    """How deep the brackets of a JSON text nest (outside strings); stops counting past ``MAX_JSON_DEPTH``."""
-    brackets = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
-    depth = deepest = 0
-    for c in re.finditer(r"[\[\]{}]", brackets):
-        depth += 1 if c.group() in "[{" else -1
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            break
-    return deepest
+    """How deep the brackets of a JSON text nest outside its strings (linear time, for any input)."""
+    chars = np.frombuffer(_JSON_STRING.sub("", text).encode(), dtype=np.uint8)
+    steps = np.isin(chars, _OPEN).astype(np.int64) - np.isin(chars, _CLOSE)
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def _bounded_int(digits: str) -> int:
