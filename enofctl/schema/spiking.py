@@ -14,9 +14,9 @@ from enofctl.surrogates import SURROGATES, SurrogateName
 
 
 class NeuronSpec(Frozen):
-    """How a spiking neuron behaves. Defaults are the EnOF authors' code. Every number must be finite."""
+    """How a spiking neuron behaves. Defaults are the EnOF authors' code."""
 
-    model_config = ConfigDict(allow_inf_nan=False)
+    model_config = ConfigDict(allow_inf_nan=False)  # every number finite (--surrogate-alpha inf is refused)
 
     kind: Literal["lif", "if"] = "lif"
     decay: float = Field(0.25, ge=0.0, le=1.0, description="membrane leak factor per step (1 = no leak)")
