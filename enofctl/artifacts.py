@@ -12,7 +12,8 @@ the manifest as written (with the tensors' sha256). The manifest's models and it
 from __future__ import annotations
 
 import hashlib
-import json
+import os
+import stat
 import struct
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -21,9 +22,9 @@ import torch
 import torch.nn as nn
 from pydantic import ValidationError
 
-from enofctl.errors import ArtifactError, UsageError
-from enofctl.io import atomic_write
-from enofctl.models import build_model
+from enofctl.errors import ArtifactError, UsageError, WriteError
+from enofctl.io import atomic_write, file_kind, loads_bounded, regular_file
+from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
 from enofctl.schema import (
     SCHEMA_VERSION,
@@ -77,14 +78,54 @@ def manifest_metadata(text: str) -> dict[str, str]:
     return {METADATA_KEY: text, DIGEST_KEY: hashlib.sha256(text.encode()).hexdigest()}
 
 
-def check_output_path(out: str | Path) -> Path:
-    """Fail before any work if ``out`` cannot be written: its folder must exist and it must not be a folder."""
+def check_output_path(out: str | Path, inputs: tuple[str | Path | None, ...] = (), checkpoint: bool = False) -> Path:
+    """Fail before any work if ``out`` cannot be written or would destroy something: its folder must exist
+    and be writable, and ``out`` must not be a folder, a FIFO or a device, nor one of ``inputs``. With
+    ``checkpoint``, the same holds for its training checkpoint ``OUT.ckpt``."""
     out = Path(out)
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; give a file path ending in .safetensors")
+    for path in (out, checkpoint_path(out)) if checkpoint else (out,):
+        _check_not_special(path)
     if not out.parent.is_dir():
         raise UsageError(f"--out {out}: directory {out.parent} does not exist")
+    for src in inputs:
+        if src is not None and _same_file(out, Path(src)):
+            raise UsageError(f"--out {out} is also an input ({src}); write the result to another file")
+    _check_writable(out.parent)
     return out
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where a training run that writes ``out`` keeps its checkpoint."""
+    return out.with_name(out.name + ".ckpt")
+
+
+def _check_not_special(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # absent (or unreachable, which the write will report)
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"--out {path} is a directory; give a file path ending in .safetensors")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"--out {path} is a {file_kind(mode)}; give a regular file path (it would be replaced)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
+
+
+def _check_writable(folder: Path) -> None:
+    if os.access(folder, os.W_OK | os.X_OK):
+        return
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    why = "read-only file system" if read_only else "permission denied"
+    raise WriteError(f"cannot write into {folder}: {why}")
 
 
 class Saved(NamedTuple):
@@ -130,7 +171,18 @@ class Artifact:
     def ann_skeleton(self) -> nn.Module:
         """The timm network of the manifest with its activation, untrained weights."""
         m = self.manifest.model
-        return apply_act(build_model(m.name, m.num_classes, m.in_chans, m.kwargs), m.act)
+        try:
+            return apply_act(build_model(m.name, m.num_classes, m.in_chans, m.kwargs), m.act)
+        except UsageError as e:
+            raise ArtifactError(f"{self.path}: its manifest describes a model that cannot be built ({e})") from e
+
+    def _check_runs(self, model: nn.Module) -> nn.Module:
+        """``model`` if it computes on the manifest's input size; an ArtifactError if not (a forged manifest)."""
+        problem = forward_problem(model, tuple(self.manifest.model.input_size))
+        if problem is not None:
+            raise ArtifactError(f"{self.path}: the model its manifest describes cannot run on its own input size "
+                                f"{tuple(self.manifest.model.input_size)} ({problem})")
+        return model
 
     def build_ann(self) -> nn.Module:
         """The ANN with the artifact's weights: a teacher, or a surrogate-trained student with its neurons as
@@ -139,7 +191,7 @@ class Artifact:
             raise UsageError(f"{self.path} is a converted IF network (BatchNorm folded); it has no ANN form")
         model = self.ann_skeleton()
         _load_checked(model, self.tensors, self.path)
-        return model
+        return self._check_runs(model)
 
     def build(self) -> nn.Module:
         """A teacher's timm model, or a student's SpikingNet, with the artifact's weights, in eval mode."""
@@ -148,7 +200,7 @@ class Artifact:
         if spec is not None:
             model = make_spiking(model, spec, self.manifest.model.input_size)
         _load_checked(model.body if spec is not None else model, self.tensors, self.path)
-        return model.eval()
+        return self._check_runs(model.eval())
 
 
 def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -169,7 +221,7 @@ def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path
 def read_header(path: Path) -> dict[str, Any]:
     """The safetensors JSON header, bounded and checked against the file's size."""
     try:
-        size = path.stat().st_size
+        size = regular_file(path).st_size
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) < 8:
@@ -177,9 +229,9 @@ def read_header(path: Path) -> dict[str, Any]:
             (n,) = struct.unpack("<Q", head)
             if n > MAX_HEADER_BYTES or n + 8 > size:
                 raise ArtifactError(f"{path} is not a safetensors file, or is truncated (bad header length)")
-            header = json.loads(f.read(n))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path} is not a safetensors file (header is not JSON)") from e
+            header = loads_bounded(f.read(n))
+    except ValueError as e:  # bad UTF-8, bad JSON, too deep, too long a number
+        raise ArtifactError(f"{path} is not a safetensors file (header {_reason(e)})") from e
     except OSError as e:
         raise ArtifactError(f"cannot read {path}: {e.strerror}") from e
     if not isinstance(header, dict):
@@ -197,13 +249,17 @@ def read_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def _reason(e: ValueError) -> str:
+    """Why untrusted JSON was refused, e.g. "is not JSON", "refused: JSON nested deeper than 64 levels"."""
+    if isinstance(e, UnicodeDecodeError):
+        return "is not UTF-8"
+    return "is not JSON" if type(e).__name__ == "JSONDecodeError" else f"refused: {e}"
+
+
 def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) -> Artifact:
     """Read and validate an artifact. ``expect`` refuses the other kind with a UsageError."""
     path = Path(path)
-    if not path.exists():
-        raise UsageError(f"no such file: {path}")
-    if path.is_dir():
-        raise UsageError(f"{path} is a directory, not an artifact")
+    regular_file(path)
     header = read_header(path)
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or METADATA_KEY not in meta:
@@ -212,9 +268,10 @@ def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) 
     if not isinstance(text, str) or meta.get(DIGEST_KEY) != hashlib.sha256(text.encode()).hexdigest():
         raise ArtifactError(f"{path}: manifest does not match its sha256 (modified or corrupt file)")
     try:
-        raw = json.loads(text)
-    except (TypeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{path}: manifest is not valid JSON") from e
+        raw = loads_bounded(text)
+    except ValueError as e:
+        why = "" if type(e).__name__ == "JSONDecodeError" else f" ({_reason(e)})"
+        raise ArtifactError(f"{path}: manifest is not valid JSON{why}") from e
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path}: manifest is not a JSON object")
     try:

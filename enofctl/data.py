@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import math
 import os
 import struct
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from enofctl.augment import Augment, augment_batch, autoaugment, cutout
-from enofctl.errors import DataError, UsageError
+from enofctl.errors import DataError, UsageError, first_line
 
 __all__ = ["DATASETS", "Augment", "Data", "DatasetInfo", "FolderSplit", "TensorSplit", "augment_batch", "autoaugment",
            "availability", "cutout", "dataset_info", "load_dataset", "normalize", "split_validation"]
@@ -179,9 +180,29 @@ class FolderSplit:
         if self.index is not None:
             order = self.index[order]
         subset = Subset(self.ds, order[shard[0] :: shard[1]].tolist())
-        for x, y in DataLoader(subset, batch_size=batch_size, num_workers=self.workers,
-                               drop_last=drop_last and len(subset) > batch_size):
+        loader = DataLoader(subset, batch_size=batch_size, num_workers=self.workers,
+                            drop_last=drop_last and len(subset) > batch_size)
+        for x, y in _reading(iter(loader), self.ds.root):
             yield (on_batch.apply(x, self.info, generator) if on_batch else x), y
+
+
+def _reading(batches: Iterator, root: str) -> Iterator:
+    """``batches``, with a failure to read or decode an image (also in a DataLoader worker, whose message
+    holds the worker's traceback) turned into a one-line DataError."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as e:
+            raise DataError(f"cannot read an image under {root}: {_worker_reason(e)}") from e
+        yield batch
+
+
+def _worker_reason(e: Exception) -> str:
+    """The original error's last line, e.g. "PIL.UnidentifiedImageError: cannot identify image file 'x.png'"."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[-1][:200] if lines else type(e).__name__
 
 
 @dataclass
@@ -275,18 +296,35 @@ def _synthetic(info: DatasetInfo, n_train: int = 512, n_test: int = 256) -> Data
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzipped or not."""
+    """Read an IDX file (the MNIST format), gzipped or not; a DataError for anything else or a truncated one."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip's BadGzipFile is an OSError
+        raise DataError(f"cannot read {path}: {first_line(e)}") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file")
     ndim = raw[3]
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path} is not an IDX file (bad header)")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DataError(f"{path} is truncated ({data.size} of {int(np.prod(dims))} values)")
+    if data.size != math.prod(dims):
+        raise DataError(f"{path} is truncated or has extra bytes ({data.size} of {math.prod(dims)} values)")
     return data.reshape(dims)
+
+
+def _check_split(info: DatasetInfo, x: torch.Tensor, y: torch.Tensor, where: str) -> None:
+    """Images [N, C, H, W] of the dataset's shape, as many labels, each a class of the dataset."""
+    shape = (info.in_chans, *info.image_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise DataError(f"{where}: images of shape {tuple(x.shape[1:])}, {info.name} has {shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataError(f"{where}: {len(x)} images but {y.numel()} labels")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= info.num_classes):
+        bad = int(y.max()) if int(y.max()) >= info.num_classes else int(y.min())
+        raise DataError(f"{where}: label {bad} is out of range for {info.num_classes} classes")
 
 
 _IDX_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -338,6 +376,7 @@ def _mnist_like(info: DatasetInfo, root: Path | None, download: bool) -> Data:
     def load(split):
         x = torch.from_numpy(_read_idx(files[f"{split}0"]).copy()).float().div_(255).unsqueeze(1)
         y = torch.from_numpy(_read_idx(files[f"{split}1"]).astype(np.int64))
+        _check_split(info, x, y, f"{files[f'{split}0'].parent} ({split})")
         return x, y
 
     return _tensor_data(info, *load("train"), *load("test"))
@@ -368,7 +407,10 @@ def _cifar(info: DatasetInfo, root: Path | None, download: bool) -> Data:
 def _imagefolder(info: DatasetInfo, root: Path | None) -> Data:
     if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
         raise DataError("imagefolder needs --data-dir pointing at a folder with train/ and val/ subfolders")
-    train, test = FolderSplit(root / "train", info, True), FolderSplit(root / "val", info, False)
+    try:
+        train, test = FolderSplit(root / "train", info, True), FolderSplit(root / "val", info, False)
+    except (OSError, RuntimeError) as e:  # torchvision: no class folders, no image files
+        raise DataError(f"cannot use {root} as an image folder: {first_line(e)}") from e
     if train.classes != test.classes:
         raise DataError(f"train/ and val/ under {root} hold different class folders")
     info = replace(info, num_classes=len(train.classes), classes=train.classes)

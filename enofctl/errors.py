@@ -38,3 +38,37 @@ class GateError(EnofError):
 
 class CalibrationError(EnofError):
     """Calibrating a converted student failed (e.g. a non-finite threshold); nothing was written."""
+
+
+class WriteError(EnofError):
+    """An output could not be written (full disk, read-only folder or file system, no permission, a folder in
+    the way); the file it would have replaced is intact and no temporary file is left."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or another termination signal) turned into an exception, so every ``finally`` and cleanup runs
+    as for Ctrl-C; ``signum`` is the signal, the CLI exits with 128 + it. ``last`` is the latest one raised
+    (typer turns an interrupt into a bare return code 130, so the CLI reads the signal from here)."""
+
+    last: int | None = None
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        Interrupted.last = signum
+
+
+def write_error(path: object, e: BaseException) -> WriteError:
+    """The typed error for a failed write of ``path``: the OS's reason (ENOSPC, EROFS, EACCES, EISDIR, ...) when
+    there is one, else the first line of what the writer said."""
+    if isinstance(e, OSError) and e.strerror:
+        reason = e.strerror
+    else:
+        reason = first_line(e)
+    return WriteError(f"cannot write {path}: {reason}")
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """An exception as one short line: its first non-empty line, or its type's name."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else type(e).__name__

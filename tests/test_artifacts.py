@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -17,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from enofctl import artifacts
-from enofctl.errors import ArtifactError, EnofError, UsageError
+from enofctl.errors import ArtifactError, EnofError, UsageError, WriteError
 from enofctl.models import build_model
 from enofctl.schema import SCHEMA_VERSION, DataRef, Manifest, ModelSpec, NeuronSpec, SpikingSpec, TeacherMetrics
 from enofctl.spiking import SpikingNet, SpikingNeuron, make_spiking
@@ -310,10 +311,10 @@ def test_failed_save_leaves_nothing(tmp_path: Path, teacher_file, monkeypatch) -
 
     def half_write(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", half_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WriteError, match="No space left on device"):
         artifacts.save(target, _teacher_manifest(), model.state_dict())
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     assert target.read_bytes() == before

@@ -12,7 +12,7 @@ from clihelp import assert_one_error_line, run
 
 from enofctl.distributed import Ranks
 from enofctl.errors import ArtifactError, UsageError
-from enofctl.stages.train_state import TrainState, checkpoint_path
+from enofctl.stages.train_state import TrainState, checkpoint_path, state_digest
 
 
 def _state(seed: int = 0) -> TrainState:
@@ -80,6 +80,7 @@ def test_a_foreign_or_broken_checkpoint_is_refused(tmp_path: Path, content, erro
                 raw["model"] = {"weight": torch.zeros(5, 5)}
             else:
                 raw["epoch"] = "one"
+            raw["digest"] = state_digest({k: v for k, v in raw.items() if k != "digest"})  # a consistent forgery
             torch.save(raw, path)
     else:
         torch.save(content, path)

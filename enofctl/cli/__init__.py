@@ -1,5 +1,5 @@
 """The `enofctl` command line: parses options, shows progress on stderr, prints results on stdout, and maps
-errors to one line and an exit code (0 ok, 1 runtime failure, 2 usage, 3 gate failed, 130 interrupted).
+errors to one line and an exit code (0 ok, 1 runtime failure, 2 usage, 3 gate failed, 130 Ctrl-C, 143 SIGTERM).
 ``ENOFCTL_DEBUG=1`` prints the traceback behind an error line too."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import NoReturn
 import typer
 from pydantic import ValidationError
 
-from enofctl.errors import EnofError
+from enofctl import signals
+from enofctl.errors import EnofError, first_line
 
 
 def _base_named(cls: type, name: str) -> type:
@@ -79,14 +80,16 @@ def _click_error(e: Exception) -> NoReturn:
     _fail(f"{e.format_message()}{hint}", e.exit_code)
 
 
-INTERRUPTED = "enofctl: interrupted (a checkpoint is kept; continue with --resume)"
+INTERRUPTED = signals.MESSAGES[signals.signal.SIGINT]
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run one command; the one place where every failure becomes one line on stderr and an exit code."""
+    signals.reset()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="enofctl")
-        if rv == 130:  # newer typer turns Ctrl-C into a return code when not standalone
-            print(INTERRUPTED, file=sys.stderr)
+        if rv == 130:  # newer typer turns Ctrl-C (and SIGTERM, a KeyboardInterrupt) into a return code
+            signals.exit_interrupted()
         sys.exit(rv if isinstance(rv, int) else 0)
     except EnofError as e:
         _fail(str(e), e.exit_code)
@@ -97,10 +100,14 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"invalid option {_option(first['loc'])}: {first['msg']}", 2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except (typer.Abort, KeyboardInterrupt):  # older typer: click's Abort
-        print(INTERRUPTED, file=sys.stderr)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt) as e:  # older typer: click's Abort
+        signals.exit_interrupted(e)
     except MemoryError:
         _fail("out of memory; lower --batch-size or --T", 1)
     except OSError as e:
         _fail(f"{e.strerror or e}: {e.filename or ''}", 1)
+    except RecursionError:
+        _fail("input nested too deeply to process", 1)
+    except Exception as e:  # a failure no check foresaw: still one line (the traceback with ENOFCTL_DEBUG=1)
+        _fail(f"unexpected {type(e).__name__}: {first_line(e)} (ENOFCTL_DEBUG=1 shows the traceback; please "
+              "report it)", 1)

@@ -60,7 +60,7 @@ Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (> 0).")]
 Optimizer = Annotated[Optim, typer.Option(help="Optimizer.")]
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="Weight decay (not on norm weights and biases).")]
 Warmup = Annotated[int, typer.Option(min=0, help="Linear warm-up epochs before the cosine schedule.")]
-Seed = Annotated[int, typer.Option(help="Random seed.")]
+Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
 AugmentOpt = Annotated[bool, typer.Option("--augment/--no-augment",
                                           help="Random crop and horizontal flip (as the dataset allows).")]
 AutoAugmentOpt = Annotated[bool, typer.Option("--autoaugment", help="torchvision's CIFAR-10 AutoAugment policy, "

@@ -44,7 +44,8 @@ def convert(
                                                           "99.9); lets a ReLU teacher convert. No-op for "
                                                           "CQ/QCFS/clamp.")] = CQ.norm_percentile,
     batch_size: Annotated[int, typer.Option(min=1, help="Calibration batch size.")] = CONVERT.batch_size,
-    seed: Annotated[int, typer.Option(help="Which training images calibrate (seeded shuffle).")] = CONVERT.seed,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Which training images calibrate (seeded "
+                                      "shuffle).")] = CONVERT.seed,
     data_dir: Annotated[Path | None, typer.Option(help="Calibration data: where the teacher's dataset's files "
                                                   "are (default: as the teacher was trained).")] = None,
     device: Annotated[o.Device, typer.Option(help="Where calibration computes.")] = o.Device(CONVERT.device),

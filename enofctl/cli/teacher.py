@@ -9,6 +9,7 @@ import typer
 
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, progress
+from enofctl.models.base import MAX_WIDTH
 from enofctl.schema import ActSpec
 from enofctl.stages import FetchConfig, TeacherConfig, fetch_teacher, train_teacher
 
@@ -30,7 +31,8 @@ def train(
     out: o.Out,
     dataset: o.Dataset = TEACHER.dataset,
     model: Annotated[str | None, typer.Option(help="Any timm CNN (default: a small ResNet for the dataset).")] = None,
-    width: Annotated[float | None, typer.Option(min=0.01, help="Channel width multiplier (resnet20/19).")] = None,
+    width: Annotated[float | None, typer.Option(min=0.01, max=MAX_WIDTH, help="Channel width multiplier "
+                                                "(resnet20/19, vgg7).")] = None,
     model_arg: ModelArg = None,
     init: Annotated[Path | None, typer.Option(help="Start from this teacher artifact's weights.")] = None,
     act: Annotated[o.Act, typer.Option(help="Activation: relu, or for CQ conversion clamp (to [0,1]), cq "

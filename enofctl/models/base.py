@@ -18,6 +18,7 @@ class TimmHead(nn.Module):
 
     def _init_head(self, num_features: int, num_classes: int, drop_rate: float, global_pool: str = "avg") -> None:
         check_global_pool(global_pool)
+        check_rate(drop_rate, "drop_rate")
         self.num_features, self.num_classes, self.drop_rate = num_features, num_classes, drop_rate
         self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.fc = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
@@ -59,3 +60,20 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the submodule called ``name`` (a dotted path) is."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+MAX_WIDTH = 16.0  # resnet20 at 16x has 1,024 channels in its last stage; much wider does not fit in memory
+
+
+def scaled_channels(c: int, width: float) -> int:
+    """``c`` channels scaled by ``width`` (at least 1); a width that is not a finite number in (0, MAX_WIDTH] is
+    a UsageError before anything is allocated."""
+    if not (isinstance(width, int | float) and 0 < width <= MAX_WIDTH):  # NaN fails every comparison
+        raise UsageError(f"width {width!r} is out of range: give a number in (0, {MAX_WIDTH:g}]")
+    return max(1, int(round(c * width)))
+
+
+def check_rate(rate: object, name: str) -> None:
+    """A dropout-like probability must be a number in [0, 1)."""
+    if not (isinstance(rate, int | float) and 0 <= rate < 1):
+        raise UsageError(f"{name} {rate!r} is out of range: give a probability in [0, 1)")

@@ -1,13 +1,16 @@
-"""Build any registered timm model by name, with one error for names timm does not know."""
+"""Build any registered timm model by name, with one error for names timm does not know and one for options
+it cannot build with; and a dry run that says whether a model can take its input size."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import timm
+import torch
 import torch.nn as nn
 
-from enofctl.errors import UsageError
+from enofctl.errors import EnofError, UsageError, first_line
 
 
 def build_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, Any] | None = None,
@@ -17,11 +20,48 @@ def build_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, An
         close = timm.list_models(f"*{name}*")[:5]
         hint = f" (did you mean: {', '.join(close)}?)" if close else ""
         raise UsageError(f"unknown model {name!r}{hint}; `python -c 'import timm; print(timm.list_models())'`")
+    check_model_kwargs(kwargs or {})
     try:
         return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans,
                                  **(kwargs or {}))
+    except EnofError:
+        raise
     except TypeError as e:
         raise UsageError(f"model {name!r} does not accept these options {kwargs}: {e}") from e
+    except MemoryError as e:
+        raise UsageError(f"model {name!r} with {kwargs} does not fit in memory") from e
+    except Exception as e:  # timm's models check their arguments with asserts, ValueErrors, ...
+        raise UsageError(f"model {name!r} cannot be built with {kwargs}: {first_line(e)}") from e
+
+
+def check_model_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse option values no model can use: non-finite numbers, and drop rates outside [0, 1)."""
+    for key, value in kwargs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"model option {key}={value}: not a finite number")
+        if key.endswith("drop_rate") or key.endswith("drop_path_rate") or key.endswith("drop_block_rate"):
+            if isinstance(value, bool) or not (isinstance(value, int | float) and 0 <= value < 1):
+                raise UsageError(f"model option {key}={value!r}: give a probability in [0, 1)")
+
+
+def forward_problem(model: nn.Module, input_size: tuple[int, ...]) -> str | None:
+    """Why ``model`` (in eval mode, on 2 zero images of ``input_size``) cannot compute, or None if it can."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, *input_size, device=_device_of(model)))
+    except MemoryError:
+        raise
+    except Exception as e:  # shape errors, timm's input-size asserts, ...
+        return first_line(e, 160)
+    finally:
+        model.train(training)
+    return None
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def feature_dim(model: nn.Module) -> int:

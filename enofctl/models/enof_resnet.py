@@ -13,11 +13,11 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from enofctl.models.base import TimmHead, entry_kwargs
+from enofctl.models.base import TimmHead, entry_kwargs, scaled_channels
 
 
 def _ch(c: int, width: float) -> int:
-    return max(1, int(round(c * width)))
+    return scaled_channels(c, width)
 
 
 class BasicBlock(nn.Module):

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from enofctl.models.base import TimmHead, entry_kwargs
+from enofctl.models.base import TimmHead, entry_kwargs, scaled_channels
 
 
 class PlainVGG(TimmHead):
@@ -22,7 +22,7 @@ class PlainVGG(TimmHead):
         layers: list[nn.Module] = []
         cin = in_chans
         for c in channels:
-            cout = max(1, int(round(c * width)))
+            cout = scaled_channels(c, width)
             for _ in range(convs_per_stage):
                 layers += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), act_layer(inplace=True)]
                 cin = cout

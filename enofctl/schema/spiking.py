@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from enofctl.schema.base import Frozen
 from enofctl.surrogates import SURROGATES, SurrogateName
@@ -15,6 +15,8 @@ from enofctl.surrogates import SURROGATES, SurrogateName
 
 class NeuronSpec(Frozen):
     """How a spiking neuron behaves. Defaults are the EnOF authors' code."""
+
+    model_config = ConfigDict(allow_inf_nan=False)  # every number finite (--surrogate-alpha inf is refused)
 
     kind: Literal["lif", "if"] = "lif"
     decay: float = Field(0.25, ge=0.0, le=1.0, description="membrane leak factor per step (1 = no leak)")

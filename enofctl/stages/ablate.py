@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -38,11 +38,11 @@ ACTIVITY_VARIANTS = ("CE", "KD", "KD+act", "KD+logits")
 
 
 class AblateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     grid: Literal["enof", "activity", "both"] = "enof"
     T: list[int] = Field(default_factory=lambda: [1, 2, 4], description="enof: every T; activity: the largest")
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(default_factory=lambda: [0])
     train: DistillConfig = Field(default_factory=DistillConfig, description="the shared recipe and budget")
     kd_alpha: float = Field(0.5, gt=0, le=1, description="KD weight in the activity grid")
     act_reg: float = Field(0.1, gt=0, description="activation-regularizer weight in the activity grid")

@@ -21,16 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from enofctl import artifacts
 from enofctl.data import DatasetInfo, normalize
 from enofctl.distributed import Ranks, device_for, sum_all, world
-from enofctl.errors import UsageError
+from enofctl.errors import TrainingError, UsageError
 from enofctl.schema import Manifest
 from enofctl.spiking import SpikingNet
 from enofctl.stages.train_state import finish_checkpoint
 
 
 class TrainConfig(BaseModel):
-    """The training recipe shared by `teacher train` and `distill`."""
+    """The training recipe shared by `teacher train` and `distill`. Every number must be finite."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.0, ge=0, lt=1, description="hold out this fraction of the training set "
                                 "(stratified, fixed by the seed); keep the best validation epoch's weights")
     amp: bool = Field(False, description="bfloat16 autocast for the training forward pass (CUDA only)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seeds Python, NumPy and torch (NumPy takes 32 bits)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     limit_train: int | None = Field(None, ge=1, description="use only this many training samples (smoke runs)")
     limit_test: int | None = Field(None, ge=1, description="test on the first N test samples only (CPU-budget "
@@ -94,7 +94,8 @@ class StageResult:
 
 def save_trained(out: Path, result: Trained, ranks: Ranks) -> StageResult:
     """Rank 0 writes the artifact and removes the training checkpoint; every rank returns the same result:
-    the manifest as written, with its tensors' digest."""
+    the manifest as written, with its tensors' digest. A model with non-finite weights is not written."""
+    check_finite(result.model, "in the trained model")
     weights = result.weights()
     written: list[Manifest] = []
 
@@ -104,6 +105,15 @@ def save_trained(out: Path, result: Trained, ranks: Ranks) -> StageResult:
 
     ranks.on_main(write)
     return StageResult(out, written[0] if written else artifacts.seal(result.manifest, weights))
+
+
+def check_finite(model: nn.Module, when: str) -> None:
+    """A TrainingError if a weight or buffer of ``model`` holds NaN or infinity: such a model is never
+    checkpointed nor saved."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise TrainingError(f"non-finite weights ({name}) {when}; lower --lr or --weight-decay (the last good "
+                                "checkpoint is kept)")
 
 
 def resolve_device(name: str) -> torch.device:

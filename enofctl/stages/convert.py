@@ -33,7 +33,7 @@ CQ_NEURON = NeuronSpec(kind="if", decay=1.0, v_th=1.0, reset="soft", v_init=0.5)
 class _CalibrationData(BaseModel):
     """Where calibration images come from (no labels are read)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     T: int = Field(4, ge=1, le=1024)
     batch_size: int = Field(128, ge=1, le=65_536, description="calibration batch size")
@@ -190,7 +190,7 @@ def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertCo
 
 def convert(teacher: str | Path, cfg: SurrogateConvertConfig | CQConvertConfig, out: str | Path,
             progress: ProgressFn | None = None) -> StageResult:
-    out = artifacts.check_output_path(out)
+    out = artifacts.check_output_path(out, inputs=(teacher,))
     student, manifest = convert_teacher(artifacts.load(teacher, expect="teacher"), cfg, progress)
     saved = artifacts.save(out, manifest, student.body.state_dict())
     return StageResult(saved.path, saved.manifest)

@@ -36,7 +36,7 @@ from enofctl.stages.common import (
 )
 from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
 from enofctl.stages.evaluate import EvalConfig, measure
-from enofctl.stages.loop import RunIO, Trainee, fit
+from enofctl.stages.loop import RunIO, Trainee, check_batches, fit
 from enofctl.stages.train_state import checkpoint_path
 
 
@@ -157,6 +157,7 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     """The core of `distill`: the student trained against the frozen teacher, with its manifest; nothing is
     read or written here but the checkpoint ``io`` names."""
     device = resolve_device(cfg.device)
+    check_batches(src.teacher.model, len(src.data.train), cfg, Ranks.here(device).size)  # before calibration
     s_model, s_manifest, parents = _start(cfg, src, Ranks.here(device).main_only(io.progress if io else None))
     check_recipe(cfg, device, src.data.info)
     t_model = src.teacher.model.to(device)
@@ -186,10 +187,15 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     return Trained(s_model, manifest)
 
 
+def _inputs(teacher: Artifact, student: Artifact | None) -> dict[str, str]:
+    """The input files' sha256, which a checkpoint records so --resume refuses other inputs."""
+    return {"teacher": teacher.sha256, **({"student": student.sha256} if student is not None else {})}
+
+
 def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: str | Path | None = None,
             resume: bool = False, progress: ProgressFn | None = None) -> StageResult:
     """`distill`: read the teacher (and the student), train (`distill_student`), write ``out``."""
-    out = artifacts.check_output_path(out)
+    out = artifacts.check_output_path(out, inputs=(teacher, student), checkpoint=True)
     t_art = artifacts.load(teacher, expect="teacher")
     s_art = artifacts.load(student, expect="student") if student is not None else None
     ref = (s_art or t_art).manifest.data
@@ -197,5 +203,5 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     check_recipe(cfg, device, dataset_info(ref.dataset))  # before any data is read
     data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir)
     trained = distill_student(cfg, DistillInputs(FrozenTeacher.of(t_art), data, s_art),
-                              RunIO(checkpoint_path(out), resume, progress))
+                              RunIO(checkpoint_path(out), resume, progress, _inputs(t_art, s_art)))
     return save_trained(out, trained, Ranks.here(device))

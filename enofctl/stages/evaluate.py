@@ -22,7 +22,7 @@ REPORT_SCHEMA_VERSION = 1
 
 
 class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     T: list[int] | None = Field(None, description="time steps to evaluate a student at; None = its own T. "
                                 "Teachers (ANNs) ignore it.")

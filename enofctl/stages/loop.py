@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from enofctl.data import Augment, Data, split_validation
 from enofctl.distributed import Ranks
-from enofctl.errors import TrainingError
+from enofctl.errors import TrainingError, UsageError
 from enofctl.stages.common import (
     ProgressEvent,
     ProgressFn,
     TrainConfig,
     accuracy,
     batches_on,
+    check_finite,
     check_recipe,
     cosine_with_warmup,
     make_optimizer,
@@ -52,6 +54,7 @@ class RunIO:
     checkpoint: Path | None = None
     resume: bool = False
     progress: ProgressFn | None = None
+    inputs: dict[str, str] = field(default_factory=dict)  # the input files' sha256, recorded in the checkpoint
 
 
 @dataclass
@@ -123,8 +126,31 @@ class Loop:
         t0 = time.perf_counter()
         row = self.train_epoch(epoch)
         trained = time.perf_counter() - t0
+        check_finite(self.state.model, f"after epoch {epoch}")
         row.update(self.evaluate_splits())
         return {**row, "seconds": time.perf_counter() - t0, "train_seconds": self.state.train_seconds + trained}
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def check_batches(model: nn.Module, n_train: int, cfg: TrainConfig, world: int = 1) -> None:
+    """Refuse training batches of one image for a model with BatchNorm (its statistics need two), before any
+    work: ``n_train`` images (before ``--limit-train``) shared by ``world`` processes."""
+    if not any(isinstance(m, _BATCH_NORMS) for m in model.modules()):
+        return
+    n = n_train if cfg.limit_train is None else min(cfg.limit_train, n_train)
+    per_rank = n // world
+    smallest = cfg.batch_size if per_rank > cfg.batch_size else per_rank
+    if smallest < 2:
+        raise UsageError(f"training batches of {smallest} image(s) (--batch-size {cfg.batch_size}, {n} training "
+                         "images): the model's BatchNorm needs at least 2 per batch; raise --batch-size or "
+                         "--limit-train")
+
+
+def run_config(cfg: TrainConfig, io: RunIO) -> dict[str, Any]:
+    """What a checkpoint records of the run, for --resume to compare: the options and the inputs' sha256."""
+    return {**cfg.model_dump(mode="json"), **{f"input:{k}": v for k, v in io.inputs.items()}}
 
 
 def build_loop(trainee: Trainee, data: Data, cfg: TrainConfig, ranks: Ranks, progress: ProgressFn | None) -> Loop:
@@ -154,17 +180,18 @@ def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io
     if cfg.val_fraction and data.val is None:
         data = split_validation(data, cfg.val_fraction, cfg.seed)
     ranks = Ranks.here(device)
+    check_batches(trainee.model, len(data.train), cfg, ranks.size)
     loop = build_loop(trainee, data, cfg, ranks, io.progress)
-    state = loop.state
+    state, config = loop.state, run_config(cfg, io)
     if io.resume and io.checkpoint is not None and io.checkpoint.exists():
-        state.load(io.checkpoint, trainee.stage)
+        state.load(io.checkpoint, trainee.stage, config)
     if cfg.eval_before and not state.history:
         state.history.append(loop.epoch_zero())
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         row = loop.epoch(epoch)
         state.record(row)
         if io.checkpoint is not None:
-            ranks.on_main(lambda: state.save(io.checkpoint, trainee.stage))
+            ranks.on_main(lambda: state.save(io.checkpoint, trainee.stage, config))
         if loop.progress:
             loop.progress(ProgressEvent(trainee.stage, epoch, cfg.epochs, loop.steps, loop.steps, metrics=row))
     state.restore_best()

@@ -16,7 +16,8 @@ from enofctl.artifacts import Artifact
 from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import DataError, UsageError
-from enofctl.models import build_model
+from enofctl.io import regular_file
+from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
 from enofctl.schema import ActSpec, DataRef, Manifest, ModelSpec, TeacherMetrics
 from enofctl.stages.common import (
@@ -66,12 +67,9 @@ def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> Mode
 
 
 def _check_runs(model: nn.Module, spec: ModelSpec) -> None:
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(2, *spec.input_size))
-    except RuntimeError as e:
-        raise UsageError(f"model {spec.name!r} cannot run on {spec.input_size} inputs: "
-                         f"{str(e).splitlines()[0][:160]}") from e
+    problem = forward_problem(model, spec.input_size)
+    if problem is not None:
+        raise UsageError(f"model {spec.name!r} cannot run on {tuple(spec.input_size)} inputs: {problem}")
 
 
 @dataclass
@@ -125,12 +123,13 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
 def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
                   progress: ProgressFn | None = None) -> StageResult:
     """`teacher train`: read the data (and ``cfg.init``), train (`teach`), write ``out``."""
-    out = artifacts.check_output_path(out)
+    out = artifacts.check_output_path(out, inputs=(cfg.init,), checkpoint=True)
     device = resolve_device(cfg.device)
     check_recipe(cfg, device, dataset_info(cfg.dataset))  # before any data is read or downloaded
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
     init = artifacts.load(cfg.init, expect="teacher") if cfg.init else None
-    trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress))
+    inputs = {"init": init.sha256} if init is not None else {}
+    trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress, inputs))
     return save_trained(out, trained, Ranks.here(device))
 
 
@@ -152,8 +151,8 @@ def _pretrained(cfg: FetchConfig, info: DatasetInfo) -> nn.Module:
 
     if not timm.is_model(cfg.model):
         build_model(cfg.model, 1, 1)  # raises the unknown-model error
-    if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
-        raise UsageError(f"no such file: {cfg.checkpoint}")
+    if cfg.checkpoint:
+        regular_file(cfg.checkpoint)  # a FIFO would block the reader
     overlay = {"file": str(Path(cfg.checkpoint).resolve())} if cfg.checkpoint else None
     try:
         return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,
@@ -194,7 +193,7 @@ def fetch_teacher(cfg: FetchConfig, out: str | Path) -> StageResult:
     the Hugging Face hub when online. A re-headed classifier is untrained: fine-tune it with
     ``teacher train --init``.
     """
-    out = artifacts.check_output_path(out)
+    out = artifacts.check_output_path(out, inputs=(cfg.checkpoint,))
     info = dataset_info(cfg.dataset)
     model = _pretrained(cfg, info)
     data = None

@@ -1,0 +1,59 @@
+"""SIGTERM handled like Ctrl-C: both become an exception (`Interrupted` is a KeyboardInterrupt), so every
+cleanup runs (the atomic write removes its temporary file, the last checkpoint stays), and the command ends
+with one line on stderr and exit 128 + the signal (130 for Ctrl-C, 143 for SIGTERM). Imports nothing heavy:
+the entry point installs it before torch is imported."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import NoReturn
+
+from enofctl.errors import Interrupted
+
+HANDLED = (signal.SIGTERM,)  # SIGINT already raises KeyboardInterrupt
+MESSAGES = {signal.SIGINT: "enofctl: interrupted (a checkpoint is kept; continue with --resume)",
+            signal.SIGTERM: "enofctl: terminated by SIGTERM (a checkpoint is kept; continue with --resume)"}
+
+
+_installed = False
+
+
+def install() -> None:
+    """Turn SIGTERM into `Interrupted` in this (main) thread (the entry point does this first)."""
+    global _installed
+    for signum in HANDLED:
+        signal.signal(signum, _raise)
+    _installed = True
+
+
+def _raise(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def signal_of(e: BaseException | None) -> int:
+    """The signal behind an interrupt: `Interrupted`'s, also when wrapped (typer's Exit(130), click's Abort);
+    without an exception, the latest `Interrupted`; else SIGINT."""
+    if e is None:
+        return Interrupted.last or signal.SIGINT
+    while e is not None:
+        if isinstance(e, Interrupted):
+            return e.signum
+        e = e.__cause__ or e.__context__
+    return signal.SIGINT
+
+
+def reset() -> None:
+    """Forget an earlier interrupt (a command starts)."""
+    Interrupted.last = None
+
+
+def exit_interrupted(e: BaseException | None = None, signum: int | None = None) -> NoReturn:
+    """Print the one line and exit with 128 + the signal; as the entry point, ignore further interrupts first
+    (a second Ctrl-C would print a traceback)."""
+    signum = signal_of(e) if signum is None else signum
+    if _installed:
+        for s in (signal.SIGINT, *HANDLED):
+            signal.signal(s, signal.SIG_IGN)
+    print(MESSAGES.get(signum, MESSAGES[signal.SIGINT]), file=sys.stderr)
+    sys.exit(128 + int(signum))

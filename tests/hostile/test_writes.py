@@ -1,0 +1,113 @@
+"""Writes that fail: a full disk during convert's save, a training checkpoint or eval's report, a read-only
+folder or file system. Each is one line and exit 1, no temporary file is left, and nothing half-written; a
+temporary file a killed writer left is removed by the next write."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from clihelp import TINY, assert_one_error_line, listing, pipeline, run
+
+from enofctl.errors import WriteError
+from enofctl.io import atomic_write, remove_stale_temps
+
+TRAIN = ("teacher", "train", "--dataset", "synthetic", *TINY, "--limit-train", "64", "--device", "cpu", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return pipeline(tmp_path_factory)
+
+
+def _enospc(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_during_convert_save(pipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.torch
+
+    def half_then_full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half an artifact")
+        raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")  # safetensors' way
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_then_full)
+    out = tmp_path / "s.safetensors"
+    assert_one_error_line(*run("convert", pipe.teacher, "--calibrate", "0", "--out", out), 1, "cannot write",
+                          str(out))
+    assert listing(tmp_path) == set()
+
+
+def test_full_disk_during_a_training_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def half_then_full(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        _enospc()
+
+    monkeypatch.setattr(torch, "save", half_then_full)
+    out = tmp_path / "t.safetensors"
+    assert_one_error_line(*run(*TRAIN, "--out", out), 1, "cannot write", "No space left on device")
+    assert listing(tmp_path) == set()
+
+
+def test_full_disk_during_the_report_leaves_no_half_plot(pipe, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    report = tmp_path / "report"
+    monkeypatch.setattr(os, "fsync", _enospc)  # the disk fills up as the first file is flushed
+    assert_one_error_line(*run("eval", pipe.teacher, "--limit", "8", "--speed-batches", "0", "--quiet",
+                               "--report", report), 1, "No space left on device")
+    assert not [p for p in report.rglob("*") if p.name.endswith(".tmp")]
+    assert not list(report.glob("*.png"))
+
+
+def test_read_only_file_system_at_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def erofs(src, dst):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dst))
+
+    monkeypatch.setattr(os, "replace", erofs)
+    with pytest.raises(WriteError, match="Read-only file system"):
+        atomic_write(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"x"))
+    assert listing(tmp_path) == set()
+
+
+def test_target_turned_directory_is_eisdir(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").mkdir()
+    with pytest.raises(WriteError, match="directory"):
+        atomic_write(tmp_path / "a.bin", lambda tmp: tmp.write_bytes(b"x"))
+    assert listing(tmp_path) == {"a.bin"}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder(pipe, tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert_one_error_line(*run("convert", pipe.teacher, "--calibrate", "0", "--out", folder / "s.safetensors"),
+                              1, "cannot write into", "permission denied")
+        assert listing(folder) == set()
+    finally:
+        folder.chmod(0o755)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
+    out = tmp_path / "t.safetensors"
+    dead = _dead_pid()
+    stale = [tmp_path / f".t.safetensors.{dead}.tmp", tmp_path / f".t.safetensors.ckpt.{dead}.tmp"]
+    live = tmp_path / f".t.safetensors.{os.getppid()}.tmp"  # a running process's: not ours to remove
+    for p in (*stale, live):
+        p.write_bytes(b"left by SIGKILL")
+    assert remove_stale_temps(tmp_path / "x.bin") == []  # another target's temp files are not touched
+    code, _, err = run(*TRAIN, "--out", out)
+    assert code == 0, err
+    assert listing(tmp_path) == {"t.safetensors", live.name}
