@@ -180,7 +180,7 @@ CASES = [
     # a forged artifact whose model cannot run its own input size
     Case("forged-input-size-eval", lambda c: ("eval", forged_input_size(c), "--json", "--limit", "8"), 1,
          ("cannot run on its own input size",)),
-    Case("forged-input-size-convert", lambda c: ("convert", forged_input_size(c), "--calibrate", "0", "--out", c.out),
+    Case("forged-input-size-convert", lambda c: ("convert", forged_input_size(c), "--no-calibrate", "--out", c.out),
          1, ("cannot run on its own input size",)),
     # options that pass a type check but cannot work: refused before any work
     Case("seed-negative", lambda c: (*TRAIN, "--seed", "-1", "--out", c.out), 2, ("--seed",)),

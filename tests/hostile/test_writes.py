@@ -38,7 +38,7 @@ def test_full_disk_during_convert_save(pipe, tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(safetensors.torch, "save_file", half_then_full)
     out = tmp_path / "s.safetensors"
-    assert_one_error_line(*run("convert", pipe.teacher, "--calibrate", "0", "--out", out), 1, "cannot write",
+    assert_one_error_line(*run("convert", pipe.teacher, "--no-calibrate", "--out", out), 1, "cannot write",
                           str(out))
     assert listing(tmp_path) == set()
 
@@ -87,7 +87,7 @@ def test_out_in_a_read_only_folder(pipe, tmp_path: Path) -> None:
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        assert_one_error_line(*run("convert", pipe.teacher, "--calibrate", "0", "--out", folder / "s.safetensors"),
+        assert_one_error_line(*run("convert", pipe.teacher, "--no-calibrate", "--out", folder / "s.safetensors"),
                               1, "cannot write into", "permission denied")
         assert listing(folder) == set()
     finally:
