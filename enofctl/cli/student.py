@@ -27,16 +27,17 @@ def convert(
                                              "integrate-and-fire conversion of a CQ/QCFS teacher.")] = (
         o.Method(CONVERT.method)),
     weight_bits: Annotated[int | None, typer.Option(min=2, max=32, help="cq: round weights to n-bit fixed "
-                                                    "point.")] = CQ.weight_bits,
+                                                    "point.", show_default="off")] = CQ.weight_bits,
     weight_norm: Annotated[bool, typer.Option("--weight-norm/--no-weight-norm", help="cq + --weight-bits: "
                                               "normalize each layer by its max |w| first.")] = CQ.weight_norm,
     spiking_pool: Annotated[bool, typer.Option("--spiking-pool", help="cq: an IF neuron after each average "
                                                "pool.")] = CQ.spiking_pool,
     calibrate: Annotated[int | None, typer.Option(min=0, max=100_000, help="Calibrate on N batches of training "
                                                   "images (no labels): surrogate: fit each channel's threshold and "
-                                                  "spike amplitude to the teacher (default: "
-                                                  f"{CONVERT.calibrate}); cq: layer-wise bias calibration (default: "
-                                                  f"{CQ.calibrate}). 0 = off: no data needed.")] = None,
+                                                  "spike amplitude to the teacher; cq: layer-wise bias calibration. "
+                                                  "0 = off: no data needed.",
+                                                  show_default=f"{CONVERT.calibrate} for surrogate, {CQ.calibrate} "
+                                                  "for cq")] = None,
     percentile: Annotated[float, typer.Option(min=0.0, max=100.0, help="surrogate + --calibrate: thresholds are "
                                               "searched as multiples of this percentile of each channel's input "
                                               "(unconfirmed default).")] = CONVERT.percentile,
@@ -47,11 +48,11 @@ def convert(
     norm_percentile: Annotated[float | None, typer.Option(help="cq + --calibrate: thresholds of ReLU "
                                                           "activations = this percentile of the ANN's (e.g. "
                                                           "99.9); lets a ReLU teacher convert. No-op for "
-                                                          "CQ/QCFS/clamp.")] = CQ.norm_percentile,
+                                                          "CQ/QCFS/clamp.", show_default="off")] = CQ.norm_percentile,
     batch_size: Annotated[int, typer.Option(min=1, help="Calibration batch size.")] = CONVERT.batch_size,
     seed: Annotated[int, typer.Option(help="Which training images calibrate (seeded shuffle).")] = CONVERT.seed,
     data_dir: Annotated[Path | None, typer.Option(help="Calibration data: where the teacher's dataset's files "
-                                                  "are (default: as the teacher was trained).")] = None,
+                                                  "are.", show_default="as the teacher was trained")] = None,
     device: Annotated[o.Device, typer.Option(help="Where calibration computes.")] = o.Device(CONVERT.device),
     repact: o.RepAct = CONVERT.repact,
     *,
@@ -103,8 +104,8 @@ def _refuse_moved_neuron(neuron: NeuronSpec, repact: bool, percentile: float, re
 def distill(
     teacher: Annotated[Path, typer.Option(help="Teacher artifact (frozen; guides the student through L_AF).")],
     out: o.Out,
-    student: Annotated[Path | None, typer.Option(help="Student artifact to train (default: convert "
-                                                    "the teacher).")] = None,
+    student: Annotated[Path | None, typer.Option(help="Student artifact to train.",
+                                                 show_default="convert the teacher")] = None,
     T: o.OptT = DISTILL.T,
     laf_lambda: Annotated[float, typer.Option(min=0.0, help="Weight of L_AF; 0 = plain CE (authors' code: "
                                               "0.1; paper value unconfirmed).")] = DISTILL.laf_lambda,
@@ -118,7 +119,8 @@ def distill(
         DISTILL.act_reg),
     act_reg_kind: Annotated[ActRegKind, typer.Option(help="l1: each layer's mean rate; l2: its square.")] = (
         ActRegKind(DISTILL.act_reg_kind)),
-    act_reg_weight: Annotated[list[str] | None, typer.Option(help="Per-layer factor LAYER=W (repeatable).")] = None,
+    act_reg_weight: Annotated[list[str] | None, typer.Option(help="Per-layer factor LAYER=W (repeatable).",
+                                                             show_default="1 for every layer")] = None,
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Weight of the L2 logits regularizer (0 = off).")] = (
         DISTILL.logit_reg),
     repact: o.RepAct = DISTILL.repact,
@@ -129,6 +131,7 @@ def distill(
     neuron: o.Neuron,
     recipe: o.DistillRecipe,
     data_dir: o.DataDir = None,
+    download: o.Download = DISTILL.download,
     resume: o.Resume = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -139,8 +142,9 @@ def distill(
     Neuron and RepAct options apply when the teacher is converted here (no --student)."""
     cfg = DistillConfig(
         **recipe, T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, calibrate=calibrate, kd_alpha=kd_alpha,
-        kd_tau=kd_tau,        act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron,
+        kd_tau=kd_tau, act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron,
         act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"), data_dir=o.path_str(data_dir),
+        download=download,
     )
     with progress(quiet or json_, "distill") as cb:
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
@@ -149,5 +153,5 @@ def distill(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("convert")(convert)
-    app.command("distill")(distill)
+    app.command("convert", cls=o.Command)(convert)
+    app.command("distill", cls=o.Command)(distill)
