@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -49,7 +50,8 @@ def print_table(table: Table) -> None:
     if out.is_terminal:
         out.print(table)
     else:
-        out.print(table, width=max(out.measure(table).maximum, 40))
+        natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+        Console(file=sys.stdout, width=max(natural, 40), highlight=False).print(table)
 
 
 @dataclass
