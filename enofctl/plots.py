@@ -80,9 +80,10 @@ def accuracy_vs_T(results: list[EvalResult]) -> bytes | None:
     for i, r in enumerate(students):
         Ts, color = [run.T for run in r.runs], f"C{i % 10}"
         accuracies += [100 * run.top1 for run in r.runs]
-        ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", color=color, markersize=7,
-                label=f"{artifact_label(r, results)}: top-1")
-        ax2.plot(Ts, [run.spikes_per_sample for run in r.runs], marker="s", ls="--", color=color,
+        lines = len(Ts) > 1  # one T: markers only, in the plot and in the legend
+        ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", ls="-" if lines else "none", color=color,
+                markersize=7, label=f"{artifact_label(r, results)}: top-1")
+        ax2.plot(Ts, [run.spikes_per_sample for run in r.runs], marker="s", ls="--" if lines else "none", color=color,
                  markerfacecolor="none", markersize=7, alpha=0.7, label=f"{artifact_label(r, results)}: spikes/img")
     styles = [":", "-.", (0, (1, 3)), (0, (5, 2))]
     for i, r in enumerate(x for x in results if x.kind == "teacher"):
