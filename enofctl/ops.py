@@ -4,8 +4,12 @@ Conventions (those of the energy figures in SNN papers; README.md, "Reading `eva
 
 - a layer whose input is binary (every element 0 or 1: spikes) does one accumulate per input spike and
   per synapse it reaches: SOPs = sum over input spikes of their fan-out;
-- a layer whose input is analog (the directly encoded first conv, a classifier fed a real-valued feature,
-  a conv after an average pool...) does the dense count of multiply-accumulates (MACs);
+- a layer whose input is analog (the directly encoded first conv, a conv after an average pool...) does
+  the dense count of multiply-accumulates (MACs), at every step it runs;
+- a spiking net's classifier runs once, on the feature averaged over T. With RepAct that feature is the
+  ReLU's real-valued output, so it is counted once, as MACs. Without RepAct the feature is the last
+  neuron's spikes (pooled): the classifier is counted as if it ran at every step on those spikes, the
+  (linear) pool folded into it: SOPs = the last neuron's spikes x out_features;
 - energy = MACs * E_MAC + SOPs * E_AC, with Horowitz (2014), 45 nm, 32-bit float: E_MAC = 4.6 pJ,
   E_AC = 0.9 pJ. The ANN's energy is its MACs * E_MAC (see ``dense_macs``).
 
@@ -121,14 +125,20 @@ class OpsMeter:
         if self._net is not None:
             self._net.stem_once = False
         rel = {id(m): n for n, m in root.named_modules()}
+        # a classifier read from spikes (no RepAct): counted from the spikes of the last neuron of the forward
+        spiking_head = isinstance(model, SpikingNet) and not model.spec.repact
+        self._head = model.get_classifier() if spiking_head else None
+        self._last_spikes: torch.Tensor | None = None
         # the outputs of neurons whose spikes carry per-channel amplitudes (a calibrated student), by storage,
         # kept alive until the model's next forward: a layer reading one (or a view of it) reads spikes
         self._scaled: dict[int, torch.Tensor] = {}
-        self._hooks = [model.register_forward_pre_hook(lambda *_: self._scaled.clear())]
+        self._hooks = [model.register_forward_pre_hook(lambda *_: self._forget())]
         for m in model.modules():
             if isinstance(m, SpikingNeuron) and m.scaling == "channel":
                 self._hooks.append(m.register_forward_hook(
                     lambda mod, inp, out: self._scaled.__setitem__(out.data_ptr(), out)))
+            if isinstance(m, SpikingNeuron) and self._head is not None:
+                self._hooks.append(m.register_forward_hook(lambda mod, inp, out: self._keep_last(out)))
         for name, m in model.named_modules():
             if not isinstance(m, _CONVS + (nn.Linear,)):
                 continue
@@ -137,9 +147,30 @@ class OpsMeter:
             name = rel.get(id(m), name)  # a layer outside root keeps its name in model
             self._hooks.append(m.register_forward_hook(self._hook(name)))
 
+    def _forget(self) -> None:
+        self._scaled.clear()
+        self._last_spikes = None
+
+    def _keep_last(self, spk: torch.Tensor) -> None:
+        self._last_spikes = spk
+
+    def _head_sops(self, mod: nn.Module) -> int | None:
+        """SOPs of a classifier read from spikes: each spike of the last neuron (over all steps) reaches
+        every output; None when ``mod`` is not such a classifier or its feature is not that neuron's."""
+        spk = self._last_spikes
+        if mod is not self._head or not isinstance(mod, nn.Linear) or spk is None or spk.dim() < 2:
+            return None
+        if spk.shape[1] != mod.in_features and spk[0].numel() != mod.in_features:  # pooled, or flattened
+            return None
+        return int(torch.count_nonzero(spk)) * mod.out_features
+
     def _hook(self, name: str):
         @torch.no_grad()
         def fn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+            head_sops = None if self.force_analog else self._head_sops(mod)
+            if head_sops is not None:
+                self._count(name, "linear", head_sops, 0, "spikes")
+                return
             x = inp[0]
             scaled = self._scaled.get(x.data_ptr())
             from_neuron = scaled is not None and scaled.numel() == x.numel()
@@ -152,12 +183,16 @@ class OpsMeter:
             else:
                 self.types[name] = "conv"
                 sops, macs = (conv_sops(mod, x), 0) if binary else (0, conv_macs(mod, out))
-            self.sops[name] = self.sops.get(name, 0) + sops
-            self.macs[name] = self.macs.get(name, 0) + macs
-            self.calls[name] = self.calls.get(name, 0) + 1
-            self.kinds.setdefault(name, set()).add("spikes" if binary else "analog")
+            self._count(name, self.types[name], sops, macs, "spikes" if binary else "analog")
 
         return fn
+
+    def _count(self, name: str, type_: Literal["conv", "linear"], sops: int, macs: int, kind: str) -> None:
+        self.types[name] = type_
+        self.sops[name] = self.sops.get(name, 0) + sops
+        self.macs[name] = self.macs.get(name, 0) + macs
+        self.calls[name] = self.calls.get(name, 0) + 1
+        self.kinds.setdefault(name, set()).add(kind)
 
     def input_kind(self, name: str) -> Kind:
         kinds = self.kinds[name]
@@ -171,7 +206,7 @@ class OpsMeter:
         for h in self._hooks:
             h.remove()
         self._hooks = []
-        self._scaled.clear()
+        self._forget()
         if self._net is not None:
             self._net.stem_once = self._stem_once
 
@@ -211,22 +246,28 @@ def dense_macs(model: nn.Module, input_size: tuple[int, ...], root: nn.Module | 
     For a SpikingNet, the figures of its body run as an ANN (one time step's worth of MACs), named as in
     the teacher.
     """
-    rows = 1
+    rows, neurons = 1, []
     if isinstance(model, SpikingNet):
-        # its neurons unfold T rows per sample: feed T rows to the body (no time-averaging), divide by T
+        # its neurons unfold T rows per sample: feed T rows to the body (no time-averaging), divide by T;
+        # every row is one step of one image, so no neuron may repeat its input over time here
         rows = model.T
+        neurons = list(model.neurons().values())
         model = model.body
         root = model if root is None else root
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     meter = OpsMeter(model, root, force_analog=True)
-    was_training = model.training
+    was_training, repeats = model.training, [n.repeat_input for n in neurons]
     try:
         model.eval()
+        for n in neurons:
+            n.repeat_input = False
         with torch.no_grad():
             model(torch.zeros(rows, *input_size, device=device, dtype=dtype))
     finally:
         model.train(was_training)
+        for n, repeat in zip(neurons, repeats, strict=True):
+            n.repeat_input = repeat
         meter.close()
     return meter.rows(rows, e_mac=e_mac, e_ac=0.0)

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from enofctl.stages.ablate import AblationResult
-from enofctl.stages.evaluate import EvalResult
+from enofctl.stages.evaluate import EvalResult, EvalRun
 
 
 def _figure(width: float = 8.0, height: float = 4.5):
@@ -27,22 +27,31 @@ def _png(plt, fig) -> bytes:
     return buf.getvalue()
 
 
-def artifact_label(r: EvalResult) -> str:
-    """An artifact's short name in tables, legends and titles: its file name without ``.safetensors``."""
-    return Path(r.artifact).name.removesuffix(".safetensors")
+def artifact_label(r: EvalResult, among: list[EvalResult] | None = None) -> str:
+    """An artifact's name in tables, legends and titles: what it is, ``teacher resnet20`` / ``student resnet20``,
+    with its file name when that alone would not tell it from another of ``among``."""
+    name = f"{r.kind} {r.model}"
+    same = [x for x in among or [] if f"{x.kind} {x.model}" == name]
+    return f"{name} ({Path(r.artifact).name.removesuffix('.safetensors')})" if len(same) > 1 else name
 
 
-def firing_rates(results: list[EvalResult]) -> bytes | None:
-    students = [r for r in results if r.runs[0].layers]
+def layer_run(r: EvalResult, layers_at: int | None = None) -> EvalRun:
+    """The run whose per-layer figures are shown: at ``layers_at`` when evaluated, else at the result's top-level
+    T (the student's own T, or the largest evaluated)."""
+    return next((run for run in r.runs if layers_at is not None and run.T == layers_at), r.at(r.T))
+
+
+def firing_rates(results: list[EvalResult], layers_at: int | None = None) -> bytes | None:
+    students = [(r, layer_run(r, layers_at)) for r in results if layer_run(r, layers_at).layers]
     if not students:
         return None
-    names = [x.name for x in students[0].runs[0].layers]
+    names = [x.name for x in students[0][1].layers]
     plt, fig, ax = _figure(max(8.0, 0.35 * len(names) + 2), 4.8)
     width = 0.8 / len(students)
-    for i, r in enumerate(students):
-        rates = {x.name: 100 * x.firing_rate for x in r.runs[0].layers}
+    for i, (r, run) in enumerate(students):
+        rates = {x.name: 100 * x.firing_rate for x in run.layers}
         xs = [j + (i - (len(students) - 1) / 2) * width for j in range(len(names))]
-        ax.bar(xs, [rates.get(n, 0.0) for n in names], width, label=f"{artifact_label(r)} (T={r.runs[0].T})")
+        ax.bar(xs, [rates.get(n, 0.0) for n in names], width, label=f"{artifact_label(r, results)} (T={run.T})")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("firing rate (% of neurons per step)")
     ax.set_xlabel("spiking layer")
@@ -52,45 +61,64 @@ def firing_rates(results: list[EvalResult]) -> bytes | None:
     return _png(plt, fig)
 
 
+def accuracy_limits(values: list[float]) -> tuple[float, float]:
+    """The accuracy axis (%): around the values with a margin of at least 2 points, never outside [0, 100]."""
+    lo, hi = min(values), max(values)
+    pad = max(2.0, 0.1 * (hi - lo))
+    return max(0.0, lo - pad), min(100.0, hi + pad)
+
+
 def accuracy_vs_T(results: list[EvalResult]) -> bytes | None:
+    """Top-1 (filled circles, left axis) and spikes per image (open squares, right axis) against T, one color per
+    student; the teachers' top-1 as horizontal lines. A single T gives markers only (no line to draw)."""
     students = [r for r in results if r.kind == "student"]
     if not students:
         return None
     plt, fig, ax = _figure()
     ax2 = ax.twinx()
-    for r in students:
-        Ts = [run.T for run in r.runs]
-        line = ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", label=f"{artifact_label(r)} top-1")[0]
-        ax2.plot(Ts, [run.spikes_per_sample for run in r.runs], marker="s", ls="--", color=line.get_color(),
-                 alpha=0.6, label=f"{artifact_label(r)} spikes/img")
+    accuracies = []
+    for i, r in enumerate(students):
+        Ts, color = [run.T for run in r.runs], f"C{i % 10}"
+        accuracies += [100 * run.top1 for run in r.runs]
+        lines = len(Ts) > 1  # one T: markers only, in the plot and in the legend
+        ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", ls="-" if lines else "none", color=color,
+                markersize=7, label=f"{artifact_label(r, results)}: top-1")
+        ax2.plot(Ts, [run.spikes_per_sample for run in r.runs], marker="s", ls="--" if lines else "none", color=color,
+                 markerfacecolor="none", markersize=7, alpha=0.7, label=f"{artifact_label(r, results)}: spikes/img")
     styles = [":", "-.", (0, (1, 3)), (0, (5, 2))]
     for i, r in enumerate(x for x in results if x.kind == "teacher"):
+        accuracies.append(100 * r.top1)
         ax.axhline(100 * r.top1, color=("gray", "black")[i % 2], ls=styles[i % len(styles)],
-                   label=f"{artifact_label(r)} (ANN) top-1")
+                   label=f"{artifact_label(r, results)} (ANN): top-1")
     ax.set_xscale("log", base=2)
     all_T = sorted({run.T for r in students for run in r.runs})
+    ax.set_xlim(all_T[0] / 1.5, all_T[-1] * 1.5)
     ax.set_xticks(all_T, [str(t) for t in all_T])
+    ax.minorticks_off()
+    ax.set_ylim(*accuracy_limits(accuracies))
+    ax2.set_ylim(bottom=0)
     ax.set_xlabel("time steps T")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax2.set_ylabel("spikes per image (dashed)")
-    ax.set_title("Accuracy and activity vs. time steps")
+    ax.set_ylabel("top-1 accuracy (%), filled circles")
+    ax2.set_ylabel("spikes per image, open squares")
+    ax.set_title("Accuracy and activity vs. time steps" if len(all_T) > 1 else
+                 f"Accuracy and activity at T = {all_T[0]} (evaluate several T, e.g. --T 1,2,4,8, for a curve)")
     ax.grid(alpha=0.3)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right")
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right", framealpha=0.9)
     return _png(plt, fig)
 
 
-def energy_per_layer(results: list[EvalResult]) -> bytes | None:
-    students = [r for r in results if r.kind == "student"]
+def energy_per_layer(results: list[EvalResult], layers_at: int | None = None) -> bytes | None:
+    students = [(r, layer_run(r, layers_at)) for r in results if r.kind == "student"]
     if not students:
         return None
-    ref = students[0].runs[0]
+    ref = students[0][1]
     names = [o.name for o in ref.ann_ops]
     plt, fig, ax = _figure(max(8.0, 0.35 * len(names) + 2), 4.8)
     series = [("ANN (same network)", {o.name: o.energy_pj_per_sample for o in ref.ann_ops})]
-    series += [(f"{artifact_label(r)} (T={r.runs[0].T})", {o.name: o.energy_pj_per_sample for o in r.runs[0].ops})
-               for r in students]
+    series += [(f"{artifact_label(r, results)} (T={run.T})", {o.name: o.energy_pj_per_sample for o in run.ops})
+               for r, run in students]
     width = 0.8 / len(series)
     for i, (label, energy) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
@@ -100,36 +128,44 @@ def energy_per_layer(results: list[EvalResult]) -> bytes | None:
                                       else n for n in names], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("energy per image (nJ, log scale)")
     ax.set_xlabel("layer (conv / linear)")
-    ax.set_title(f"Energy per layer: MACs x {students[0].e_mac} pJ + SOPs x {students[0].e_ac} pJ")
+    ax.set_title(f"Energy per layer: MACs x {students[0][0].e_mac} pJ + SOPs x {students[0][0].e_ac} pJ")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _png(plt, fig)
 
 
-def all_plots(results: list[EvalResult]) -> dict[str, bytes]:
+def all_plots(results: list[EvalResult], layers_at: int | None = None) -> dict[str, bytes]:
     made = {
-        "firing_rate.png": firing_rates(results),
+        "firing_rate.png": firing_rates(results, layers_at),
         "accuracy_vs_T.png": accuracy_vs_T(results),
-        "energy_per_layer.png": energy_per_layer(results),
+        "energy_per_layer.png": energy_per_layer(results, layers_at),
     }
     return {k: v for k, v in made.items() if v is not None}
 
 
 def ablation(result: AblationResult) -> bytes:
-    """Accuracy vs. spikes per sample of every ablation row, with the seed spread as error bars."""
-    plt, fig, ax = _figure(9.0, 5.0)
+    """Accuracy vs. spikes per sample of every ablation row, with the seed spread as error bars (none for one
+    seed); the legend sits beside the axes, so it covers no point."""
+    plt, fig, ax = _figure(11.0, 5.0)
+    seeds = len(result.config.seeds)
     variants = list(dict.fromkeys((r.grid, r.variant) for r in result.rows))  # color: the variant
     Ts = sorted({r.T for r in result.rows})  # marker: T
     markers = "os^Dvp*h"
+    accuracies = []
     for r in result.rows:
-        ax.errorbar(r.spikes_mean, 100 * r.top1_mean, xerr=r.spikes_std, yerr=100 * r.top1_std,
-                    fmt=markers[Ts.index(r.T) % len(markers)], color=f"C{variants.index((r.grid, r.variant)) % 10}",
-                    label=f"{r.grid}: {r.variant} (T={r.T})", capsize=3, markersize=7)
+        spread = {"xerr": r.spikes_std, "yerr": 100 * r.top1_std, "capsize": 3} if seeds > 1 else {}
+        accuracies.append(100 * r.top1_mean)
+        ax.errorbar(r.spikes_mean, 100 * r.top1_mean, fmt=markers[Ts.index(r.T) % len(markers)],
+                    color=f"C{variants.index((r.grid, r.variant)) % 10}", label=f"{r.grid}: {r.variant} (T={r.T})",
+                    markersize=7, **spread)
     if result.teacher_top1 is not None:
+        accuracies.append(100 * result.teacher_top1)
         ax.axhline(100 * result.teacher_top1, color="gray", ls=":", label="teacher (ANN)")
+    ax.set_ylim(*accuracy_limits(accuracies))
     ax.set_xlabel("spikes per sample")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("Ablation: accuracy vs. activity (mean +- std over seeds)")
+    ax.set_title("Ablation: accuracy vs. activity " + (f"(mean +- std over {seeds} seeds)" if seeds > 1 else
+                                                        "(one seed: no error bars)"))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _png(plt, fig)

@@ -59,9 +59,13 @@ def test_vs_teacher_best_row_and_markdown() -> None:
                             config=AblateConfig(T=[2, 4]), cells=cells, rows=rows)
     assert best_row(result).variant == "both" and best_row(result).T == 4  # at the largest T by default
     assert best_row(result, T=2).top1_mean == 0.88
-    md = ablation_markdown(result)
-    assert "90.00 % on 1,000 test samples" in md and "| both | 4 | 86.00 +- 0.00 | -4.00 |" in md
-    assert "Best student at T = 4: both (enof), 86.00 % +- 0.00, -4.00 points vs the teacher." in md
+    md = ablation_markdown(result)  # one seed: no spread printed, none claimed
+    assert "90.00 % on 1,000 test samples" in md and "| both | 4 | 86.00 | -4.00 | 10 |" in md
+    assert "Best student at T = 4: both (enof), 86.00 %, -4.00 points vs the teacher." in md
+    assert "+-" not in md and "One seed" in md and "over the seeds" not in md
+    two = result.model_copy(update={"config": AblateConfig(T=[2, 4], seeds=[0, 1])})
+    md = ablation_markdown(two)
+    assert "| both | 4 | 86.00 +- 0.00 | -4.00 | 10 +- 0 |" in md and "over the seeds" in md
 
 
 def test_time_left_is_weighted_by_T(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,8 +79,8 @@ def test_measure_counts_energy_from_spikes() -> None:
     spikes = 0 + 1 + 2 + 4  # per sample over T steps
     assert run.samples == 3 and run.T == T
     assert run.spikes_per_sample == pytest.approx(spikes)
-    # the classifier reads the mean over T of the spikes (analog): 4 x 2 MACs per sample, no SOPs
-    assert run.macs == pytest.approx(8) and run.sops == 0
-    assert run.energy_pj == pytest.approx(8 * 4.6)
+    # no RepAct: the classifier reads the spikes at every step: each of the 7 spikes reaches its 2 outputs
+    assert run.sops == pytest.approx(2 * spikes) and run.macs == 0
+    assert run.energy_pj == pytest.approx(2 * spikes * 0.9)
     assert run.ann_energy_pj == pytest.approx(8 * 4.6)
     assert run.repact_macs is None  # RepAct off

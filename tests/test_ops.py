@@ -286,3 +286,41 @@ def test_sops_exact_under_bfloat16_autocast():
         meter = run(conv, torch.ones(1, 512, 6, 6))
     taps = 4 * 4 * 9 + 4 * 4 * 6 + 4 * 4  # 6x6 output, padding 1: 16 inner x9, 16 edge x6, 4 corners x4
     assert meter.sops[""] == taps * 512 * 8
+
+
+def test_dense_macs_of_a_fresh_student_is_its_teachers(tiny_resnet20):
+    """The build-time probe must not leave the first neuron repeating its input (T rows read as T images)."""
+    from enofctl.schema import SpikingSpec
+    from enofctl.spiking import make_spiking
+
+    teacher, input_size = tiny_resnet20
+    snn = make_spiking(teacher, SpikingSpec(T=4, repact=True), input_size).eval()
+    assert snn.stem_once  # the probe ran and chose the shortcut
+    ann = [r.macs_per_sample for r in dense_macs(teacher, input_size)]
+    assert [r.macs_per_sample for r in dense_macs(snn, input_size)] == ann
+    snn(torch.rand(2, *input_size))  # after a forward that set the flag, too
+    assert [r.macs_per_sample for r in dense_macs(snn, input_size)] == ann
+
+
+def test_classifier_without_repact_counts_the_last_neurons_spikes(tiny_resnet20):
+    """No RepAct: the classifier reads (pooled) spikes at every step: SOPs = those spikes x out_features,
+    counted here by hand from the last neuron's output."""
+    from enofctl.schema import SpikingSpec
+    from enofctl.spiking import make_spiking
+
+    teacher, input_size = tiny_resnet20
+    snn = make_spiking(teacher, SpikingSpec(T=2, repact=False, neuron=NeuronSpec(v_th=0.05)), input_size).eval()
+    last = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o: last.__setitem__("spk", o.detach().clone()))
+             for m in snn.neurons().values()]
+    meter = run(snn, torch.rand(3, *input_size))
+    for h in hooks:
+        h.remove()
+    rows = {r.name: r for r in meter.rows(samples=3)}
+    spikes = int((last["spk"] != 0).sum())
+    assert spikes > 0
+    assert rows["fc"].input_kind == "spikes" and rows["fc"].macs_per_sample == 0
+    assert rows["fc"].sops_per_sample == pytest.approx(spikes * 10 / 3)
+    with_repact = make_spiking(teacher, SpikingSpec(T=2, repact=True), input_size).eval()
+    head = {r.name: r for r in run(with_repact, torch.rand(3, *input_size)).rows(samples=3)}["fc"]
+    assert head.input_kind == "analog" and head.macs_per_sample == 64 * 10  # once, on the mean feature

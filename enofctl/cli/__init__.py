@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
 
 from enofctl import signals
+from enofctl.cli.options import PipelineGroup
 from enofctl.errors import EnofError, first_line
 
 
@@ -32,7 +33,26 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=PipelineGroup,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import timm
+        import torch
+
+        from enofctl import __version__
+
+        print(f"enofctl {__version__} (torch {torch.__version__}, timm {timm.__version__})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="Print the versions of enofctl, torch and timm, and exit.")
+                             ] = False) -> None:
+    pass
 
 
 def _register() -> None:

@@ -25,8 +25,8 @@ def ablate(
     grid: Annotated[o.Grid, typer.Option(help="enof: baseline/+L_AF/+RepAct/both at each T; activity: "
                                          "CE/KD/KD+act/KD+logits at the largest T.")] = o.Grid(ABLATE.grid),
     T: Annotated[str, typer.Option("--T", help="Time steps, e.g. 1,2,4.")] = o.int_list(ABLATE.T),
-    variants: Annotated[str | None, typer.Option(help="Only these variants, e.g. both or baseline,KD+act "
-                                                 "(default: all of the grid's).")] = None,
+    variants: Annotated[str | None, typer.Option(help="Only these variants, e.g. both or baseline,KD+act.",
+                                                 show_default="all of the grid's")] = None,
     seeds: Annotated[str, typer.Option(help="Seeds to repeat each cell with, e.g. 0,1,2.")] = o.int_list(ABLATE.seeds),
     epochs: o.Epochs = TRAIN.epochs,
     batch_size: o.BatchSize = TRAIN.batch_size,
@@ -75,4 +75,4 @@ def ablate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ablate")(ablate)
+    app.command("ablate", cls=o.Command)(ablate)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from enofctl.cli import options as o
-from enofctl.cli.display import emit, err, out, progress
+from enofctl.cli.display import emit, err, print_table, progress
 from enofctl.errors import GateError
 from enofctl.report import check_report_dir, tables, write_report
 from enofctl.stages import EvalConfig
@@ -31,42 +31,52 @@ def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
 def evaluate(
     artifacts: Annotated[list[Path], typer.Argument(help="One or more artifacts (teacher or student), "
                                                     "compared side by side.")],
-    T: Annotated[str | None, typer.Option("--T", help="Evaluate students at these time steps, e.g. 1,2,4,8 "
-                                             "(default: each student's own T).")] = None,
+    T: Annotated[str | None, typer.Option("--T", help="Evaluate students at these time steps, e.g. 1,2,4,8.",
+                                          show_default="each student's own T")] = None,
     report: Annotated[Path | None, typer.Option(help="Write report.json, report.md and PNG plots into this "
                                                    "folder.")] = None,
-    limit: o.Limit = None,
+    limit_test: o.EvalLimitTest = None,
+    limit: o.LimitDeprecated = None,
     batch_size: o.BatchSize = EVAL.batch_size,
-    dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset instead of the artifact's.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Evaluate on this dataset instead of the artifact's.",
+                                                show_default="the artifact's")] = None,
     data_dir: o.DataDir = None,
     download: o.Download = EVAL.download,
     device: o.DeviceOpt = o.Device(EVAL.device),
     e_mac: Annotated[float, typer.Option(min=0.0, help="Energy per multiply-accumulate, pJ.")] = EVAL.e_mac,
     e_ac: Annotated[float, typer.Option(min=0.0, help="Energy per accumulate, pJ.")] = EVAL.e_ac,
-    speed_batches: Annotated[int, typer.Option(min=0, help="Batches timed for throughput (0: skip).")] = (
+    speed_batches: Annotated[int, typer.Option(min=0, help="Timed passes over one batch for throughput, after "
+                                               "two warm-up passes; the median counts (0: skip).")] = (
         EVAL.speed_batches),
+    layers_at: Annotated[int | None, typer.Option(min=1, max=1024, help="Per-layer tables and figures at this T "
+                                                  "(one of --T).", show_default="each student's own T, else the "
+                                                  "largest evaluated")] = None,
     min_top1: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Gate: exit 3 if a top-1 (fraction) "
-                                                   "is below this.")] = None,
+                                                   "is below this.", show_default="off")] = None,
     max_spikes_per_sample: Annotated[float | None, typer.Option(min=0.0, help="Gate: exit 3 if a student "
-                                                                "emits more spikes per sample.")] = None,
+                                                                "emits more spikes per sample.",
+                                                                show_default="off")] = None,
     max_energy_ratio: Annotated[float | None, typer.Option(min=0.0, help="Gate: exit 3 if a student's energy "
-                                                           "relative to its ANN is above this.")] = None,
+                                                           "relative to its ANN is above this.",
+                                                           show_default="off")] = None,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
     """Accuracy, spiking activity, synaptic operations, energy and speed of one or more artifacts."""
     Ts = o.parse_int_list(T)
+    if layers_at is not None and layers_at not in (Ts or [layers_at]):
+        raise typer.BadParameter(f"{layers_at} is not one of --T {T}", param_hint="--layers-at")
     if report is not None:
         check_report_dir(report)
-    cfg = EvalConfig(T=Ts, limit=limit, batch_size=batch_size, dataset=dataset,
-                     data_dir=o.path_str(data_dir), download=download, device=device.value,
+    cfg = EvalConfig(T=Ts, limit_test=limit_test if limit_test is not None else limit, batch_size=batch_size,
+                     dataset=dataset, data_dir=o.path_str(data_dir), download=download, device=device.value,
                      e_mac=e_mac, e_ac=e_ac, speed_batches=speed_batches)
     results = []
     for path in artifacts:
         with progress(quiet or json_, f"eval {path.name}") as cb:
             results.append(run(path, cfg, progress=cb))
     if report is not None:
-        write_report(results, report)
+        write_report(results, report, layers_at)
     fails = gate_failures(results, Gates(min_top1=min_top1, max_spikes_per_sample=max_spikes_per_sample,
                                          max_energy_ratio=max_energy_ratio))
     if json_:
@@ -74,9 +84,9 @@ def evaluate(
             {"results": [r.model_dump(mode="json") for r in results]}
         emit({**payload, "gates_failed": fails}, True)
     else:
-        for i, (title, header, rows) in enumerate(tables(results)):
+        for i, (title, header, rows) in enumerate(tables(results, layers_at)):
             if i < 2 or not quiet:
-                out.print(_table(title, header, rows))
+                print_table(_table(title, header, rows))
         if report is not None and not quiet:
             err.print(f"report written to {report}/")
     if fails:
@@ -85,4 +95,4 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(evaluate)
+    app.command("eval", cls=o.Command)(evaluate)

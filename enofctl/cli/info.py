@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from enofctl.cli import options as o
-from enofctl.cli.display import out
+from enofctl.cli.display import print_table
 
 
 def inspect(
@@ -47,7 +47,7 @@ def inspect(
         t.add_row("parent", f"{p.kind} {p.sha256[:16]}… {p.path}")
     t.add_row("versions", f"enofctl {m.versions.enofctl}, torch {m.versions.torch}, timm {m.versions.timm}")
     t.add_row("config", json.dumps(m.config))
-    out.print(t)
+    print_table(t)
 
 
 def datasets(
@@ -70,9 +70,9 @@ def datasets(
         t.add_column(col)
     for n, a, d in rows:
         t.add_row(n, "yes" if a else "no", d)
-    out.print(t)
+    print_table(t)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("inspect")(inspect)
-    app.command("datasets")(datasets)
+    app.command("inspect", cls=o.Command)(inspect)
+    app.command("datasets", cls=o.Command)(datasets)

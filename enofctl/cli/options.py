@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
+from typer.core import TyperCommand, TyperGroup
 
 from enofctl.schema import ActSpec, NeuronSpec
 from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, TeacherConfig, TrainConfig
@@ -22,6 +23,31 @@ from enofctl.stages.ablate import AblateConfig
 from enofctl.surrogates import SURROGATES
 
 M = typing.TypeVar("M", bound=BaseModel)
+
+
+def _plain_flags(params: list) -> list:
+    """Flags (``--json``, ``--augment/--no-augment``, ``--help``) take no value: show no ``<bool>`` type."""
+    for p in params:
+        if getattr(p, "is_flag", False):
+            p.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every enofctl command: its help shows flags without a value type."""
+
+    def get_params(self, ctx):
+        return _plain_flags(super().get_params(ctx))
+
+
+class PipelineGroup(TyperGroup):
+    """A command group whose help lists ``teacher``, the first stage, first (then the order of creation)."""
+
+    def get_params(self, ctx):
+        return _plain_flags(super().get_params(ctx))
+
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(super().list_commands(ctx), key=lambda name: name != "teacher")
 
 
 def defaults(model: type[M]) -> M:
@@ -49,10 +75,12 @@ Grid = choices("Grid", literal(AblateConfig, "grid"))
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Artifact to write (.safetensors); written atomically.")]
 Dataset = Annotated[str, typer.Option(help="Dataset name (see `enofctl datasets`).")]
-DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are.")]
-LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.")]
+DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are.",
+                                              show_default="the dataset's usual place, or the artifact's")]
+LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.",
+                                                show_default="all")]
 LimitTest = Annotated[int | None, typer.Option(min=1, help="Test on the first N test samples only (per-epoch and "
-                                               "final accuracy; CPU-budget runs).")]
+                                               "final accuracy; CPU-budget runs).", show_default="all")]
 Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]
@@ -74,18 +102,21 @@ Amp = Annotated[bool, typer.Option("--amp", help="Mixed precision: bfloat16 auto
                                    "capability 8.0+); a usage error elsewhere.")]
 DeviceOpt = Annotated[Device, typer.Option(help="Where to compute.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its checkpoint.")]
-Limit = Annotated[int | None, typer.Option(min=1, help="Use only the first N samples (quick looks).")]
+EvalLimitTest = Annotated[int | None, typer.Option(min=1, help="Evaluate on the first N test samples only "
+                                                   "(quick looks).", show_default="all")]
+LimitDeprecated = Annotated[int | None, typer.Option("--limit", min=1, hidden=True,
+                                                     help="Deprecated name of --limit-test.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 T = Annotated[int, typer.Option("--T", min=1, max=1024, help="Time steps.")]
-OptT = Annotated[int | None, typer.Option("--T", min=1, max=1024,
-                                            help="Time steps (default: the student's, or 4).")]
+OptT = Annotated[int | None, typer.Option("--T", min=1, max=1024, help="Time steps.",
+                                            show_default="the student's, or 4")]
 Decay = Annotated[float, typer.Option(min=0.0, max=1.0, help="LIF membrane decay per step (1 = no leak).")]
 Vth = Annotated[float, typer.Option("--v-th", min=0.0, help="Firing threshold (> 0).")]
 ResetOpt = Annotated[Reset, typer.Option(help="Reset after a spike: hard (to 0) or soft (subtract v_th).")]
 SurrogateOpt = Annotated[Surrogate, typer.Option(help="Surrogate gradient of the spike.")]
-SurrogateAlpha = Annotated[float | None, typer.Option(min=0.0, help="Surrogate sharpness/width "
-                                                         "(default: the surrogate's own).")]
+SurrogateAlpha = Annotated[float | None, typer.Option(min=0.0, help="Surrogate sharpness/width.",
+                                                      show_default="the surrogate's own")]
 VInit = Annotated[float, typer.Option(min=0.0, max=1.0, help="Initial membrane as a fraction of the threshold "
                                       "(0.5 with --decay 1 --v-th 1 --reset soft: the neuron a --act cq teacher "
                                       "converts to at T = its levels).")]

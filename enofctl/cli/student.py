@@ -27,7 +27,7 @@ def convert(
                                              "integrate-and-fire conversion of a CQ/QCFS teacher.")] = (
         o.Method(CONVERT.method)),
     weight_bits: Annotated[int | None, typer.Option(min=2, max=32, help="cq: round weights to n-bit fixed "
-                                                    "point.")] = CQ.weight_bits,
+                                                    "point.", show_default="off")] = CQ.weight_bits,
     weight_norm: Annotated[bool, typer.Option("--weight-norm/--no-weight-norm", help="cq + --weight-bits: "
                                               "normalize each layer by its max |w| first.")] = CQ.weight_norm,
     spiking_pool: Annotated[bool, typer.Option("--spiking-pool", help="cq: an IF neuron after each average "
@@ -42,12 +42,12 @@ def convert(
     norm_percentile: Annotated[float | None, typer.Option(help="cq + --calibrate: thresholds of ReLU "
                                                           "activations = this percentile of the ANN's (e.g. "
                                                           "99.9); lets a ReLU teacher convert. No-op for "
-                                                          "CQ/QCFS/clamp.")] = CQ.norm_percentile,
+                                                          "CQ/QCFS/clamp.", show_default="off")] = CQ.norm_percentile,
     batch_size: Annotated[int, typer.Option(min=1, help="Calibration batch size.")] = CONVERT.batch_size,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Which training images calibrate (seeded "
                                       "shuffle).")] = CONVERT.seed,
     data_dir: Annotated[Path | None, typer.Option(help="Calibration data: where the teacher's dataset's files "
-                                                  "are (default: as the teacher was trained).")] = None,
+                                                  "are.", show_default="as the teacher was trained")] = None,
     device: Annotated[o.Device, typer.Option(help="Where calibration computes.")] = o.Device(CONVERT.device),
     repact: o.RepAct = CONVERT.repact,
     *,
@@ -100,8 +100,8 @@ def _refuse_moved_neuron(neuron: NeuronSpec, repact: bool, percentile: float, re
 def distill(
     teacher: Annotated[Path, typer.Option(help="Teacher artifact (frozen; guides the student through L_AF).")],
     out: o.Out,
-    student: Annotated[Path | None, typer.Option(help="Student artifact to train (default: convert "
-                                                    "the teacher).")] = None,
+    student: Annotated[Path | None, typer.Option(help="Student artifact to train.",
+                                                 show_default="convert the teacher")] = None,
     T: o.OptT = DISTILL.T,
     laf_lambda: Annotated[float, typer.Option(min=0.0, help="Weight of L_AF; 0 = plain CE (authors' code: "
                                               "0.1; paper value unconfirmed).")] = DISTILL.laf_lambda,
@@ -115,7 +115,8 @@ def distill(
         DISTILL.act_reg),
     act_reg_kind: Annotated[ActRegKind, typer.Option(help="l1: each layer's mean rate; l2: its square.")] = (
         ActRegKind(DISTILL.act_reg_kind)),
-    act_reg_weight: Annotated[list[str] | None, typer.Option(help="Per-layer factor LAYER=W (repeatable).")] = None,
+    act_reg_weight: Annotated[list[str] | None, typer.Option(help="Per-layer factor LAYER=W (repeatable).",
+                                                             show_default="1 for every layer")] = None,
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Weight of the L2 logits regularizer (0 = off).")] = (
         DISTILL.logit_reg),
     repact: o.RepAct = DISTILL.repact,
@@ -124,6 +125,7 @@ def distill(
     calibrate: o.Calibration = None,
     recipe: o.DistillRecipe,
     data_dir: o.DataDir = None,
+    download: o.Download = DISTILL.download,
     resume: o.Resume = False,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -137,6 +139,7 @@ def distill(
         act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron,
         act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"), data_dir=o.path_str(data_dir),
         **({"calibrate": calibrate} if calibrate is not None else {}),
+        download=download,
     )
     with progress(quiet or json_, "distill") as cb:
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
@@ -145,5 +148,5 @@ def distill(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("convert")(convert)
-    app.command("distill")(distill)
+    app.command("convert", cls=o.Command)(convert)
+    app.command("distill", cls=o.Command)(distill)

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from enofctl.cli import options as o
-from enofctl.cli.display import emit, progress
+from enofctl.cli.display import emit, progress, warnings_to_stderr
 from enofctl.models.base import MAX_WIDTH
 from enofctl.schema import ActSpec
 from enofctl.stages import FetchConfig, TeacherConfig, fetch_teacher, train_teacher
+from enofctl.stages.teacher import DEFAULT_MODELS
 
 app = typer.Typer(help="Make the ANN teacher: train one here, or fetch pretrained timm weights.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, cls=o.PipelineGroup)
 
 
 def _result_json(res) -> dict:
@@ -22,23 +23,33 @@ def _result_json(res) -> dict:
 
 
 TEACHER, FETCH, ACT = o.defaults(TeacherConfig), o.defaults(FetchConfig), o.defaults(ActSpec)
-ModelArg = Annotated[list[str] | None, typer.Option(help="Extra timm.create_model KEY=VALUE.")]
+ModelArg = Annotated[list[str] | None, typer.Option(help="Extra timm.create_model KEY=VALUE (repeatable).")]
+_NAME, _KW = DEFAULT_MODELS[TEACHER.dataset]
+DEFAULT_MODEL = f"a small ResNet for the dataset; {TEACHER.dataset}: {_NAME} " + " ".join(
+    f"{k} {v}" for k, v in _KW.items())
 
 
-@app.command("train")
+@app.command("train", cls=o.Command)
 @o.grouped
 def train(
     out: o.Out,
     dataset: o.Dataset = TEACHER.dataset,
-    model: Annotated[str | None, typer.Option(help="Any timm CNN (default: a small ResNet for the dataset).")] = None,
+    model: Annotated[str | None, typer.Option(help="Any timm CNN.", show_default=DEFAULT_MODEL)] = None,
     width: Annotated[float | None, typer.Option(min=0.01, max=MAX_WIDTH, help="Channel width multiplier "
-                                                "(resnet20/19, vgg7).")] = None,
+                                                "(resnet20/19, vgg7).",
+                                                show_default="the model's default, 1.0")] = None,
     model_arg: ModelArg = None,
-    init: Annotated[Path | None, typer.Option(help="Start from this teacher artifact's weights.")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from this teacher artifact's weights.",
+                                              show_default="fresh weights")] = None,
     act: Annotated[o.Act, typer.Option(help="Activation: relu, or for CQ conversion clamp (to [0,1]), cq "
                                        "(clamp + quantize) or qcfs (learnable clip).")] = o.Act(ACT.kind),
     levels: Annotated[int | None, typer.Option(min=1, max=1024, help="Quantization levels Q for --act cq/qcfs "
-                                               "(convert at T = Q).")] = ACT.levels,
+                                               "(convert at T = Q).", show_default="none; needed by "
+                                               "--act cq/qcfs")] = ACT.levels,
+    for_snn: Annotated[bool, typer.Option("--for-snn/--no-check", help="Before training, check that the "
+                                          "teacher can become a spiking student: activations that can spike "
+                                          "(not SiLU/GELU), no --act clamp/cq on a residual network.")] = (
+        TEACHER.for_snn),
     *,
     recipe: o.TeacherRecipe,
     data_dir: o.DataDir = None,
@@ -52,18 +63,19 @@ def train(
     if width is not None:
         kwargs["width"] = width
     cfg = TeacherConfig(**recipe, dataset=dataset, data_dir=o.path_str(data_dir), download=download, model=model,
-                        model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels))
-    with progress(quiet or json_, "teacher") as cb:
+                        model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels),
+                        for_snn=for_snn)
+    with progress(quiet or json_, "teacher") as cb, warnings_to_stderr():
         res = train_teacher(cfg, out, resume=resume, progress=cb)
     emit(_result_json(res), json_, str(res.path))
 
 
-@app.command("fetch")
+@app.command("fetch", cls=o.Command)
 def fetch(
     model: Annotated[str, typer.Argument(help="timm model name, e.g. resnet18")],
     out: o.Out,
     checkpoint: Annotated[Path | None, typer.Option(help="Local weights (.safetensors or torch "
-                                                       "checkpoint); without it, the Hugging Face hub.")] = None,
+                                                       "checkpoint).", show_default="the Hugging Face hub")] = None,
     dataset: o.Dataset = FETCH.dataset,
     model_arg: ModelArg = None,
     data_dir: o.DataDir = None,
@@ -74,5 +86,6 @@ def fetch(
     """Fetch a pretrained timm model as a teacher, re-headed to the dataset's classes when they differ."""
     cfg = FetchConfig(model=model, checkpoint=o.path_str(checkpoint), dataset=dataset, data_dir=o.path_str(data_dir),
                       download=download, model_kwargs=o.parse_kv(model_arg))
-    res = fetch_teacher(cfg, out)
+    with warnings_to_stderr():
+        res = fetch_teacher(cfg, out)
     emit(_result_json(res), json_, str(res.path))

@@ -125,6 +125,7 @@ def _stem_can_run_once(net: SpikingNet, input_size: tuple[int, ...]) -> bool:
         return False
     finally:
         net.stem_once = False
+        net.body.get_submodule(net.first_neuron).repeat_input = False  # the flag follows stem_once
         net.train(was_training)
 
 

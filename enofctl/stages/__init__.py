@@ -6,7 +6,15 @@ manifest, nothing written: `teach`, `distill_student`; `measure_artifact` for `e
 function that reads its inputs, calls the core and writes the artifact (`train_teacher`, `distill`,
 `evaluate`)."""
 
-from enofctl.stages.common import ProgressEvent, StageResult, TrainConfig, Trained
+from enofctl.stages.common import (
+    ProgressEvent,
+    ProgressFn,
+    StageResult,
+    StageWarning,
+    TrainConfig,
+    Trained,
+    log_progress,
+)
 from enofctl.stages.convert import (
     ConvertConfig,
     CQConvertConfig,
@@ -21,7 +29,7 @@ from enofctl.stages.teacher import FetchConfig, TeacherConfig, fetch_teacher, te
 
 __all__ = [
     "CQConvertConfig", "ConvertConfig", "DistillConfig", "DistillInputs", "EvalConfig", "EvalResult", "FetchConfig",
-    "FrozenTeacher", "ProgressEvent", "StageResult", "SurrogateConvertConfig", "TeacherConfig", "TrainConfig",
-    "Trained", "convert", "convert_config", "convert_teacher", "distill", "distill_student", "evaluate",
-    "fetch_teacher", "measure_artifact", "teach", "train_teacher",
+    "FrozenTeacher", "ProgressEvent", "ProgressFn", "StageResult", "StageWarning", "SurrogateConvertConfig",
+    "TeacherConfig", "TrainConfig", "Trained", "convert", "convert_config", "convert_teacher", "distill",
+    "distill_student", "evaluate", "fetch_teacher", "log_progress", "measure_artifact", "teach", "train_teacher",
 ]

@@ -5,6 +5,7 @@ The epoch loop is in `enofctl.stages.loop`, what its checkpoints hold in `enofct
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -59,7 +60,10 @@ class TrainConfig(BaseModel):
 
 @dataclass
 class ProgressEvent:
-    """A progress event: ``step`` of ``steps`` in ``epoch`` of ``epochs``; ``metrics`` after an epoch."""
+    """What a stage's ``progress`` callback receives: ``step`` of ``steps`` in ``epoch`` of ``epochs`` (1-based)
+    of ``stage`` ("teacher-train", "distill", "calibrate", "eval"). After each training step ``metrics`` is
+    empty; once an epoch has ended and been evaluated the stage sends one more event with ``step == steps``
+    and that epoch's history row as ``metrics`` (``train_loss``, ``test_top1``, ``seconds``, ...)."""
 
     stage: str
     epoch: int
@@ -68,8 +72,26 @@ class ProgressEvent:
     steps: int
     metrics: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def fraction(self) -> float:
+        """How much of the whole run is done, in [0, 1] (for a run-level estimate of the time left)."""
+        return min(1.0, max(0.0, (self.epoch - 1 + self.step / max(self.steps, 1)) / max(self.epochs, 1)))
+
 
 ProgressFn = Callable[[ProgressEvent], None]
+
+
+class StageWarning(UserWarning):
+    """Something a stage did differently from what was asked, without failing (``warnings.warn``): e.g.
+    `fetch_teacher` saving a teacher without test accuracy because the dataset is not available here."""
+
+
+def log_progress(ev: ProgressEvent) -> None:
+    """A ready-made ``progress`` callback for library callers: one ``logging`` line (logger ``enofctl``, level
+    INFO) per finished epoch, e.g. ``train_teacher(cfg, out, progress=log_progress)``."""
+    if ev.metrics:
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in ev.metrics.items() if isinstance(v, (int, float)))
+        logging.getLogger("enofctl").info("%s epoch %d/%d  %s", ev.stage, ev.epoch, ev.epochs, shown)
 
 
 @dataclass

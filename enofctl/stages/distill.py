@@ -57,6 +57,7 @@ class DistillConfig(TrainConfig):
     calibrate: int = Field(8, ge=0, le=100_000, description="when converting the teacher: batches of training "
                            "images to calibrate the student on first (0 = the plain copy)")
     data_dir: str | None = None
+    download: bool = Field(False, description="let torchvision download the dataset")
 
     def loss_weights(self) -> DistillWeights:
         return DistillWeights(
@@ -201,7 +202,7 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     ref = (s_art or t_art).manifest.data
     device = resolve_device(cfg.device)
     check_recipe(cfg, device, dataset_info(ref.dataset))  # before any data is read
-    data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir)
+    data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir, cfg.download)
     trained = distill_student(cfg, DistillInputs(FrozenTeacher.of(t_art), data, s_art),
                               RunIO(checkpoint_path(out), resume, progress, _inputs(t_art, s_art)))
     return save_trained(out, trained, Ranks.here(device))

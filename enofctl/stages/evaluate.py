@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
@@ -27,14 +28,17 @@ class EvalConfig(BaseModel):
     T: list[int] | None = Field(None, description="time steps to evaluate a student at; None = its own T. "
                                 "Teachers (ANNs) ignore it.")
     batch_size: int = Field(256, ge=1)
-    limit: int | None = Field(None, ge=1, description="evaluate only the first N test samples")
+    limit_test: int | None = Field(None, ge=1, validation_alias=AliasChoices("limit_test", "limit"),
+                                  description="evaluate only the first N test samples (the name of "
+                                  "TrainConfig's; `limit` is accepted too)")
     dataset: str | None = Field(None, description="override the artifact's dataset")
     data_dir: str | None = None
     download: bool = False
     device: str = "auto"
     e_mac: float = Field(E_MAC_PJ, gt=0, description="pJ per multiply-accumulate (Horowitz 2014, 45 nm)")
     e_ac: float = Field(E_AC_PJ, gt=0, description="pJ per accumulate (Horowitz 2014, 45 nm)")
-    speed_batches: int = Field(5, ge=0, description="batches timed for throughput/latency (0: skip)")
+    speed_batches: int = Field(5, ge=0, description="timed passes over one batch for throughput/latency, after "
+                               "two warm-up passes; the median counts (0: skip)")
 
 
 class LayerActivity(BaseModel):
@@ -77,7 +81,9 @@ class EvalRun(BaseModel):
 
 
 class EvalResult(BaseModel):
-    """What `enofctl eval` reports for one artifact. The top-level figures are those of the first run."""
+    """What `enofctl eval` reports for one artifact: one run per T in ``runs``. The top-level figures (``top1``,
+    ``spikes_per_sample``, ...) are those of the run at ``T``: the student's own T when it was evaluated, else
+    the largest T evaluated; ``at(T)`` gives any other run."""
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -100,6 +106,14 @@ class EvalResult(BaseModel):
     e_mac: float
     e_ac: float
     runs: list[EvalRun]
+
+    def at(self, T: int | None) -> EvalRun:
+        """The run at ``T`` (None: an ANN's one run); a UsageError names the T evaluated when it is not one."""
+        run = next((r for r in self.runs if r.T == T), None)
+        if run is None:
+            raise UsageError(f"{Path(self.artifact).name} was evaluated at T = "
+                             f"{', '.join(str(r.T) for r in self.runs)}, not at T = {T}")
+        return run
 
 
 class ActivityMeter:
@@ -140,28 +154,32 @@ class ActivityMeter:
 
 @torch.no_grad()
 def measure_speed(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg: EvalConfig) -> Speed | None:
-    """Inference throughput and latency per batch (``cfg.speed_batches`` of ``cfg.batch_size``), timed after
-    one warm-up batch, without any hooks."""
-    batch_size, batches = cfg.batch_size, cfg.speed_batches
-    if batches <= 0:
+    """Inference throughput and latency on one batch of ``cfg.batch_size``: two warm-up passes (allocator,
+    thread pools, kernels), then ``cfg.speed_batches`` timed passes, without any hooks; the median pass counts,
+    so one slow pass (the first of a process, a busy machine) does not decide the figure."""
+    passes = cfg.speed_batches
+    if passes <= 0:
         return None
-    xs = [x for x, _ in batches_on(split, device, spec.mean, spec.std, batch_size=batch_size,
-                                   limit=batch_size * (batches + 1))]
-    if len(xs) < 2:
+    x = next(iter(batches_on(split, device, spec.mean, spec.std, batch_size=cfg.batch_size)), (None,))[0]
+    if x is None:
         return None
-    model(xs[0])  # warm-up
-    times, n = [], 0
-    for x in xs[1:]:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    for _ in range(2):
+        model(x)  # warm-up
+    times = []
+    for _ in range(passes):
+        _sync(device)
         t0 = time.perf_counter()
         model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(device)
         times.append(time.perf_counter() - t0)
-        n += len(x)
-    return Speed(device=str(device), batch_size=batch_size, images_per_s=n / sum(times),
-                 latency_ms_per_batch=1000 * sum(times) / len(times))
+    median = statistics.median(times)
+    return Speed(device=str(device), batch_size=len(x), images_per_s=len(x) / median,
+                 latency_ms_per_batch=1000 * median)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -171,7 +189,7 @@ def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg:
     ``spec`` gives the input size and normalization, ``cfg`` the batch size, limit, energies and speed
     batches (default: `EvalConfig` without the speed measurement)."""
     cfg = cfg or EvalConfig(speed_batches=0)
-    batch_size, limit, e_mac, e_ac = cfg.batch_size, cfg.limit, cfg.e_mac, cfg.e_ac
+    batch_size, limit, e_mac, e_ac = cfg.batch_size, cfg.limit_test, cfg.e_mac, cfg.e_ac
     model.eval().to(device)
     spiking = isinstance(model, SpikingNet)
     meter = ActivityMeter(model)
@@ -231,7 +249,7 @@ def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: Progr
         if T is not None:
             model.set_T(T)
         runs.append(measure(model, data.test, device, m.model, cfg, progress))
-    first = runs[0]
+    first = headline_run(runs, m.spiking.T if m.spiking is not None else None)
     return EvalResult(
         artifact=str(art.path), sha256=art.sha256, kind=m.kind, model=m.model.name, dataset=data.info.name,
         top1=first.top1, top5=first.top5, samples=first.samples, T=first.T,
@@ -239,6 +257,12 @@ def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: Progr
         macs=first.macs, energy_pj=first.energy_pj, energy_ratio=first.energy_ratio, e_mac=cfg.e_mac,
         e_ac=cfg.e_ac, runs=runs,
     )
+
+
+def headline_run(runs: list[EvalRun], own_T: int | None) -> EvalRun:
+    """The run a result's top-level figures come from: at the student's own T if evaluated, else the largest T."""
+    own = [r for r in runs if r.T == own_T]
+    return own[0] if own else max(runs, key=lambda r: r.T or 0)
 
 
 def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:

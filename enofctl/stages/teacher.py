@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,16 @@ from enofctl import artifacts
 from enofctl.artifacts import Artifact
 from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
-from enofctl.errors import DataError, UsageError
+from enofctl.errors import ConversionError, DataError, UsageError
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
 from enofctl.schema import ActSpec, DataRef, Manifest, ModelSpec, TeacherMetrics
+from enofctl.spiking.convert import activation_order
 from enofctl.stages.common import (
     ProgressFn,
     StageResult,
+    StageWarning,
     TrainConfig,
     Trained,
     accuracy,
@@ -55,6 +58,8 @@ class TeacherConfig(TrainConfig):
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
     init: str | None = Field(None, description="start from this teacher artifact's weights")
     act: ActSpec = Field(default_factory=ActSpec, description="activation: relu, clamp, cq or qcfs (CQ training)")
+    for_snn: bool = Field(True, description="before training, check that the teacher can become a spiking "
+                          "student (its activations can spike; no clamped residual network)")
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
@@ -66,10 +71,36 @@ def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> Mode
                      input_size=(i.in_chans, *i.image_size), mean=i.mean, std=i.std)
 
 
+SMALL_MODELS = "resnet20 or resnet19 (with --width), or vgg7"  # made for 8-32 px images
+
+
 def _check_runs(model: nn.Module, spec: ModelSpec) -> None:
     problem = forward_problem(model, spec.input_size)
     if problem is not None:
-        raise UsageError(f"model {spec.name!r} cannot run on {tuple(spec.input_size)} inputs: {problem}")
+        h, w = spec.input_size[1:]
+        raise UsageError(f"model {spec.name!r} cannot run on {tuple(spec.input_size)} inputs: {problem}; if its "
+                         f"downsampling needs larger images than {h}x{w} (enofctl does not resize), use a model "
+                         f"made for small images, {SMALL_MODELS}, or a dataset with larger images")
+
+
+def _residual(model: nn.Module) -> bool:
+    names = {type(m).__name__.lower() for m in model.modules()}
+    return any(n in ("basicblock", "bottleneck") or "resnet" in n or "residual" in n for n in names)
+
+
+def check_for_snn(model: nn.Module, spec: ModelSpec) -> None:
+    """Refuse, before any training, a teacher that cannot become a good spiking student: activations
+    without a spiking form (SiLU, GELU, attention...), or clamped / CQ activations on a residual network
+    (they saturate along the residual stream: a clamp-trained resnet20 stayed at chance on digits)."""
+    if spec.act.kind in ("clamp", "cq") and _residual(model):
+        raise UsageError(f"--act {spec.act.kind} on {spec.name!r}, a residual network, trains to about chance "
+                         "(clamped activations saturate along the residual stream); use a plain network "
+                         "(--model vgg7) or --act qcfs, or pass --no-check to train it anyway")
+    try:
+        activation_order(model, spec.input_size)
+    except ConversionError as e:
+        raise UsageError(f"{spec.name!r} could not become a spiking student: {e}. Use a ReLU network (e.g. "
+                         f"{SMALL_MODELS}, or a timm ResNet/VGG), or pass --no-check to train it anyway") from e
 
 
 @dataclass
@@ -105,6 +136,8 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
     seed_everything(cfg.seed)
     spec, model = _teacher_model(cfg, data, init)
     _check_runs(model, spec)
+    if cfg.for_snn:
+        check_for_snn(model, spec)
     model.to(device)
     trainee = Trainee("teacher-train", model, CrossEntropyStep(cfg.label_smoothing), spec.mean, spec.std)
     history = fit(trainee, data, cfg, device, io)
@@ -138,7 +171,7 @@ class FetchConfig(BaseModel):
 
     model: str
     checkpoint: str | None = Field(None, description=".safetensors or torch checkpoint; None = the hub")
-    dataset: str = "cifar10"
+    dataset: str = "digits"  # as teacher train's
     data_dir: str | None = None
     download: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -200,8 +233,9 @@ def fetch_teacher(cfg: FetchConfig, out: str | Path) -> StageResult:
     if cfg.evaluate:
         try:
             data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
-        except DataError:
-            data = None
+        except DataError as e:
+            warnings.warn(f"{cfg.dataset} is not available here ({e}); the teacher was saved without test "
+                          "accuracy: pass --data-dir or --download to measure it", StageWarning, stacklevel=2)
     result = describe_fetched(cfg, model, info, data)
     saved = artifacts.save(out, result.manifest, result.weights())
     return StageResult(saved.path, saved.manifest)
