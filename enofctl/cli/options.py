@@ -211,9 +211,10 @@ def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
 
 def calibration_options(
     calibrate: Annotated[int | None, typer.Option(
-        max=100_000, show_default=False, help="Calibrate on N >= 1 batches of training images (no labels, no "
-        "gradient step) before training or saving: each channel's threshold and spike amplitude are fitted to the "
-        "teacher (surrogate students; default 8), or the layer-wise bias (--method cq; off by default).")] = None,
+        max=100_000, show_default=f"{defaults(SurrogateConvertConfig).calibrate} for surrogate students, off for "
+        "--method cq", help="Calibrate on N >= 1 batches of training images (no labels, no gradient step) before "
+        "training or saving: each channel's threshold and spike amplitude are fitted to the teacher (surrogate "
+        "students), or the layer-wise bias (--method cq).")] = None,
     no_calibrate: Annotated[bool, typer.Option("--no-calibrate", help="Keep the plain copy of the teacher's "
                                                "weights (no calibration, no data read).")] = False,
 ) -> int | None:
