@@ -38,3 +38,7 @@ class GateError(EnofError):
 
 class CalibrationError(EnofError):
     """Calibrating a converted student failed (e.g. a non-finite threshold); nothing was written."""
+
+
+class MissingDependencyError(EnofError):
+    """An optional package a command needs is not installed; the message names the extra to install."""

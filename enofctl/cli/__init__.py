@@ -35,12 +35,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from enofctl.cli import ablation, evaluate, info, student, teacher
+    from enofctl.cli import ablation, evaluate, export, info, student, teacher
 
     app.add_typer(teacher.app, name="teacher")
     student.register(app)
     evaluate.register(app)
     ablation.register(app)
+    export.register(app)
     info.register(app)
 
 
