@@ -210,6 +210,23 @@ def test_integrate_and_fire_student_round_trips(students: Students, tmp_path: Pa
     assert res.identical, res.readers[0]
 
 
+@needs_reader("norse")
+def test_calibrated_student_round_trips(students: Students, tmp_path: Path) -> None:
+    """Per-channel thresholds become v_threshold arrays; per-channel amplitudes fold into the next layers,
+    and where they reach a residual addition, into the other branch's conv and the neuron's thresholds."""
+    import nir
+
+    from enofctl.stages.export import verify_export
+
+    student = students.variant("s_cal", calibrate=1, batch_size=32)
+    out = tmp_path / "s.nir"
+    _export(student, out)
+    act2 = nir.read(str(out)).nodes["stages_0_0_act2"]
+    assert len(np.unique(act2.v_threshold)) > 1
+    res = verify_export(out, student, ["norse"], limit=32)
+    assert res.identical, res.readers[0]
+
+
 @needs_reader("nirtorch")
 def test_split_head_exports_the_body_and_saves_the_head(students: Students, tmp_path: Path) -> None:
     from safetensors.torch import load_file

@@ -29,14 +29,21 @@ same steps spike. r = 1 because Norse ignores r; snnTorch's reader divides the t
 so that the readers' ``1 - dt/tau`` and ``dt * (1/tau)`` round to exactly ``d`` and ``1 - d``.
 IF (d = 1): ``dv/dt = r I`` with ``r = 1/dt``, ``v_threshold = theta``, ``v_reset = 0``: ``v + I``.
 
-Scale factors (a sum pool's 1/k^2) travel with the edges until a layer takes them: a conv or linear into its
-weights, a pool passes them on, a neuron divides its threshold by them; where a neuron adds a scaled term
-to an unscaled one (a residual shortcut from a sum pool), the unscaled branch's conv is multiplied instead.
-Powers of two (2x2 pools) keep every number exact.
+Calibrated students (``scaling="channel"``): each channel's threshold becomes that neuron's entries of
+``v_threshold`` (an array over the layer), and its spike amplitude ``amp`` is a scale factor on the edges
+leaving the layer.
+
+Scale factors (a sum pool's 1/k^2, per-channel amplitudes) travel along the edges until a layer takes them: a
+conv or linear multiplies its input channels' weights, a pool or flatten passes them on, a neuron divides
+its thresholds by them; where a neuron adds branches with different factors (a residual shortcut from a sum
+pool or from calibrated spikes), the conv on the other branch has its output channels multiplied instead, so
+that every branch carries the shortcut's factor. Powers of two (2x2 pools) keep every number exact;
+amplitudes fold into weights with one float32 rounding, as enofctl's own ``spike * amp`` then ``conv``.
 
 Refused, with the way out: soft (subtract) reset (NIR neurons reset to a value), an initial membrane other
-than 0, a ReLU inside the network (RepAct's head: ``split_head`` keeps it out of the graph), per-channel
-spike amplitudes that reach a residual addition, and any layer NIR has no node for.
+than 0, spikes that carry the threshold (CQ integrate-and-fire students), a ReLU inside the network (RepAct's
+head: ``split_head`` ends the graph at its input and keeps the head as tensors), branches whose scale factors
+no layer can absorb, and any layer NIR has no node for.
 """
 
 from __future__ import annotations
@@ -88,7 +95,7 @@ class _Term:
     nothing else reads that output (so the node's weights may be rescaled for this consumer)."""
 
     node: str
-    factor: float = 1.0
+    factor: np.ndarray = field(default_factory=lambda: np.float64(1.0))  # a number, or one per channel [C]
     private: bool = True
 
 
@@ -123,6 +130,25 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.bat
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().float().numpy().copy()
+
+
+def _same(a, b) -> bool:
+    return bool(np.all(np.asarray(a) == np.asarray(b)))
+
+
+def _channels(f, dims: int) -> np.ndarray:
+    """A factor (a number or one per channel) shaped to broadcast over one sample ``[C, ...]`` of ``dims``."""
+    f = np.asarray(f, dtype=np.float64)
+    return f.reshape(-1, *([1] * (dims - 1))) if f.ndim else f
+
+
+def _scaled(weight: torch.Tensor, f, dim: int) -> np.ndarray:
+    """``weight`` times ``f`` (a number, or one per input channel/feature along ``dim``), in float32."""
+    w = weight.detach().double().numpy()
+    f = np.asarray(f, dtype=np.float64)
+    if f.ndim:
+        f = f.reshape([-1 if d == dim else 1 for d in range(w.ndim)])
+    return (w * f).astype(np.float32)
 
 
 def _pair(v) -> np.ndarray:
@@ -201,29 +227,34 @@ class _Builder:
             self.edges.append((t.node, dst))
 
     @staticmethod
-    def _uniform(terms: list[_Term], what: str) -> float:
-        factors = {t.factor for t in terms}
-        if len(factors) > 1:
-            raise ConversionError(f"cannot export {what}: its inputs carry different scale factors {sorted(factors)}")
-        return factors.pop()
+    def _uniform(terms: list[_Term], what: str) -> np.ndarray:
+        """The one scale factor all ``terms`` carry (a number or one per channel)."""
+        first = terms[0].factor
+        if any(not _same(t.factor, first) for t in terms[1:]):
+            raise ConversionError(f"cannot export {what}: its inputs carry different scale factors (a sum pool or "
+                                  "per-channel spike amplitudes on one branch only)")
+        return first
 
-    def _rescale(self, node: str, s: float) -> None:
-        """Multiply NIR node ``node``'s weights and bias by ``s`` (a conv or affine whose output only this
-        consumer reads)."""
+    def _rescale(self, node: str, s: np.ndarray) -> None:
+        """Multiply NIR node ``node``'s weights and bias by ``s`` (a number, or one per output channel): a conv
+        or affine whose output only this consumer reads."""
         nd = self.nodes[node]
-        nd.weight = (nd.weight * np.float32(s)).astype(np.float32)
-        nd.bias = (nd.bias * np.float32(s)).astype(np.float32)
+        s = np.asarray(s, dtype=np.float64)
+        col = s.reshape(-1, *([1] * (nd.weight.ndim - 1))) if s.ndim else s
+        nd.weight = (nd.weight * col).astype(np.float32)
+        nd.bias = (nd.bias * s).astype(np.float32)
 
-    def _neuron_input(self, terms: list[_Term], what: str) -> float:
+    def _neuron_input(self, terms: list[_Term], what: str) -> np.ndarray:
         """Make the terms into one NIR sum (rescaling private conv/affine producers where factors differ);
         returns the factor of that sum relative to the true input current."""
-        fixed = {t.factor for t in terms if not self._scalable(t)}
-        if len(fixed) > 1:
-            raise ConversionError(f"cannot export {what}: its inputs carry different scale factors {sorted(fixed)}")
-        target = fixed.pop() if fixed else terms[0].factor
+        fixed = [t.factor for t in terms if not self._scalable(t)]
+        if any(not _same(f, fixed[0]) for f in fixed[1:]):
+            raise ConversionError(f"cannot export {what}: it adds branches with different scale factors (a sum "
+                                  "pool or per-channel spike amplitudes) that no layer can absorb")
+        target = fixed[0] if fixed else terms[0].factor
         for t in terms:
-            if t.factor != target:
-                self._rescale(t.node, t.factor / target)
+            if not _same(t.factor, target):
+                self._rescale(t.node, np.asarray(t.factor, dtype=np.float64) / target)
                 t.factor = target
         return target
 
@@ -242,8 +273,10 @@ class _Builder:
                 raise ConversionError(f"cannot export {n.target!r}: padding {m.padding!r} ({m.padding_mode})")
             weight, bias = self._folded(n, m, modules)
             f = self._uniform(ins, repr(n.target))
+            if np.ndim(f) and m.groups != 1:
+                raise ConversionError(f"cannot export {n.target!r}: per-channel amplitudes into a grouped conv")
             self.nodes[name] = nir.Conv2d(
-                input_shape=tuple(int(s) for s in shape_in[1:]), weight=_np(weight) * np.float32(f),
+                input_shape=tuple(int(s) for s in shape_in[1:]), weight=_scaled(weight, f, 1),
                 stride=tuple(m.stride), padding=tuple(m.padding), dilation=tuple(m.dilation), groups=m.groups,
                 bias=_np(bias))
             self._connect(ins, name)
@@ -251,7 +284,7 @@ class _Builder:
         if isinstance(m, nn.Linear):
             weight, bias = self._folded(n, m, modules)
             f = self._uniform(ins, repr(n.target))
-            self.nodes[name] = nir.Affine(weight=_np(weight) * np.float32(f), bias=_np(bias))
+            self.nodes[name] = nir.Affine(weight=_scaled(weight, f, 1), bias=_np(bias))
             self._connect(ins, name)
             return [_Term(name)]
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -309,7 +342,7 @@ class _Builder:
         cls = nir.SumPool2d if self.sum_pool else nir.AvgPool2d
         self.nodes[name] = cls(kernel_size=k, stride=stride, padding=np.zeros(2, dtype=np.int64))
         self._connect(ins, name)
-        return [_Term(name, f / float(k.prod()) if self.sum_pool else f)]
+        return [_Term(name, f / float(k.prod()) if self.sum_pool else f)]  # per channel stays per channel
 
     def _flatten(self, name: str, ins: list[_Term], shape_in: tuple[int, ...], start: int, end: int) -> list[_Term]:
         # torch's dims count the batch; NIR's types do not
@@ -321,6 +354,8 @@ class _Builder:
         if len(shape_in) == 1:
             return ins
         f = self._uniform(ins, name)
+        if np.ndim(f):  # one factor per channel -> one per flattened feature
+            f = np.repeat(f, int(np.prod(shape_in[1:])))
         self.nodes[name] = self.nir.Flatten(input_type={"input": np.array(shape_in)}, start_dim=0, end_dim=-1)
         self._connect(ins, name)
         return [_Term(name, f)]
@@ -338,27 +373,28 @@ class _Builder:
             raise UsageError(f"cannot export {what}: its spikes carry the threshold as amplitude (a CQ "
                              "integrate-and-fire student), which NIR spikes cannot")
         shape = self.shape[n]
-        theta = torch.full(shape, float(spec.v_th), dtype=torch.float64)
-        if m.scaling == "channel":
-            theta = m.v_th.double().view(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+        theta = np.full(shape, float(spec.v_th), dtype=np.float64)
+        amp = np.float64(1.0)
+        if m.scaling == "channel":  # calibrated: a threshold per channel; spikes worth amp downstream
+            theta = np.broadcast_to(_channels(m.v_th.double().numpy(), len(shape)), shape).copy()
             if not torch.equal(m.amp, torch.ones_like(m.amp)):
-                raise UsageError(f"cannot export {what}: per-channel spike amplitudes (calibrated student) are not "
-                                 "exported yet; export a student converted with --calibrate 0")
+                amp = m.amp.double().numpy().copy()
         f = self._neuron_input(ins, what)
-        theta = theta / f  # the NIR sum is the current divided by f
+        theta = theta / _channels(f, len(shape))  # the NIR sum is the current divided by f
         decay = 1.0 if spec.kind == "if" else float(spec.decay)
         zeros = np.zeros(shape, dtype=np.float32)
         if decay == 1.0:
-            node = nir.IF(r=np.full(shape, 1.0 / self.dt, dtype=np.float32), v_threshold=theta.float().numpy(),
+            node = nir.IF(r=np.full(shape, 1.0 / self.dt, dtype=np.float32), v_threshold=theta.astype(np.float32),
                           v_reset=zeros)
         else:
             tau = lif_tau(self.dt, decay)
             node = nir.LIF(tau=np.full(shape, tau, dtype=np.float32), r=np.ones(shape, dtype=np.float32),
-                           v_leak=zeros, v_threshold=(theta * (1.0 - decay)).float().numpy(), v_reset=zeros.copy())
+                           v_leak=zeros, v_threshold=(theta * (1.0 - decay)).astype(np.float32),
+                           v_reset=zeros.copy())
         self.nodes[name] = node
         self.neurons[name] = n.target
         self._connect(ins, name)
-        return [_Term(name)]
+        return [_Term(name, amp)]
 
     def _function(self, n: torch.fx.Node, values) -> list[_Term]:
         if n.target in (operator.add, torch.add) and len(n.args) == 2 and not n.kwargs:
@@ -383,8 +419,8 @@ class _Builder:
     def _output(self, arg, values) -> None:
         terms = values[arg]
         f = self._uniform(terms, "the output")
-        if f != 1.0:
-            raise ConversionError(f"cannot export the output: it carries a scale factor {f}")
+        if not _same(f, 1.0):
+            raise ConversionError("cannot export the output: it carries a scale factor no layer absorbed")
         self.nodes["output"] = self.nir.Output(output_type={"output": np.array(self.shape[arg])})
         self._connect(terms, "output")
 
@@ -420,10 +456,11 @@ class _Builder:
         terms = values[relu.args[0]]
         f = self._neuron_input(terms, "the head's input")
         shape = self.shape[relu.args[0]]
-        if len(terms) > 1 or f != 1.0:  # one node whose output is the ReLU's input: a 1x1 identity conv sums them
+        if len(terms) > 1 or not _same(f, 1.0):  # one node whose output is the ReLU's input: a 1x1 conv sums
             c = shape[0]
-            eye = torch.eye(c).view(c, c, 1, 1) * f
-            self.nodes["head_input"] = nir.Conv2d(input_shape=tuple(shape[1:]), weight=_np(eye), stride=(1, 1),
+            eye = np.eye(c) * np.broadcast_to(np.asarray(f, dtype=np.float64), (c,))[:, None]
+            self.nodes["head_input"] = nir.Conv2d(input_shape=tuple(shape[1:]),
+                                                  weight=eye.reshape(c, c, 1, 1).astype(np.float32), stride=(1, 1),
                                                   padding=(0, 0), dilation=(1, 1), groups=1,
                                                   bias=np.zeros(c, dtype=np.float32))
             self._connect(terms, "head_input")
