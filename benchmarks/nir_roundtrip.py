@@ -1,6 +1,6 @@
-"""The NIR round trip of trained students: export each (average pools, and --sum-pool), read the file back
-with independent simulators, run the whole test split for the student's T steps, and compare with
-`enofctl eval` of the same artifact: predictions per image and spikes per layer.
+"""The NIR round trip of trained students: export each (average pools, and --sum-pool; RepAct students with
+--split-head), read the file back with independent simulators, run the whole test split for the student's T
+steps, and compare with `enofctl eval` of the same artifact: predictions per image and spikes per layer.
 
     PYTHONPATH=. python benchmarks/nir_roundtrip.py runs/s_r20.safetensors runs/s_vgg.safetensors \
         --readers snntorch,norse,nirtorch,norse-from_nir --out benchmarks/nir_roundtrip.md
@@ -48,7 +48,8 @@ def main() -> None:
         for sum_pool in (False, True):
             out = work / f"{student.stem}{'_sum' if sum_pool else ''}.nir"
             t0 = time.perf_counter()
-            res = export(student, ExportConfig(sum_pool=sum_pool), out)
+            split = bool(m.spiking.repact)  # RepAct's ReLU head stays out of the graph
+            res = export(student, ExportConfig(sum_pool=sum_pool, split_head=split), out)
             export_s = time.perf_counter() - t0
             check = verify_export(out, student, readers, limit=args.limit)
             for r in check.readers:
@@ -57,7 +58,9 @@ def main() -> None:
                     # the reader's spikes per image against `enofctl eval`'s figure for each layer
                     vs_eval = all(abs(x.reader / check.samples - eval_spikes[x.name]) < 1e-9 for x in r.layers)
                 rows.append({
-                    "student": f"{m.model.name} w{m.model.kwargs.get('width', 1)}", "file": student.name,
+                    "student": f"{m.model.name} w{m.model.kwargs.get('width', 1)}"
+                               + (" (calibrated)" if m.spiking.scaling == "channel" else "")
+                               + (" RepAct, --split-head" if split else ""), "file": student.name,
                     "pool": "SumPool2d" if sum_pool else "AvgPool2d", "reader": r.reader,
                     "samples": check.samples, "T": check.T, "eval_top1": ev.top1, "reader_top1": r.top1,
                     "agreement": r.agreement, "layers_equal": r.layers_equal, "layers": len(r.layers),

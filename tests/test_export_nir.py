@@ -298,3 +298,28 @@ def test_a_failed_write_leaves_nothing(students: Students, tmp_path: Path, monke
     monkeypatch.setattr(nir, "write", broken)
     student = students.variant("s_repact", repact=True)
     _refused(tmp_path, 1, student, "--out", tmp_path / "s.nir", "--split-head", needles=("No space",))
+
+
+@needs_reader("nirtorch")
+def test_export_verify_prints_the_comparison(students: Students, tmp_path: Path) -> None:
+    out = tmp_path / "s.nir"
+    code, stdout, err = run("export", students.vgg, "--out", out, "--verify", "nirtorch", "--limit", "16", "--json")
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["export"]["path"] == str(out)
+    (check,) = res["verify"]["readers"]
+    assert check["agreement"] == 1.0 and check["spikes_equal"]
+
+
+@needs_reader("norse")
+def test_export_verify_exits_3_when_a_reader_differs(students: Students, tmp_path: Path) -> None:
+    """norse.torch.from_nir (nirtorch's deprecated executor) cannot run a residual graph: a finding, exit 3."""
+    code, _, err = run("export", students.r20, "--out", tmp_path / "s.nir", "--verify", "norse-from_nir",
+                       "--limit", "8", "--quiet")
+    assert code == 3, err
+    assert err.strip().splitlines()[-1].startswith("enofctl: error: ")
+    assert (tmp_path / "s.nir").is_file()  # the export itself is sound; only the check failed
+
+
+def test_export_verify_refuses_an_unknown_reader(students: Students, tmp_path: Path) -> None:
+    _refused(tmp_path, 2, students.vgg, "--out", tmp_path / "s.nir", "--verify", "brian2", needles=("--verify",))
