@@ -66,7 +66,9 @@ def main() -> None:
                     "agreement": r.agreement, "layers_equal": r.layers_equal, "layers": len(r.layers),
                     "spikes_eval": ev.spikes_per_sample * check.samples,
                     "spikes_reader": sum(x.reader for x in r.layers) if r.error is None else None,
-                    "eval_per_layer_equal": vs_eval, "max_logit_diff": r.max_logit_diff,
+                    "eval_per_layer_equal": vs_eval, "folded_equal": r.folded_spikes_equal,
+                    "spikes_folded": sum(x.folded for x in r.layers) if r.error is None else None,
+                    "max_logit_diff": r.max_logit_diff,
                     "seconds": r.seconds, "error": r.error, "nodes": res.nodes, "export_s": export_s,
                 })
             raw.append(check.model_dump(mode="json"))
@@ -87,19 +89,20 @@ def _version(pkg: str) -> str:
 def _markdown(rows: list[dict], env: dict, argv: list[str]) -> str:
     lines = [
         "| student | pool | reader | images | same prediction as eval | top-1 eval / reader | layers with equal "
-        "spikes | spikes eval / reader | = eval's per-layer spikes/img | max abs logit diff | reader s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "spikes | spikes eval / reader | = eval's per-layer spikes/img | = BN-folded enofctl, every layer | "
+        "max abs logit diff | reader s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["error"] is not None:
             lines.append(f"| {r['student']} | {r['pool']} | {r['reader']} | {r['samples']} | failed: "
-                         f"{r['error'][:140]} | | | | | | {r['seconds']:.1f} |")
+                         f"{r['error'][:140]} | | | | | | | {r['seconds']:.1f} |")
             continue
         lines.append(
             f"| {r['student']} | {r['pool']} | {r['reader']} | {r['samples']} | {100 * r['agreement']:.2f} % | "
             f"{100 * r['eval_top1']:.2f} / {100 * r['reader_top1']:.2f} % | {r['layers_equal']}/{r['layers']} | "
             f"{r['spikes_eval']:,.0f} / {r['spikes_reader']:,} | {'yes' if r['eval_per_layer_equal'] else 'NO'} | "
-            f"{r['max_logit_diff']:.1e} | {r['seconds']:.1f} |")
+            f"{'yes' if r['folded_equal'] else 'NO'} | {r['max_logit_diff']:.1e} | {r['seconds']:.1f} |")
     versions = ", ".join(f"{k} {v}" for k, v in env.items())
     return "\n".join([f"Command: `{' '.join(['python', *argv])}`", "", f"Versions: {versions}.", "", *lines, ""])
 

@@ -323,3 +323,16 @@ def test_export_verify_exits_3_when_a_reader_differs(students: Students, tmp_pat
 
 def test_export_verify_refuses_an_unknown_reader(students: Students, tmp_path: Path) -> None:
     _refused(tmp_path, 2, students.vgg, "--out", tmp_path / "s.nir", "--verify", "brian2", needles=("--verify",))
+
+
+def test_folding_batchnorm_keeps_the_logits(students: Students) -> None:
+    from enofctl import artifacts
+    from enofctl.spiking.nir_export import fold_batchnorm
+
+    net = artifacts.load(students.r20).build()
+    folded = fold_batchnorm(net)
+    assert not [m for m in folded.body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [m for m in net.body.modules() if isinstance(m, torch.nn.BatchNorm2d)]  # the original is untouched
+    x = torch.randn(8, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), net(x), atol=1e-4)

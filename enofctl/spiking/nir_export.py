@@ -493,3 +493,35 @@ def head_forward(head: dict[str, torch.Tensor], x_seq: torch.Tensor) -> torch.Te
     T, classifier -> logits [B, K]."""
     feat = torch.relu(x_seq).mean(dim=(-2, -1)).mean(0)  # [B, C]
     return feat @ head["weight"].T + head["bias"]
+
+
+def fold_batchnorm(net: SpikingNet) -> SpikingNet:
+    """A copy of ``net`` with every BatchNorm that alone reads a conv or linear layer folded into it, as the
+    export folds them: the network a NIR graph of ``net`` describes, run by enofctl's own code. Folding
+    changes float rounding (a current can move by an ulp), so a neuron within an ulp or two of its threshold
+    can fire in one and not the other; comparing against both separates such ties from mapping errors."""
+    import copy
+
+    from enofctl.models.base import replace_module
+
+    folded = copy.deepcopy(net).eval()
+    body = folded.body
+    for m in folded.neurons().values():
+        m.repeat_input = False
+    graph = _Tracer().trace(body)
+    modules = dict(body.named_modules())
+    for n in graph.nodes:
+        if n.op != "call_module" or not isinstance(modules[n.target], nn.modules.batchnorm._BatchNorm):
+            continue
+        src = n.args[0]
+        layer = modules.get(src.target) if src.op == "call_module" else None
+        if not isinstance(layer, nn.Conv2d | nn.Linear) or len(src.users) != 1:
+            continue
+        weight, bias = _fold_bn(layer.weight.detach(), None if layer.bias is None else layer.bias.detach(),
+                                modules[n.target])
+        new = copy.deepcopy(layer)
+        new.weight = nn.Parameter(weight)
+        new.bias = nn.Parameter(bias)
+        replace_module(body, src.target, new)
+        replace_module(body, n.target, nn.Identity())
+    return folded
