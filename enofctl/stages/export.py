@@ -15,7 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import __version__, artifacts
-from enofctl.errors import UsageError
+from enofctl.errors import MissingDependencyError, UsageError
 from enofctl.io import atomic_write
 from enofctl.spiking.nir_export import DEFAULT_DT, fold_batchnorm, import_nir, to_nir
 
@@ -199,6 +199,8 @@ def verify_export(graph_path: str | Path, student: str | Path, readers: list[str
         try:
             step = None if head is None else (lambda z: torch.relu(z).mean(dim=(-2, -1)))
             run = run_reader(reader, graph, x, T, dt, list(neurons), batch_size=batch_size, step=step)
+        except MissingDependencyError:
+            raise
         except Exception as e:  # a reader that cannot build or run the graph is a finding, not a crash
             checks.append(ReaderCheck(reader=reader, error=f"{type(e).__name__}: {str(e).splitlines()[0][:300]}",
                                       seconds=time.perf_counter() - t0))
