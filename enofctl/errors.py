@@ -72,3 +72,7 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     """An exception as one short line: its first non-empty line, or its type's name."""
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return lines[0][:limit] if lines else type(e).__name__
+
+
+class MissingDependencyError(EnofError):
+    """An optional package a command needs is not installed; the message names the extra to install."""

@@ -23,6 +23,7 @@ from enofctl.stages import (
     TeacherConfig,
 )
 from enofctl.stages.ablate import AblateConfig
+from enofctl.stages.export import ExportConfig
 from enofctl.surrogates import SURROGATES
 
 NEURON_OPTIONS = ["decay", "v_th", "reset", "surrogate", "surrogate_alpha", "v_init"]
@@ -60,6 +61,7 @@ def test_shared_options_are_declared_once() -> None:
     (("distill",), [DistillConfig, NeuronSpec]),
     (("ablate",), [AblateConfig, DistillConfig, NeuronSpec]),
     (("eval",), [EvalConfig]),
+    (("export",), [ExportConfig]),
 ])
 def test_defaults_are_the_config_defaults(path: tuple[str, ...], configs: list) -> None:
     checked = 0

@@ -56,12 +56,13 @@ def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, call
 
 
 def _register() -> None:
-    from enofctl.cli import ablation, evaluate, info, student, teacher
+    from enofctl.cli import ablation, evaluate, export, info, student, teacher
 
     app.add_typer(teacher.app, name="teacher")
     student.register(app)
     evaluate.register(app)
     ablation.register(app)
+    export.register(app)
     info.register(app)
 
 
