@@ -91,6 +91,21 @@ def linear_macs(linear: nn.Linear, x: torch.Tensor) -> int:
     return (x.numel() // linear.in_features) * linear.in_features * linear.out_features
 
 
+def event_sops(layer: nn.Module, counts: torch.Tensor) -> int:
+    """Accumulates of a conv or linear layer fed event counts (non-negative integers, e.g. a DVS frame): a
+    pixel that saw ``k`` events is ``k`` input spikes, each reaching the layer's fan-out."""
+    if isinstance(layer, nn.Linear):
+        return linear_sops(layer, counts)
+    return conv_sops(layer, counts)
+
+
+def _is_counts(seen: torch.Tensor | None, x: torch.Tensor) -> bool:
+    """Whether ``x`` is the event-count input recorded as ``seen`` (same storage and size, whole numbers >= 0)."""
+    if seen is None or seen.numel() != x.numel() or x.numel() == 0:
+        return False
+    return bool((x >= 0).all()) and bool((x == x.round()).all())
+
+
 def _check_conv(conv: nn.modules.conv._ConvNd) -> None:
     if conv.padding_mode != "zeros":
         raise ValueError(f"cannot count the operations of {conv}: padding_mode={conv.padding_mode!r} "
@@ -124,7 +139,12 @@ class OpsMeter:
         # the outputs of neurons whose spikes carry per-channel amplitudes (a calibrated student), by storage,
         # kept alive until the model's next forward: a layer reading one (or a view of it) reads spikes
         self._scaled: dict[int, torch.Tensor] = {}
-        self._hooks = [model.register_forward_pre_hook(lambda *_: self._scaled.clear())]
+        self._hooks = [model.register_forward_pre_hook(lambda *_: self._forget())]
+        # event encoding: the body's input is event counts; a layer reading it does one accumulate per event
+        self._events: dict[int, torch.Tensor] = {}
+        if self._net is not None and self._net.spec.encoding == "event":
+            self._hooks.append(self._net.frames_in.register_forward_hook(
+                lambda mod, args, out: self._events.__setitem__(out.data_ptr(), out)))
         for m in model.modules():
             if isinstance(m, SpikingNeuron) and m.scaling == "channel":
                 self._hooks.append(m.register_forward_hook(
@@ -141,6 +161,9 @@ class OpsMeter:
         @torch.no_grad()
         def fn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
             x = inp[0]
+            if not self.force_analog and _is_counts(self._events.get(x.data_ptr()), x):
+                self._count(name, mod, event_sops(mod, x), 0, "spikes")
+                return
             scaled = self._scaled.get(x.data_ptr())
             from_neuron = scaled is not None and scaled.numel() == x.numel()
             binary = not self.force_analog and (from_neuron or is_binary(x))
@@ -159,6 +182,18 @@ class OpsMeter:
 
         return fn
 
+    def _forget(self) -> None:
+        """A new forward: the tensors recorded for the last one are no longer inputs."""
+        self._scaled.clear()
+        self._events.clear()
+
+    def _count(self, name: str, mod: nn.Module, sops: int, macs: int, kind: str) -> None:
+        self.types[name] = "linear" if isinstance(mod, nn.Linear) else "conv"
+        self.sops[name] = self.sops.get(name, 0) + sops
+        self.macs[name] = self.macs.get(name, 0) + macs
+        self.calls[name] = self.calls.get(name, 0) + 1
+        self.kinds.setdefault(name, set()).add(kind)
+
     def input_kind(self, name: str) -> Kind:
         kinds = self.kinds[name]
         return "mixed" if len(kinds) > 1 else next(iter(kinds))  # type: ignore[return-value]
@@ -172,6 +207,7 @@ class OpsMeter:
             h.remove()
         self._hooks = []
         self._scaled.clear()
+        self._events.clear()
         if self._net is not None:
             self._net.stem_once = self._stem_once
 

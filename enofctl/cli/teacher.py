@@ -37,6 +37,12 @@ def train(
                                        "(clamp + quantize) or qcfs (learnable clip).")] = o.Act(ACT.kind),
     levels: Annotated[int | None, typer.Option(min=1, max=1024, help="Quantization levels Q for --act cq/qcfs "
                                                "(convert at T = Q).")] = ACT.levels,
+    frames: Annotated[int | None, typer.Option(min=1, max=1024, help="Event datasets: frames per sample "
+                                               "(default: the dataset's; convert/distill --T re-bin).")] = None,
+    bins: Annotated[o.Bins, typer.Option(help="Event datasets: frames of equal time spans or of equal event "
+                                         "counts.")] = o.Bins.time,
+    event_size: Annotated[int | None, typer.Option(min=1, max=1024, help="Event datasets: scale the sensor "
+                                                   "down to NxN pixels (default: the dataset's).")] = None,
     *,
     recipe: o.TeacherRecipe,
     data_dir: o.DataDir = None,
@@ -50,7 +56,8 @@ def train(
     if width is not None:
         kwargs["width"] = width
     cfg = TeacherConfig(**recipe, dataset=dataset, data_dir=o.path_str(data_dir), download=download, model=model,
-                        model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels))
+                        model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels),
+                        frames=o.frame_spec(dataset, frames, bins.value, event_size))
     with progress(quiet or json_, "teacher") as cb:
         res = train_teacher(cfg, out, resume=resume, progress=cb)
     emit(_result_json(res), json_, str(res.path))

@@ -18,7 +18,8 @@ from enofctl.distributed import Ranks
 from enofctl.errors import DataError, UsageError
 from enofctl.models import build_model
 from enofctl.models.acts import apply_act
-from enofctl.schema import ActSpec, DataRef, Manifest, ModelSpec, TeacherMetrics
+from enofctl.schema import ActSpec, DataRef, FrameSpec, Manifest, ModelSpec, TeacherMetrics
+from enofctl.spiking import logits_of
 from enofctl.stages.common import (
     ProgressFn,
     StageResult,
@@ -43,6 +44,9 @@ DEFAULT_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "cifar10": ("resnet20", {}),
     "cifar100": ("resnet20", {}),
     "imagefolder": ("resnet18", {}),
+    "nmnist": ("resnet20", {"width": 0.25}),
+    "cifar10-dvs": ("resnet20", {}),
+    "dvs-gesture": ("resnet20", {"width": 0.5}),
 }
 
 
@@ -54,6 +58,8 @@ class TeacherConfig(TrainConfig):
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
     init: str | None = Field(None, description="start from this teacher artifact's weights")
     act: ActSpec = Field(default_factory=ActSpec, description="activation: relu, clamp, cq or qcfs (CQ training)")
+    frames: FrameSpec | None = Field(None, description="event datasets: frames per sample, binning and size "
+                                     "(None: the dataset's default); the teacher averages its logits over them")
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
@@ -81,7 +87,7 @@ class CrossEntropyStep:
     label_smoothing: float = 0.0
 
     def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        return F.cross_entropy(net(x), y, label_smoothing=self.label_smoothing), {}
+        return F.cross_entropy(logits_of(net, x), y, label_smoothing=self.label_smoothing), {}
 
 
 def _teacher_model(cfg: TeacherConfig, data: Data, init: Artifact | None) -> tuple[ModelSpec, nn.Module]:
@@ -115,7 +121,7 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
                              **best_metrics(history))
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
-        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes)),
+        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes), frames=data.frames),
         config=cfg.model_dump(), metrics=metrics, history=history,
         parents=[init.parent_ref()] if init is not None else [],
     )
@@ -128,7 +134,7 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
     out = artifacts.check_output_path(out)
     device = resolve_device(cfg.device)
     check_recipe(cfg, device, dataset_info(cfg.dataset))  # before any data is read or downloaded
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, frames=cfg.frames)
     init = artifacts.load(cfg.init, expect="teacher") if cfg.init else None
     trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress))
     return save_trained(out, trained, Ranks.here(device))
