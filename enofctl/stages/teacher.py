@@ -187,7 +187,8 @@ def describe_fetched(cfg: FetchConfig, model: nn.Module, info: DatasetInfo, data
     manifest = Manifest(
         kind="teacher", stage="teacher-fetch", model=spec,
         data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir,
-                     classes=list(data.classes if data is not None else info.classes)),
+                     classes=list(data.classes if data is not None else info.classes),
+                     frames=data.frames if data is not None else None),
         config=cfg.model_dump(), metrics=metrics,
     )
     return Trained(model, manifest)
