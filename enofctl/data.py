@@ -23,9 +23,11 @@ import torch.nn.functional as F
 
 from enofctl.augment import Augment, augment_batch, autoaugment, cutout
 from enofctl.errors import DataError, UsageError, first_line
+from enofctl.schema import FrameSpec
 
-__all__ = ["DATASETS", "Augment", "Data", "DatasetInfo", "FolderSplit", "TensorSplit", "augment_batch", "autoaugment",
-           "availability", "cutout", "dataset_info", "load_dataset", "normalize", "split_validation"]
+__all__ = ["DATASETS", "EVENT_DATASETS", "Augment", "Data", "DatasetInfo", "FolderSplit", "TensorSplit",
+           "augment_batch", "autoaugment", "availability", "cutout", "data_at", "dataset_info", "load_dataset",
+           "normalize", "split_validation"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -80,6 +82,25 @@ DATASETS: dict[str, DatasetInfo] = {
         "cifar100", 100, 3, (32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 4, True,
         "CIFAR-100 (torchvision layout in --data-dir, or --download).",
         tuple(f"class_{i}" for i in range(100)),
+    ),
+    # event cameras (enofctl.events): frames of event counts, one channel per polarity, not normalized
+    "nmnist": DatasetInfo(
+        "nmnist", 10, 2, (34, 34), (0.0, 0.0), (1.0, 1.0), 2, False,
+        "N-MNIST events (--data-dir with Train/ and Test/ of .bin files; needs enofctl[events]).",
+        tuple(str(i) for i in range(10)),
+    ),
+    "cifar10-dvs": DatasetInfo(
+        "cifar10-dvs", 10, 2, (48, 48), (0.0, 0.0), (1.0, 1.0), 4, True,
+        "CIFAR10-DVS events (--data-dir with one folder per class of .aedat/.aedat4; needs enofctl[events]).",
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
+    "dvs-gesture": DatasetInfo(
+        "dvs-gesture", 11, 2, (64, 64), (0.0, 0.0), (1.0, 1.0), 4, False,
+        "DVS128 Gesture events (--data-dir with DvsGesture/'s .aedat, _labels.csv, trials_to_*.txt; needs "
+        "enofctl[events]).",
+        ("hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise", "right_arm_counter_clockwise",
+         "left_arm_clockwise", "left_arm_counter_clockwise", "arm_roll", "air_drums", "air_guitar",
+         "other_gestures"),
     ),
     "imagefolder": DatasetInfo(
         "imagefolder", 0, 3, (224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0, True,
@@ -212,6 +233,8 @@ class Data:
     test: TensorSplit | FolderSplit
     classes: tuple[str, ...]
     val: TensorSplit | FolderSplit | None = None  # carved from the training set by split_validation
+    frames: FrameSpec | None = None  # event datasets: how each recording became frames (enofctl.events)
+    root: Path | None = None  # event datasets: the folder read (to bin it again at another T)
 
 
 def split_validation(data: Data, fraction: float, seed: int) -> Data:
@@ -249,10 +272,19 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
 # loaders
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False) -> Data:
-    """Load a dataset by name. Raises UsageError for an unknown name, DataError if it is not available."""
+EVENT_DATASETS = ("nmnist", "cifar10-dvs", "dvs-gesture")
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
+                 frames: FrameSpec | None = None) -> Data:
+    """Load a dataset by name. Raises UsageError for an unknown name, DataError if it is not available.
+    ``frames``: how an event dataset's recordings become frames (None: its default; ignored for images)."""
     info = dataset_info(name)
     root = Path(data_dir) if data_dir else None
+    if name in EVENT_DATASETS:
+        from enofctl.events import load_events
+
+        return load_events(name, root, frames)
     if name == "digits":
         return _digits(info)
     if name == "synthetic":
@@ -262,6 +294,16 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     if name in ("cifar10", "cifar100"):
         return _cifar(info, root, download)
     return _imagefolder(info, root)
+
+
+def data_at(data: Data, T: int) -> Data:
+    """``data`` binned into ``T`` frames per sample when it is an event dataset with another T (read from the
+    frame cache after the first time); otherwise ``data`` itself."""
+    if data.frames is None or data.frames.T == T:
+        return data
+    from enofctl.events import load_events
+
+    return load_events(data.info.name, data.root, data.frames.model_copy(update={"T": T}))
 
 
 def _tensor_data(info, x_tr, y_tr, x_te, y_te, classes=None) -> Data:
@@ -430,6 +472,6 @@ def availability() -> list[tuple[str, bool, str]]:
             sub = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
             ok = (default_data_dir() / sub).is_dir()
         else:
-            ok = False  # needs --data-dir
+            ok = False  # needs --data-dir (imagefolder, event datasets)
         rows.append((name, ok, info.description))
     return rows

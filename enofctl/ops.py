@@ -95,6 +95,21 @@ def linear_macs(linear: nn.Linear, x: torch.Tensor) -> int:
     return (x.numel() // linear.in_features) * linear.in_features * linear.out_features
 
 
+def event_sops(layer: nn.Module, counts: torch.Tensor) -> int:
+    """Accumulates of a conv or linear layer fed event counts (non-negative integers, e.g. a DVS frame): a
+    pixel that saw ``k`` events is ``k`` input spikes, each reaching the layer's fan-out."""
+    if isinstance(layer, nn.Linear):
+        return linear_sops(layer, counts)
+    return conv_sops(layer, counts)
+
+
+def _is_counts(seen: torch.Tensor | None, x: torch.Tensor) -> bool:
+    """Whether ``x`` is the event-count input recorded as ``seen`` (same storage and size, whole numbers >= 0)."""
+    if seen is None or seen.numel() != x.numel() or x.numel() == 0:
+        return False
+    return bool((x >= 0).all()) and bool((x == x.round()).all())
+
+
 def _check_conv(conv: nn.modules.conv._ConvNd) -> None:
     if conv.padding_mode != "zeros":
         raise ValueError(f"cannot count the operations of {conv}: padding_mode={conv.padding_mode!r} "
@@ -133,6 +148,11 @@ class OpsMeter:
         # kept alive until the model's next forward: a layer reading one (or a view of it) reads spikes
         self._scaled: dict[int, torch.Tensor] = {}
         self._hooks = [model.register_forward_pre_hook(lambda *_: self._forget())]
+        # event encoding: the body's input is event counts; a layer reading it does one accumulate per event
+        self._events: dict[int, torch.Tensor] = {}
+        if self._net is not None and self._net.spec.encoding == "event":
+            self._hooks.append(self._net.frames_in.register_forward_hook(
+                lambda mod, args, out: self._events.__setitem__(out.data_ptr(), out)))
         for m in model.modules():
             if isinstance(m, SpikingNeuron) and m.scaling == "channel":
                 self._hooks.append(m.register_forward_hook(
@@ -148,7 +168,9 @@ class OpsMeter:
             self._hooks.append(m.register_forward_hook(self._hook(name)))
 
     def _forget(self) -> None:
+        """A new forward: the tensors recorded for the last one are no longer inputs."""
         self._scaled.clear()
+        self._events.clear()
         self._last_spikes = None
 
     def _keep_last(self, spk: torch.Tensor) -> None:
@@ -172,6 +194,9 @@ class OpsMeter:
                 self._count(name, "linear", head_sops, 0, "spikes")
                 return
             x = inp[0]
+            if not self.force_analog and _is_counts(self._events.get(x.data_ptr()), x):
+                self._count(name, "linear" if isinstance(mod, nn.Linear) else "conv", event_sops(mod, x), 0, "spikes")
+                return
             scaled = self._scaled.get(x.data_ptr())
             from_neuron = scaled is not None and scaled.numel() == x.numel()
             binary = not self.force_analog and (from_neuron or is_binary(x))

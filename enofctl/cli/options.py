@@ -279,3 +279,23 @@ def parse_int_list(text: str | None, name: str = "--T", lo: int = 1) -> list[int
 def int_list(values: list[int]) -> str:
     """A list default shown as the option's text, e.g. ``1,2,4``."""
     return ",".join(map(str, values))
+
+
+Bins = choices("Bins", ("time", "count"))
+
+
+def frame_spec(dataset: str, frames: int | None, bins: str, size: int | None):
+    """`teacher train`'s event options as a FrameSpec (None for image datasets, where they are refused)."""
+    from enofctl.data import EVENT_DATASETS
+    from enofctl.errors import UsageError
+
+    if dataset not in EVENT_DATASETS:
+        if frames is not None or size is not None or bins != "time":
+            raise UsageError(f"--frames/--bins/--event-size apply to event datasets ({', '.join(EVENT_DATASETS)}), "
+                             f"not {dataset}")
+        return None
+    from enofctl.events import DEFAULT_FRAMES
+
+    spec = DEFAULT_FRAMES[dataset]
+    return spec.model_copy(update={"T": frames or spec.T, "bins": bins,
+                                   "size": (size, size) if size else spec.size})

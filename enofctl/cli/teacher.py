@@ -50,6 +50,12 @@ def train(
                                           "teacher can become a spiking student: activations that can spike "
                                           "(not SiLU/GELU), no --act clamp/cq on a residual network.")] = (
         TEACHER.for_snn),
+    frames: Annotated[int | None, typer.Option(min=1, max=1024, help="Event datasets: frames per sample "
+                                               "(convert/distill --T re-bin).", show_default="the dataset's")] = None,
+    bins: Annotated[o.Bins, typer.Option(help="Event datasets: frames of equal time spans or of equal event "
+                                         "counts.")] = o.Bins.time,
+    event_size: Annotated[int | None, typer.Option(min=1, max=1024, help="Event datasets: scale the sensor "
+                                                   "down to NxN pixels (default: the dataset's).")] = None,
     *,
     recipe: o.TeacherRecipe,
     data_dir: o.DataDir = None,
@@ -64,7 +70,7 @@ def train(
         kwargs["width"] = width
     cfg = TeacherConfig(**recipe, dataset=dataset, data_dir=o.path_str(data_dir), download=download, model=model,
                         model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels),
-                        for_snn=for_snn)
+                        for_snn=for_snn, frames=o.frame_spec(dataset, frames, bins.value, event_size))
     with progress(quiet or json_, "teacher") as cb, warnings_to_stderr():
         res = train_teacher(cfg, out, resume=resume, progress=cb)
     emit(_result_json(res), json_, str(res.path))

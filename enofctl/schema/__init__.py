@@ -5,6 +5,7 @@ import graph (it needs only pydantic and the surrogate registry, `enofctl.surrog
     ├── model: ModelSpec        the timm network to rebuild, its input and normalization
     │   └── act: ActSpec        the activation it was trained with
     ├── data: DataRef
+    │   └── frames: FrameSpec   event datasets only
     ├── spiking: SpikingSpec    students only
     │   └── neuron: NeuronSpec
     ├── metrics: TeacherMetrics | StudentMetrics        by kind
@@ -18,6 +19,7 @@ version in ``MIGRATIONS``) before they are validated.
 
 from enofctl.schema.acts import ActSpec
 from enofctl.schema.calibration import CalibratedChannels, CalibratedLayer, Calibration, ChannelCalibration
+from enofctl.schema.frames import FrameSpec
 from enofctl.schema.manifest import (
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -34,6 +36,6 @@ from enofctl.schema.spiking import NeuronSpec, SpikingSpec
 
 __all__ = [
     "METRICS", "MIGRATIONS", "SCHEMA_VERSION", "ActSpec", "CalibratedChannels", "CalibratedLayer", "Calibration",
-    "ChannelCalibration", "DataRef", "Manifest", "ModelSpec", "NeuronSpec", "ParentRef", "SpikingSpec",
+    "ChannelCalibration", "DataRef", "FrameSpec", "Manifest", "ModelSpec", "NeuronSpec", "ParentRef", "SpikingSpec",
     "StudentMetrics", "TeacherMetrics", "Versions", "current_versions", "upgrade",
 ]

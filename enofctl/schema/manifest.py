@@ -20,10 +20,11 @@ from enofctl.errors import ArtifactError
 from enofctl.schema.acts import ActSpec
 from enofctl.schema.base import Frozen
 from enofctl.schema.calibration import Calibration, ChannelCalibration
+from enofctl.schema.frames import FrameSpec
 from enofctl.schema.metrics import METRICS, StudentMetrics, TeacherMetrics
 from enofctl.schema.spiking import SpikingSpec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Kind = Literal["teacher", "student"]
 
@@ -45,6 +46,7 @@ class DataRef(Frozen):
     dataset: str
     data_dir: str | None = None
     classes: list[str]
+    frames: FrameSpec | None = Field(None, description="event datasets: how each recording became T frames")
 
 
 class ParentRef(Frozen):
@@ -75,7 +77,7 @@ def _no_metrics(data: dict[str, Any]) -> TeacherMetrics | StudentMetrics:
 
 
 class Manifest(Frozen):
-    schema_version: Literal[2] = SCHEMA_VERSION
+    schema_version: Literal[3] = SCHEMA_VERSION
     kind: Kind
     stage: str = Field(description="what produced it: teacher-train, teacher-fetch, convert, distill")
     created: str = Field(default_factory=_now)
@@ -132,8 +134,21 @@ def _v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _v2_to_v3(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 -> 3 (event-camera data).
+
+    - ``data.frames``: new, absent (None) for image datasets, which is every schema-2 artifact;
+    - ``spiking.encoding``: now ``"direct"`` or ``"event"``; schema-2 students are all ``"direct"``.
+    """
+    raw = copy.deepcopy(raw)
+    raw["schema_version"] = 3
+    if isinstance(raw.get("spiking"), dict):
+        raw["spiking"].setdefault("encoding", "direct")
+    return raw
+
+
 # {old_version: fn(manifest dict of old_version) -> manifest dict of old_version + 1}
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upgrade(raw: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,8 @@ class SpikingSpec(Frozen):
     T: int = Field(4, ge=1, le=1024, description="time steps")
     neuron: NeuronSpec = Field(default_factory=NeuronSpec)
     repact: bool = Field(True, description="the last activation before the classifier stays ReLU")
-    encoding: str = Field("direct", pattern="^direct$", description="the image is repeated T times")
+    encoding: Literal["direct", "event"] = Field("direct", description="direct: the image is repeated T times; "
+                                                 "event: step t receives frame t of an event recording")
     method: Literal["surrogate", "cq"] = Field("surrogate", description="surrogate: LIF skeleton for BPTT; "
                                                "cq: BN folded, IF neurons with the clip as threshold")
     spiking_pool: bool = Field(False, description="cq: an IF neuron after each average pool")

@@ -49,6 +49,7 @@ import torch.nn as nn
 
 from enofctl.errors import CalibrationError
 from enofctl.schema import CalibratedChannels, ChannelCalibration
+from enofctl.spiking.convert import logits_of
 from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence, per_channel
 
 # Candidate thresholds, as multiples of a channel's high input percentile: from far below (a channel whose
@@ -79,6 +80,14 @@ def _seen(net: nn.Module, module: nn.Module, x: torch.Tensor, what: str) -> torc
     finally:
         h.remove()
     return got[0]
+
+
+def _teacher_target(ann: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The teacher's activation at ``module`` ([B, C, ...]); on event frames ``x`` ([B, T, C, H, W], each
+    frame through the ANN) its mean over the frames, the time average the student's spikes are fitted to."""
+    if x.dim() != 5:
+        return _seen(ann, module, x, "output")
+    return _time_mean(_seen(lambda frames: logits_of(ann, frames), module, x, "output"), x.shape[1])
 
 
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
@@ -216,7 +225,7 @@ def agreement(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor]) -
         if not torch.isfinite(logits).all():
             raise CalibrationError("the calibrated student's outputs are not finite on the calibration images "
                                    "(is a teacher weight non-finite?); nothing was written")
-        same += int((logits.argmax(1) == ann(x).argmax(1)).sum())
+        same += int((logits.argmax(1) == logits_of(ann, x).argmax(1)).sum())
         n += len(x)
     return same / max(n, 1)
 
@@ -257,7 +266,7 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
     for i, (name, neuron) in enumerate(neurons.items()):
         if progress:
             progress(i, len(neurons))
-        targets = [_seen(ann, ann_mods[name], x, "output") for x in batches]
+        targets = [_teacher_target(ann, ann_mods[name], x) for x in batches]
         n, used = _images_needed(targets), []
         for x in batches:  # only the batches the fit looks at
             used.append(x)
@@ -289,7 +298,7 @@ def fit_readout(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor],
     if not isinstance(fc, nn.Linear) or fc.bias is None:
         return None
     feats = torch.cat([snn.forward_feature(x) for x in batches]).double()  # [N, F]
-    z_t = torch.cat([ann(x) for x in batches]).double()  # [N, K]
+    z_t = torch.cat([logits_of(ann, x) for x in batches]).double()  # [N, K]
     x = torch.cat([feats, feats.new_ones(len(feats), 1)], 1)  # [N, F + 1]
     w_now = torch.cat([fc.weight, fc.bias[:, None]], 1).double()  # [K, F + 1]
     reg = ridge * len(x) * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)

@@ -14,7 +14,7 @@ import copy
 import torch
 import torch.nn as nn
 
-from enofctl.errors import ConversionError
+from enofctl.errors import ConversionError, UsageError
 from enofctl.models.acts import BOUNDED
 from enofctl.models.base import replace_module
 from enofctl.schema import SpikingSpec
@@ -98,7 +98,7 @@ def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, 
                        else SpikingNeuron(spec.neuron, spec.T, inplace, spec.scaling, channels[name]))
     net = SpikingNet(body, spec)
     net.first_neuron = order[0] if isinstance(body.get_submodule(order[0]), SpikingNeuron) else None
-    net.stem_once = _stem_can_run_once(net, input_size)
+    net.stem_once = spec.encoding == "direct" and _stem_can_run_once(net, input_size)  # event frames differ
     return net
 
 
@@ -142,6 +142,7 @@ class SpikingNet(nn.Module):
         super().__init__()
         self.body, self.spec = body, spec
         self.first_neuron: str | None = None  # qualified name of the neuron a forward reaches first
+        self.frames_in = nn.Identity()  # event encoding: the folded frames pass here, where hooks can see them
         self.stem_once = False
         self.pack_spikes = True
         self.set_T(spec.T)
@@ -165,9 +166,16 @@ class SpikingNet(nn.Module):
     def forward_feature(self, x: torch.Tensor) -> torch.Tensor:
         """The output feature f_s: the pooled last-block output averaged over T, ``[B, F]``."""
         b, T = x.shape[0], self.T
+        if self.spec.encoding == "event":  # frame t at step t: [B, T, C, H, W] -> [T*B, C, H, W]
+            if x.dim() != 5 or x.shape[1] != T:
+                raise UsageError(f"an event-encoded student at T={T} takes [B, {T}, C, H, W] frames, "
+                                 f"got {tuple(x.shape)}")
+            x = self.frames_in(fold_frames(x))  # [T*B, C, H, W]
+        elif x.dim() == 5:
+            raise UsageError("a directly encoded student takes images [B, C, H, W], not event frames")
         if self.first_neuron is not None:
             self.body.get_submodule(self.first_neuron).repeat_input = self.stem_once
-        if not self.stem_once:  # direct encoding: the image at every step, [T*B, C, H, W]
+        if not self.stem_once and self.spec.encoding == "direct":  # the image at every step, [T*B, C, H, W]
             x = x.unsqueeze(0).expand(T, *x.shape).flatten(0, 1)
         packing = self.pack_spikes and torch.is_grad_enabled()
         with SpikePacker() if packing else contextlib.nullcontext():
@@ -184,9 +192,28 @@ class SpikingNet(nn.Module):
         return (logits, f_s) if with_feature else logits
 
 
+def fold_frames(x: torch.Tensor) -> torch.Tensor:
+    """A batch of frame sequences ``[B, T, C, H, W]`` -> time-major ``[T*B, C, H, W]`` (rows t*B .. t*B+B-1
+    are frame t), the layout of a time-folded network."""
+    return x.transpose(0, 1).flatten(0, 1)
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``; for an ANN given event frames ``[B, T, C, H, W]``, every frame through the ANN with time
+    folded into the batch and the logits averaged over T (how a teacher reads event data)."""
+    if isinstance(model, SpikingNet) or x.dim() != 5:
+        return model(x)
+    return model(fold_frames(x)).unflatten(0, (x.shape[1], -1)).mean(0)  # [T*B, K] -> [B, K]
+
+
 def ann_forward_with_feature(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, output feature) of a timm ANN, through its own forward_head(pre_logits) and classifier."""
+    """(logits, output feature) of a timm ANN, through its own forward_head(pre_logits) and classifier. On
+    event frames ``[B, T, C, H, W]`` both are averaged over the frames (see ``logits_of``)."""
     if isinstance(model, SpikingNet):
         return model.forward_with_feature(x)
+    if x.dim() == 5:  # event frames
+        T = x.shape[1]
+        f = model.forward_head(model.forward_features(fold_frames(x)), pre_logits=True)  # [T*B, F]
+        return model.get_classifier()(f).unflatten(0, (T, -1)).mean(0), f.unflatten(0, (T, -1)).mean(0)
     f = model.forward_head(model.forward_features(x), pre_logits=True)
     return model.get_classifier()(f), f

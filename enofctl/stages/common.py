@@ -24,7 +24,7 @@ from enofctl.data import DatasetInfo, normalize
 from enofctl.distributed import Ranks, device_for, sum_all, world
 from enofctl.errors import TrainingError, UsageError
 from enofctl.schema import Manifest
-from enofctl.spiking import SpikingNet
+from enofctl.spiking import SpikingNet, logits_of
 from enofctl.stages.train_state import finish_checkpoint
 
 
@@ -241,7 +241,7 @@ def accuracy(model: nn.Module, split, device, mean, std, batch_size: int = 256, 
     model.eval()
     c1 = c5 = n = 0
     for x, y in batches_on(split, device, mean, std, batch_size=batch_size, limit=limit, shard=shard):
-        k1, k5 = topk_correct(model(x), y)
+        k1, k5 = topk_correct(logits_of(model, x), y)
         c1, c5, n = c1 + k1, c5 + k5, n + len(y)
     c1, c5, n = sum_all([c1, c5, n], device)
     return {"top1": c1 / max(n, 1), "top5": c5 / max(n, 1), "samples": int(n)}

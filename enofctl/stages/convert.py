@@ -98,6 +98,9 @@ def convert_config(**fields) -> SurrogateConvertConfig | CQConvertConfig:
 def _check(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertConfig) -> None:
     if cfg.method != "cq":
         return
+    if teacher.manifest.data.frames is not None:
+        raise UsageError(f"--method cq converts image teachers (a constant input current); {teacher.path} reads "
+                         "event frames: use the default --method surrogate")
     if cfg.norm_percentile is not None and not cfg.calibrate:
         raise UsageError("--norm-percentile needs calibration data: give --calibrate N (batches of training data)")
     if teacher.manifest.model.act.kind == "relu" and cfg.norm_percentile is None:
@@ -111,7 +114,8 @@ def _calibration_batches(teacher: Artifact, cfg: _CalibrationData, n: int,
     from enofctl.data import load_dataset, normalize
 
     m = teacher.manifest
-    data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir)
+    frames = m.data.frames.model_copy(update={"T": cfg.T}) if m.data.frames else None  # event data: T frames
+    data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir, frames=frames)
     gen = torch.Generator().manual_seed(cfg.seed)
     limit = n * cfg.batch_size
     return [normalize(x.to(device), m.model.mean, m.model.std)
@@ -170,7 +174,10 @@ def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertCo
                     progress: ProgressFn | None = None) -> tuple[SpikingNet, Manifest]:
     """The spiking student of a loaded teacher and its manifest (not yet written)."""
     _check(teacher, cfg)
-    spec = cfg.spiking_spec()
+    spec, data_ref = cfg.spiking_spec(), teacher.manifest.data
+    if data_ref.frames is not None:  # event data: frame t at step t, the frames binned at the student's T
+        spec = spec.model_copy(update={"encoding": "event"})
+        data_ref = data_ref.model_copy(update={"frames": data_ref.frames.model_copy(update={"T": cfg.T})})
     bad = next((k for k, v in teacher.tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise ArtifactError(f"{teacher.path}: tensor {bad!r} holds non-finite values; a student of it cannot compute")
@@ -182,7 +189,7 @@ def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertCo
         quantize_weights(student.body, cfg.weight_bits, cfg.weight_norm)
     record = _calibrate(student, ann, teacher, cfg, progress) if cfg.calibrate else None
     manifest = Manifest(
-        kind="student", stage="convert", model=teacher.manifest.model, data=teacher.manifest.data,
+        kind="student", stage="convert", model=teacher.manifest.model, data=data_ref,
         spiking=spec, config=cfg.model_dump(), parents=[teacher.parent_ref()], calibration=record,
     )
     return student, manifest

@@ -17,12 +17,12 @@ from pydantic import Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, dataset_info, load_dataset, split_validation
+from enofctl.data import Data, data_at, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import UsageError
 from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill_loss
 from enofctl.models import feature_dim
-from enofctl.schema import Manifest, NeuronSpec, ParentRef, StudentMetrics
+from enofctl.schema import DataRef, Manifest, NeuronSpec, ParentRef, StudentMetrics
 from enofctl.spiking import SpikingNet, ann_forward_with_feature
 from enofctl.stages.common import (
     ProgressFn,
@@ -132,7 +132,8 @@ def _start(cfg: DistillConfig, src: DistillInputs,
     """The student to train, its manifest so far and the parents of the result."""
     t_art = src.teacher.artifact
     if src.student is None:
-        conv = SurrogateConvertConfig(T=cfg.T or 4, neuron=cfg.neuron, repact=cfg.repact, calibrate=cfg.calibrate,
+        conv = SurrogateConvertConfig(T=cfg.T or default_T(t_art.manifest), neuron=cfg.neuron, repact=cfg.repact,
+                                      calibrate=cfg.calibrate,
                                       seed=cfg.seed, data_dir=cfg.data_dir, device=cfg.device)
         s_model, s_manifest = convert_teacher(t_art, conv, progress)
         return s_model, s_manifest, [t_art.parent_ref()]
@@ -140,6 +141,11 @@ def _start(cfg: DistillConfig, src: DistillInputs,
     if cfg.T:
         s_model.set_T(cfg.T)
     return s_model, src.student.manifest, [t_art.parent_ref(), src.student.parent_ref()]
+
+
+def default_T(teacher: Manifest) -> int:
+    """A converted student's T when none is given: 4, or for event data the teacher's frames per sample."""
+    return teacher.data.frames.T if teacher.data.frames is not None else 4
 
 
 def _rate_hooks(student: SpikingNet, cfg: DistillConfig) -> tuple[dict[str, torch.Tensor], list]:
@@ -167,7 +173,8 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     if (src.data.info.num_classes, src.data.info.in_chans) != (spec.num_classes, spec.in_chans):
         raise UsageError(f"{src.data.info.name} does not fit the student ({spec.num_classes} classes, "
                          f"{spec.in_chans} channels)")
-    data = split_validation(src.data, cfg.val_fraction, cfg.seed) if src.data.val is None else src.data
+    data = data_at(src.data, s_model.T)  # event data: binned at the student's T (the same data for images)
+    data = split_validation(data, cfg.val_fraction, cfg.seed) if data.val is None else data
     s_model.to(device)
     rates, hooks = _rate_hooks(s_model, cfg)
     step = DistillStep(cfg.loss_weights(), t_model, rates)
@@ -179,7 +186,7 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     # every rank: the whole split (or its first limit_test samples)
     run = measure(s_model, data.test, device, spec, EvalConfig(limit=cfg.limit_test, speed_batches=0))
     manifest = Manifest(
-        kind="student", stage="distill", model=spec, data=s_manifest.data, spiking=s_model.spec,
+        kind="student", stage="distill", model=spec, data=_data_ref(s_manifest.data, data), spiking=s_model.spec,
         config=cfg.model_dump(), history=history, parents=parents, calibration=s_manifest.calibration,
         metrics=StudentMetrics(top1=run.top1, top5=run.top5, samples=run.samples,
                                spikes_per_sample=run.spikes_per_sample, mean_firing_rate=run.mean_firing_rate,
@@ -193,6 +200,11 @@ def _inputs(teacher: Artifact, student: Artifact | None) -> dict[str, str]:
     return {"teacher": teacher.sha256, **({"student": student.sha256} if student is not None else {})}
 
 
+def _data_ref(ref: DataRef, data: Data) -> DataRef:
+    """The student's data record: for event data, with the frames it was trained on."""
+    return ref if data.frames is None else ref.model_copy(update={"frames": data.frames})
+
+
 def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: str | Path | None = None,
             resume: bool = False, progress: ProgressFn | None = None) -> StageResult:
     """`distill`: read the teacher (and the student), train (`distill_student`), write ``out``."""
@@ -202,7 +214,11 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     ref = (s_art or t_art).manifest.data
     device = resolve_device(cfg.device)
     check_recipe(cfg, device, dataset_info(ref.dataset))  # before any data is read
-    data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir, cfg.download)
+    frames = ref.frames
+    if frames is not None:  # event data: frames binned at the student's T
+        T = cfg.T or (s_art.manifest.spiking.T if s_art is not None else default_T(t_art.manifest))
+        frames = frames.model_copy(update={"T": T})
+    data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir, cfg.download, frames=frames)
     trained = distill_student(cfg, DistillInputs(FrozenTeacher.of(t_art), data, s_art),
                               RunIO(checkpoint_path(out), resume, progress, _inputs(t_art, s_art)))
     return save_trained(out, trained, Ranks.here(device))

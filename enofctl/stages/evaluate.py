@@ -12,11 +12,11 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, load_dataset
+from enofctl.data import Data, data_at, load_dataset
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
 from enofctl.schema import ModelSpec
-from enofctl.spiking import SpikingNet, SpikingNeuron
+from enofctl.spiking import SpikingNet, SpikingNeuron, logits_of
 from enofctl.stages.common import ProgressEvent, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
 
 REPORT_SCHEMA_VERSION = 1
@@ -164,12 +164,12 @@ def measure_speed(model: nn.Module, split, device: torch.device, spec: ModelSpec
     if x is None:
         return None
     for _ in range(2):
-        model(x)  # warm-up
+        logits_of(model, x)  # warm-up
     times = []
     for _ in range(passes):
         _sync(device)
         t0 = time.perf_counter()
-        model(x)
+        logits_of(model, x)
         _sync(device)
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
@@ -199,7 +199,7 @@ def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg:
     try:
         for i, (x, y) in enumerate(batches_on(split, device, spec.mean, spec.std, batch_size=batch_size,
                                                  limit=limit)):
-            k1, k5 = topk_correct(model(x), y)
+            k1, k5 = topk_correct(logits_of(model, x), y)
             c1, c5, n = c1 + k1, c5 + k5, n + len(y)
             if progress:
                 progress(ProgressEvent("eval", 1, 1, i + 1, steps))
@@ -212,6 +212,9 @@ def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg:
     total = sum(layer.spikes_per_sample for layer in layers)
     neurons = sum(layer.neurons for layer in layers)
     ann_rows = dense_macs(model, spec.input_size, e_mac=e_mac)
+    frames = getattr(split, "frames", None)
+    if frames is not None:  # event data: the ANN runs once per frame, T frames per sample
+        ann_rows = [_times(r, frames.T) for r in ann_rows]
     # an ANN multiplies in every layer, whatever its input happens to be (ReLU outputs can be 0/1)
     op_rows = ops.rows(max(n, 1), e_mac, e_ac) if ops else ann_rows
     tot, ann = totals(op_rows), totals(ann_rows)
@@ -228,6 +231,12 @@ def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg:
         classifier=head, repact_macs=repact_macs, ops=op_rows, ann_ops=ann_rows if spiking else [],
         speed=measure_speed(model, split, device, spec, cfg),
     )
+
+
+def _times(row: LayerOps, k: int) -> LayerOps:
+    return row.model_copy(update={"sops_per_sample": row.sops_per_sample * k,
+                                  "macs_per_sample": row.macs_per_sample * k,
+                                  "energy_pj_per_sample": row.energy_pj_per_sample * k})
 
 
 def _classifier_name(model: nn.Module) -> str | None:
@@ -248,7 +257,8 @@ def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: Progr
     for T in (cfg.T or [None]) if m.kind == "student" else [None]:  # an ANN has no time steps
         if T is not None:
             model.set_T(T)
-        runs.append(measure(model, data.test, device, m.model, cfg, progress))
+        split = data_at(data, T or data.frames.T).test if data.frames is not None else data.test  # events: T frames
+        runs.append(measure(model, split, device, m.model, cfg, progress))
     first = headline_run(runs, m.spiking.T if m.spiking is not None else None)
     return EvalResult(
         artifact=str(art.path), sha256=art.sha256, kind=m.kind, model=m.model.name, dataset=data.info.name,
@@ -269,7 +279,9 @@ def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = No
     """`eval`: read the artifact and its data (``cfg.dataset`` overrides the manifest's), measure it."""
     art = artifacts.load(path)
     m = art.manifest
-    data = load_dataset(cfg.dataset or m.data.dataset, cfg.data_dir or m.data.data_dir, cfg.download)
+    name = cfg.dataset or m.data.dataset
+    data = load_dataset(name, cfg.data_dir or m.data.data_dir, cfg.download,
+                        frames=m.data.frames if name == m.data.dataset else None)
     result = measure_artifact(art, data, cfg, progress)
     result.artifact = str(path)  # as given
     return result

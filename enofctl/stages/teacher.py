@@ -20,7 +20,8 @@ from enofctl.errors import ConversionError, DataError, UsageError
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
-from enofctl.schema import ActSpec, DataRef, Manifest, ModelSpec, TeacherMetrics
+from enofctl.schema import ActSpec, DataRef, FrameSpec, Manifest, ModelSpec, TeacherMetrics
+from enofctl.spiking import logits_of
 from enofctl.spiking.convert import activation_order
 from enofctl.stages.common import (
     ProgressFn,
@@ -47,6 +48,9 @@ DEFAULT_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "cifar10": ("resnet20", {}),
     "cifar100": ("resnet20", {}),
     "imagefolder": ("resnet18", {}),
+    "nmnist": ("resnet20", {"width": 0.25}),
+    "cifar10-dvs": ("resnet20", {}),
+    "dvs-gesture": ("resnet20", {"width": 0.5}),
 }
 
 
@@ -60,6 +64,8 @@ class TeacherConfig(TrainConfig):
     act: ActSpec = Field(default_factory=ActSpec, description="activation: relu, clamp, cq or qcfs (CQ training)")
     for_snn: bool = Field(True, description="before training, check that the teacher can become a spiking "
                           "student (its activations can spike; no clamped residual network)")
+    frames: FrameSpec | None = Field(None, description="event datasets: frames per sample, binning and size "
+                                     "(None: the dataset's default); the teacher averages its logits over them")
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
@@ -110,7 +116,7 @@ class CrossEntropyStep:
     label_smoothing: float = 0.0
 
     def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        return F.cross_entropy(net(x), y, label_smoothing=self.label_smoothing), {}
+        return F.cross_entropy(logits_of(net, x), y, label_smoothing=self.label_smoothing), {}
 
 
 def _teacher_model(cfg: TeacherConfig, data: Data, init: Artifact | None) -> tuple[ModelSpec, nn.Module]:
@@ -146,7 +152,7 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
                              **best_metrics(history))
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
-        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes)),
+        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes), frames=data.frames),
         config=cfg.model_dump(), metrics=metrics, history=history,
         parents=[init.parent_ref()] if init is not None else [],
     )
@@ -159,7 +165,7 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
     out = artifacts.check_output_path(out, inputs=(cfg.init,), checkpoint=True)
     device = resolve_device(cfg.device)
     check_recipe(cfg, device, dataset_info(cfg.dataset))  # before any data is read or downloaded
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, frames=cfg.frames)
     init = artifacts.load(cfg.init, expect="teacher") if cfg.init else None
     inputs = {"init": init.sha256} if init is not None else {}
     trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress, inputs))
@@ -213,7 +219,8 @@ def describe_fetched(cfg: FetchConfig, model: nn.Module, info: DatasetInfo, data
     manifest = Manifest(
         kind="teacher", stage="teacher-fetch", model=spec,
         data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir,
-                     classes=list(data.classes if data is not None else info.classes)),
+                     classes=list(data.classes if data is not None else info.classes),
+                     frames=data.frames if data is not None else None),
         config=cfg.model_dump(), metrics=metrics,
     )
     return Trained(model, manifest)
