@@ -43,7 +43,7 @@ def main() -> None:
     rows, raw = [], []
     for student in args.students:
         m = artifacts.load(student).manifest
-        ev = evaluate(student, EvalConfig(limit=args.limit, speed_batches=0))
+        ev = evaluate(student, EvalConfig(limit_test=args.limit, speed_batches=0))
         eval_spikes = {layer.name: layer.spikes_per_sample for layer in ev.runs[0].layers}
         for sum_pool in (False, True):
             out = work / f"{student.stem}{'_sum' if sum_pool else ''}.nir"

@@ -303,7 +303,8 @@ def test_a_failed_write_leaves_nothing(students: Students, tmp_path: Path, monke
 @needs_reader("nirtorch")
 def test_export_verify_prints_the_comparison(students: Students, tmp_path: Path) -> None:
     out = tmp_path / "s.nir"
-    code, stdout, err = run("export", students.vgg, "--out", out, "--verify", "nirtorch", "--limit", "16", "--json")
+    code, stdout, err = run("export", students.vgg, "--out", out, "--verify", "nirtorch", "--limit-test", "16",
+                            "--json")
     assert code == 0, err
     res = json.loads(stdout)
     assert res["export"]["path"] == str(out)
@@ -315,7 +316,7 @@ def test_export_verify_prints_the_comparison(students: Students, tmp_path: Path)
 def test_export_verify_exits_3_when_a_reader_differs(students: Students, tmp_path: Path) -> None:
     """norse.torch.from_nir (nirtorch's deprecated executor) cannot run a residual graph: a finding, exit 3."""
     code, _, err = run("export", students.r20, "--out", tmp_path / "s.nir", "--verify", "norse-from_nir",
-                       "--limit", "8", "--quiet")
+                       "--limit-test", "8", "--quiet")
     assert code == 3, err
     assert err.strip().splitlines()[-1].startswith("enofctl: error: ")
     assert (tmp_path / "s.nir").is_file()  # the export itself is sound; only the check failed

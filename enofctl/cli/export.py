@@ -50,7 +50,8 @@ def export_cmd(
                                                "and compare with enofctl; exit 3 unless every reader gives the "
                                                "same predictions and per-layer spike counts (as enofctl, or as "
                                                "enofctl with BatchNorm folded where that moves a float tie).")] = None,
-    limit: o.Limit = None,
+    limit_test: Annotated[int | None, typer.Option(min=1, help="--verify on the first N test samples only.",
+                                                show_default="all")] = None,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
@@ -66,7 +67,7 @@ def export_cmd(
     if not readers:
         emit(res, json_, res.path)
         return
-    check = verify_export(res.path, student, readers, limit=limit)
+    check = verify_export(res.path, student, readers, limit=limit_test)
     if json_:
         emit({"export": res.model_dump(mode="json"), "verify": check.model_dump(mode="json")}, True)
     else:
