@@ -16,6 +16,6 @@ timed teacher $PY -m enofctl teacher train --dataset nmnist --data-dir "$DATA" -
     --epochs 3 --limit-train 2000 --out "$OUT/t8.safetensors" --quiet
 timed "student T=$STUDENT_T" $PY -m enofctl distill --teacher "$OUT/t8.safetensors" --T "$STUDENT_T" \
     --calibrate 1 --epochs 1 --limit-train 1000 --out "$OUT/s$STUDENT_T.safetensors" --quiet
-timed eval $PY -m enofctl eval "$OUT/t8.safetensors" "$OUT/s$STUDENT_T.safetensors" --T 4,8,10 --limit 500 \
+timed eval $PY -m enofctl eval "$OUT/t8.safetensors" "$OUT/s$STUDENT_T.safetensors" --T 4,8,10 --limit-test 500 \
     --speed-batches 0 --report "$OUT/report" --json > "$OUT/eval.json"
 $PY benchmarks/events_data_time.py "$OUT/s$STUDENT_T.safetensors" --limit-train 1000

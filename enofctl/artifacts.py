@@ -176,9 +176,12 @@ class Artifact:
         except UsageError as e:
             raise ArtifactError(f"{self.path}: its manifest describes a model that cannot be built ({e})") from e
 
-    def _check_runs(self, model: nn.Module) -> nn.Module:
-        """``model`` if it computes on the manifest's input size; an ArtifactError if not (a forged manifest)."""
-        problem = forward_problem(model, tuple(self.manifest.model.input_size))
+    def _check_runs(self, model: nn.Module, frames: int | None = None) -> nn.Module:
+        """``model`` if it computes on the manifest's input size (``frames`` of it per sample: an event-encoded
+        student); an ArtifactError if not (a forged manifest)."""
+        size = tuple(self.manifest.model.input_size)
+        size = size if frames is None else (frames, *size)
+        problem = forward_problem(model, size)
         if problem is not None:
             raise ArtifactError(f"{self.path}: the model its manifest describes cannot run on its own input size "
                                 f"{tuple(self.manifest.model.input_size)} ({problem})")
@@ -200,7 +203,7 @@ class Artifact:
         if spec is not None:
             model = make_spiking(model, spec, self.manifest.model.input_size)
         _load_checked(model.body if spec is not None else model, self.tensors, self.path)
-        return self._check_runs(model.eval())
+        return self._check_runs(model.eval(), spec.T if spec is not None and spec.encoding == "event" else None)
 
 
 def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
