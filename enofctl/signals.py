@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from enofctl.errors import Interrupted
 
 HANDLED = (signal.SIGTERM,)  # SIGINT already raises KeyboardInterrupt
-MESSAGES = {signal.SIGINT: "enofctl: interrupted (a checkpoint is kept; continue with --resume)",
-            signal.SIGTERM: "enofctl: terminated by SIGTERM (a checkpoint is kept; continue with --resume)"}
+MESSAGES = {signal.SIGINT: "enofctl: interrupted", signal.SIGTERM: "enofctl: terminated by SIGTERM"}
+checkpoint: Path | None = None  # the checkpoint of the training run under way (set by the epoch loop)
 
 
 _installed = False
@@ -48,6 +49,12 @@ def reset() -> None:
     Interrupted.last = None
 
 
+def _what_is_left() -> str:
+    if checkpoint is not None and checkpoint.is_file():
+        return f"checkpoint {checkpoint.name} kept; continue with --resume"
+    return "no partial file is left"
+
+
 def exit_interrupted(e: BaseException | None = None, signum: int | None = None) -> NoReturn:
     """Print the one line and exit with 128 + the signal; as the entry point, ignore further interrupts first
     (a second Ctrl-C would print a traceback)."""
@@ -55,5 +62,5 @@ def exit_interrupted(e: BaseException | None = None, signum: int | None = None) 
     if _installed:
         for s in (signal.SIGINT, *HANDLED):
             signal.signal(s, signal.SIG_IGN)
-    print(MESSAGES.get(signum, MESSAGES[signal.SIGINT]), file=sys.stderr)
+    print(f"{MESSAGES.get(signum, MESSAGES[signal.SIGINT])} ({_what_is_left()})", file=sys.stderr)
     sys.exit(128 + int(signum))

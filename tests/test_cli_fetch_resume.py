@@ -143,7 +143,7 @@ def test_cli_interrupt_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert stdout == ""
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line] == [
-        "enofctl: interrupted (a checkpoint is kept; continue with --resume)"], err
+        "enofctl: interrupted (checkpoint t.safetensors.ckpt kept; continue with --resume)"], err
     assert listing(tmp_path) == {"t.safetensors.ckpt"}
 
     code, stdout, err = run("teacher", "train", *RESUME_ARGS, "--resume", "--out", out)

@@ -101,9 +101,6 @@ def _click_error(e: Exception) -> NoReturn:
     _fail(f"{e.format_message()}{hint}", e.exit_code)
 
 
-INTERRUPTED = signals.MESSAGES[signals.signal.SIGINT]
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run one command; the one place where every failure becomes one line on stderr and an exit code."""
     signals.reset()

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from enofctl import signals
 from enofctl.data import Augment, Data, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import TrainingError, UsageError
@@ -176,6 +177,7 @@ def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io
     the highest validation top-1 (``best_epoch(history)``), kept across a resume.
     """
     io = io or RunIO()
+    signals.checkpoint = io.checkpoint  # what an interrupt's message points to
     check_recipe(cfg, device, data.info)
     if cfg.val_fraction and data.val is None:
         data = split_validation(data, cfg.val_fraction, cfg.seed)

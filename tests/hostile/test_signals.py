@@ -52,7 +52,7 @@ def test_sigterm_mid_training_keeps_the_checkpoint(tmp_path: Path) -> None:
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.strip()] == [
-        "enofctl: terminated by SIGTERM (a checkpoint is kept; continue with --resume)"], err
+        "enofctl: terminated by SIGTERM (checkpoint t.safetensors.ckpt kept; continue with --resume)"], err
     assert listing(tmp_path) == {"t.safetensors.ckpt"}  # no artifact, no temporary file
     done = subprocess.run([sys.executable, "-m", "enofctl", *TRAIN, "--resume", "--out", str(out)], env=_env(),
                           capture_output=True, text=True, timeout=300)
