@@ -94,6 +94,17 @@ def _case_layer_threshold(tn) -> None:
     torch.testing.assert_close(g_new, g_ref, rtol=2e-6, atol=2e-6)
 
 
+def _case_blocks(tn, T) -> None:
+    """Several programs, the last one partly masked (N = 600 neurons a step, blocks of 256); T = 1 too."""
+    spec = NeuronSpec(kind="lif", decay=0.75, v_th=0.5, reset="hard", surrogate="atan", v_init=0.5)
+    for repeat in (False, True):
+        x, w = _inputs(T, 2, repeat, shape=(3, 100), seed=3)
+        s_ref, g_ref = _run(_reference(spec, T, repeat), x, w)
+        s_new, g_new = _run(lambda z, r=repeat: neuron_sequence(z, spec, T, repeat=r), x, w)
+        torch.testing.assert_close(s_new, s_ref, rtol=0, atol=0)
+        torch.testing.assert_close(g_new, g_ref, rtol=2e-6, atol=2e-6)
+
+
 def _worker() -> None:
     """In the child process: run every kernel case, print {case: "ok" or the failure} as JSON."""
     import importlib
@@ -102,6 +113,7 @@ def _worker() -> None:
     cases = {f"main-{c}": (_case_main, c) for c in MAIN_CASES}
     cases |= {f"more-{c}": (_case_more, c) for c in MORE_CASES}
     cases["layer-threshold"] = (_case_layer_threshold, ())
+    cases |= {f"blocks-{T}": (_case_blocks, (T,)) for T in (1, 3)}
     report = {}
     for name, (fn, args) in cases.items():
         try:
@@ -138,6 +150,11 @@ def test_every_surrogate_and_kind(report, case) -> None:
 
 def test_a_layer_threshold_and_channels_last(report) -> None:
     assert report["layer-threshold"] == "ok"
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_several_blocks_and_one_step(report, T) -> None:
+    assert report[f"blocks-{T}"] == "ok"
 
 
 @pytest.fixture

@@ -86,19 +86,23 @@ if available:
         offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < N
         v = tl.zeros([BLOCK], dtype=tl.float32) + v_start
+        xp, sp, up = x_ptr + offs, spk_ptr + offs, u_ptr + offs  # step t's rows: pointers walked by N (64-bit)
         if REPEAT:
-            x_rep = tl.load(x_ptr + offs, mask=mask, other=0.0)
-        for t in range(T):
+            x_rep = tl.load(xp, mask=mask, other=0.0)
+        for _ in range(T):
             if REPEAT:
                 x = x_rep
             else:
-                x = tl.load(x_ptr + t * N + offs, mask=mask, other=0.0)
+                x = tl.load(xp, mask=mask, other=0.0)
+                xp += N
             u = decay * v + x  # v starts at v_init * v_th (decay * 0 + x = x)
             fire = u > v_th
             spk = tl.where(fire, 1.0, 0.0)
-            tl.store(spk_ptr + t * N + offs, spk, mask=mask)
+            tl.store(sp, spk, mask=mask)
+            sp += N
             if KEEP:
-                tl.store(u_ptr + t * N + offs, u, mask=mask)
+                tl.store(up, u, mask=mask)
+                up += N
             if HARD:
                 v = u * (1.0 - spk)
             else:
@@ -112,10 +116,17 @@ if available:
         mask = offs < N
         prev = tl.zeros([BLOCK], dtype=tl.float32)  # dL/du[t+1]; dL/dv[t] = decay * prev
         acc = tl.zeros([BLOCK], dtype=tl.float32)  # the repeated input's gradient, summed over t
-        for i in range(T):
-            t = T - 1 - i
-            u = tl.load(u_ptr + t * N + offs, mask=mask, other=0.0)
-            g = tl.load(g_ptr + t * N + offs, mask=mask, other=0.0)
+        gp, up, gxp = g_ptr + offs, u_ptr + offs, gx_ptr + offs
+        for _ in range(T - 1):  # to the last step's rows (pointers, not t * N: no 32-bit overflow)
+            gp += N
+            up += N
+            if not REPEAT:
+                gxp += N
+        for _ in range(T):  # t = T-1, ..., 0
+            u = tl.load(up, mask=mask, other=0.0)
+            g = tl.load(gp, mask=mask, other=0.0)
+            up -= N
+            gp -= N
             if SCALED:  # a layer's own threshold: s * sg(s * (u - v_th)), see neuron.neuron_step
                 sg = _surrogate((u - v_th) * sg_scale, alpha, SG) * sg_scale
             else:
@@ -129,7 +140,8 @@ if available:
             if REPEAT:
                 acc += gu
             else:
-                tl.store(gx_ptr + t * N + offs, gu, mask=mask)
+                tl.store(gxp, gu, mask=mask)
+                gxp -= N
             prev = gu
         if REPEAT:
             tl.store(gx_ptr + offs, acc, mask=mask)
