@@ -14,6 +14,8 @@ nothing to reset between batches.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Literal
 
 import torch
@@ -200,6 +202,18 @@ class _NeuronSequence(torch.autograd.Function):
         return grad_x, None, None, None, None, None, None, None, None, None, None
 
 
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def _triton_sequence(x: torch.Tensor, v_th: Threshold, surrogate: str):
+    """The Triton kernel's autograd node when it runs this call (CUDA, float32, one threshold per layer; see
+    ``triton_neuron``), else None. Triton is imported only on this path."""
+    if not _HAS_TRITON or not (x.is_cuda or os.environ.get("ENOFCTL_TRITON_NEURON") == "1"):
+        return None
+    from enofctl.spiking import triton_neuron
+    return triton_neuron.TritonNeuronSequence if triton_neuron.supports(x, v_th, surrogate) else None
+
+
 def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = False,
                     inplace: bool = False, v_th: Threshold | None = None) -> torch.Tensor:
     """Time-folded spikes ``[T*B, ...]`` of ``x`` (``[T*B, ...]``, or ``[B, ...]`` repeated at every step
@@ -211,8 +225,9 @@ def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = Fa
     decay = 1.0 if spec.kind == "if" else spec.decay
     th = spec.v_th if v_th is None else v_th.to(x.dtype) if isinstance(v_th, torch.Tensor) else v_th
     scale = None if v_th is None else spec.v_th / th  # see neuron_step
-    return _NeuronSequence.apply(x, T, repeat, inplace, decay, th, spec.reset == "hard", spec.v_init,
-                                 spec.surrogate, spec.surrogate_alpha(), scale)
+    fn = _triton_sequence(x, th, spec.surrogate) or _NeuronSequence
+    return fn.apply(x, T, repeat, inplace, decay, th, spec.reset == "hard", spec.v_init,
+                    spec.surrogate, spec.surrogate_alpha(), scale)
 
 
 # How a layer's neurons depart from the spec (``SpikingSpec.scaling``):
