@@ -12,6 +12,8 @@ def run() -> None:
         from enofctl.cli import main
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (signals.Interrupted), during the imports
         signals.exit_interrupted(e)
+    if signals.received is not None:  # an interrupt that a library's bare `except:` swallowed while importing
+        signals.exit_interrupted(signum=signals.received)
     main()
 
 

@@ -12,16 +12,18 @@ from typing import NoReturn
 
 from enofctl.errors import Interrupted
 
-HANDLED = (signal.SIGTERM,)  # SIGINT already raises KeyboardInterrupt
+HANDLED = (signal.SIGINT, signal.SIGTERM)
 MESSAGES = {signal.SIGINT: "enofctl: interrupted", signal.SIGTERM: "enofctl: terminated by SIGTERM"}
 checkpoint: Path | None = None  # the checkpoint of the training run under way (set by the epoch loop)
+received: int | None = None  # the first signal received by the entry point, even if a library swallowed it
 
 
 _installed = False
 
 
 def install() -> None:
-    """Turn SIGTERM into `Interrupted` in this (main) thread (the entry point does this first)."""
+    """Turn Ctrl-C and SIGTERM into `Interrupted` (a KeyboardInterrupt) in this (main) thread, and remember
+    the signal (the entry point does this first)."""
     global _installed
     for signum in HANDLED:
         signal.signal(signum, _raise)
@@ -29,6 +31,8 @@ def install() -> None:
 
 
 def _raise(signum: int, frame: object) -> None:
+    global received
+    received = received or signum
     raise Interrupted(signum)
 
 
@@ -60,7 +64,7 @@ def exit_interrupted(e: BaseException | None = None, signum: int | None = None) 
     (a second Ctrl-C would print a traceback)."""
     signum = signal_of(e) if signum is None else signum
     if _installed:
-        for s in (signal.SIGINT, *HANDLED):
+        for s in HANDLED:
             signal.signal(s, signal.SIG_IGN)
     print(f"{MESSAGES.get(signum, MESSAGES[signal.SIGINT])} ({_what_is_left()})", file=sys.stderr)
     sys.exit(128 + int(signum))
