@@ -19,12 +19,11 @@ import os
 import time
 
 import torch
-import torch.nn.functional as F
+from train_step import step_loss  # benchmarks/ is the script's folder
 
-from enofctl.losses import laf_loss
 from enofctl.models import build_model
 from enofctl.schema import SpikingSpec
-from enofctl.spiking import ann_forward_with_feature, make_spiking
+from enofctl.spiking import make_spiking
 
 
 def _sync(device: str) -> None:
@@ -49,13 +48,7 @@ def measure(what: str, model_name: str, B: int, T: int, steps: int, bf16: bool, 
     def step():
         model.train()
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            if teacher is not None:
-                logits, f_s = model(x, with_feature=True)
-                with torch.no_grad():
-                    z_t, _ = ann_forward_with_feature(teacher, x)
-                loss = F.cross_entropy(logits, y) + 0.1 * laf_loss(f_s, z_t, teacher.get_classifier(), 20.0)
-            else:
-                loss = F.cross_entropy(model(x), y)
+            loss = step_loss(model, teacher, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

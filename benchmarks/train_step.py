@@ -36,14 +36,28 @@ def use_plain_loop(net) -> None:
         m.forward = lambda x, m=m: neuron_multistep(x.unflatten(0, (m.T, -1)), m.spec).flatten(0, 1)
 
 
-def measure(what: str, width: float, B: int, T: int, steps: int, threads: int, variant: str = "eager") -> dict:
+def step_loss(model, teacher, x, y):
+    """The training loss of one step: distill's CE + 0.1 * L_AF (tau 20) with a teacher, plain CE without."""
     import torch
     import torch.nn.functional as F
 
     from enofctl.losses import laf_loss
+    from enofctl.spiking import ann_forward_with_feature
+
+    if teacher is None:
+        return F.cross_entropy(model(x), y)
+    logits, f_s = model(x, with_feature=True)
+    with torch.no_grad():
+        z_t, _ = ann_forward_with_feature(teacher, x)
+    return F.cross_entropy(logits, y) + 0.1 * laf_loss(f_s, z_t, teacher.get_classifier(), 20.0)
+
+
+def measure(what: str, width: float, B: int, T: int, steps: int, threads: int, variant: str = "eager") -> dict:
+    import torch
+
     from enofctl.models import build_model
     from enofctl.schema import SpikingSpec
-    from enofctl.spiking import ann_forward_with_feature, make_spiking
+    from enofctl.spiking import make_spiking
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -73,13 +87,7 @@ def measure(what: str, width: float, B: int, T: int, steps: int, threads: int, v
                 model(x)
             return
         model.train()
-        if teacher is not None:
-            logits, f_s = model(x, with_feature=True)
-            with torch.no_grad():
-                z_t, _ = ann_forward_with_feature(teacher, x)
-            loss = F.cross_entropy(logits, y) + 0.1 * laf_loss(f_s, z_t, teacher.get_classifier(), 20.0)
-        else:
-            loss = F.cross_entropy(model(x), y)
+        loss = step_loss(model, teacher, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
