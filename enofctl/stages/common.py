@@ -56,6 +56,9 @@ class TrainConfig(BaseModel):
     sync_bn: bool = Field(False, description="SyncBatchNorm across ranks under torchrun (CUDA)")
     eval_before: bool = Field(True, description="evaluate the untrained model before the first step: history "
                               "row 0 (a start for time-to-accuracy curves)")
+    log_every: int = Field(50, ge=1, description="read the summed loss back from the device (a synchronization) "
+                           "every N steps and at the end of each epoch; a non-finite loss stops the run at the "
+                           "next read, at most N - 1 steps late")
 
 
 @dataclass

@@ -110,13 +110,15 @@ class DistillInputs:
 
 
 class DistillStep:
-    """The student's training step: `distill_loss` on one batch, each term logged as a float."""
+    """The student's training step: `distill_loss` on one batch, each term logged as a detached 0-d tensor (read
+    back by the loop once per log interval, not every step)."""
 
     def __init__(self, weights: DistillWeights, teacher: nn.Module, rates: dict[str, torch.Tensor]):
         self.weights, self.teacher, self.rates = weights, teacher, rates  # rates: filled by forward hooks
         self.head = teacher.get_classifier()
 
-    def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits, f_s = net(x, with_feature=True)
         teacher = None
         if self.weights.needs_teacher:
@@ -124,7 +126,7 @@ class DistillStep:
                 z_t, _ = ann_forward_with_feature(self.teacher, x)
             teacher = TeacherOutput(z_t, self.head)
         loss, terms = distill_loss(StudentOutput(logits, f_s, self.rates), y, teacher, self.weights)
-        return loss, {k: v.item() for k, v in terms.items()}
+        return loss, {k: v.detach() for k, v in terms.items()}
 
 
 def _start(cfg: DistillConfig, src: DistillInputs,

@@ -31,8 +31,44 @@ from enofctl.stages.common import (
 )
 from enofctl.stages.train_state import TrainState
 
-# step_loss(net, x, y) -> (loss, logged terms); net is the model, or its DDP wrapper under torchrun
-StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+# step_loss(net, x, y) -> (loss, logged terms as detached 0-d tensors); net is the model, or its DDP wrapper
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+class LossSums:
+    """An epoch's loss and logged terms, each summed over its samples on ``device`` (in float64, as Python
+    floats were: the same sums), with the first step whose loss was not finite; read back only by ``check``
+    and ``read``, the loop's only synchronizations."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seen = device, 0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: none yet
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.sums)
+
+    def add(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], n: int) -> None:
+        for k, v in {"loss": loss, **terms}.items():
+            v = torch.as_tensor(v, device=self.device).detach().to(torch.float64) * n
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        bad = ~torch.isfinite(loss) & (self.first_bad == 0)
+        self.first_bad = torch.where(bad, step, self.first_bad)
+        self.seen += n
+
+    def check(self, epoch: int) -> None:
+        """A TrainingError if a loss so far was not finite (one synchronization)."""
+        step = int(self.first_bad)
+        if step:
+            raise TrainingError(f"non-finite loss at epoch {epoch}, step {step}; lower --lr "
+                                "(the last good checkpoint is kept)")
+
+    def read(self) -> dict[str, float]:
+        """The sums as floats (one synchronization)."""
+        if not self.sums:
+            return {}
+        return dict(zip(self.sums, torch.stack(list(self.sums.values())).tolist(), strict=True))
 
 
 @dataclass
@@ -72,10 +108,14 @@ class Loop:
     progress: ProgressFn | None
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One epoch over this rank's shard; the mean loss and terms over all ranks."""
+        """One epoch over this rank's shard; the mean loss and terms over all ranks.
+
+        The loss and its terms are summed on the device and read back (a synchronization) only every
+        ``cfg.log_every`` steps and at the end of the epoch; a non-finite loss then stops the run, naming the
+        first step that had one (the steps after it ran on, but no checkpoint is written)."""
         cfg, st, device = self.cfg, self.state, self.ranks.device
         st.model.train()
-        sums, seen = {}, 0
+        sums = LossSums(device)
         augment = Augment(crop_flip=cfg.augment, autoaugment=cfg.autoaugment, cutout=cfg.cutout)
         it = batches_on(self.data.train, device, self.trainee.mean, self.trainee.std, batch_size=cfg.batch_size,
                         shuffle=True, augment=augment, generator=st.generator, limit=cfg.limit_train,
@@ -83,23 +123,22 @@ class Loop:
         for step, (x, y) in enumerate(it):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
                 loss, terms = self.trainee.step_loss(self.net, x, y)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"non-finite loss at epoch {epoch}, step {step + 1}; lower --lr "
-                                    "(the last good checkpoint is kept)")
+            sums.add(step + 1, loss.detach(), terms, len(y))
+            if (step + 1) % cfg.log_every == 0:
+                sums.check(epoch)
             st.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(st.model.parameters(), cfg.grad_clip)
             st.optimizer.step()
             st.scheduler.step()
-            for k, v in {"loss": loss.item(), **terms}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(y)
-            seen += len(y)
             if self.progress:
                 self.progress(ProgressEvent(self.trainee.stage, epoch, cfg.epochs, step + 1, self.steps))
+        sums.check(epoch)
         self.ranks.sync_buffers(st.model)  # evaluate (and save) the same model on every rank
-        *totals, seen = self.ranks.sum([*sums.values(), seen])
-        return {"epoch": epoch, **{k: v / max(seen, 1) for k, v in zip(sums, totals, strict=True)}}
+        totals = sums.read()
+        *totals, seen = self.ranks.sum([*totals.values(), sums.seen])
+        return {"epoch": epoch, **{k: v / max(seen, 1) for k, v in zip(sums.names, totals, strict=True)}}
 
     def evaluate_splits(self) -> dict[str, float]:
         """``val_top1/top5`` (with a validation split) and ``test_top1/top5`` of the model as it is now."""

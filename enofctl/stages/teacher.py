@@ -115,7 +115,8 @@ class CrossEntropyStep:
 
     label_smoothing: float = 0.0
 
-    def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return F.cross_entropy(logits_of(net, x), y, label_smoothing=self.label_smoothing), {}
 
 

@@ -28,7 +28,8 @@ __all__ = ["CHECKPOINT_KEYS", "RESUME_SAFE", "TrainState", "checkpoint_path", "f
 
 CHECKPOINT_KEYS = ("stage", "epoch", "history", "model", "optimizer", "scheduler", "generator", "torch_rng", "config",
                    "digest")
-RESUME_SAFE = ("epochs", "limit_test")  # options a resumed run may change (recorded in its history)
+# options a resumed run may change (recorded in its history): none changes the draws of the epochs to come
+RESUME_SAFE = ("epochs", "limit_test", "log_every", "workers")
 # config keys whose option is not --key (nested configs' fields, model kwargs, the inputs' digests)
 _OPTION_OF_KEY = {"act.kind": "--act", "act.levels": "--levels", "model_kwargs.width": "--width",
                   "neuron.alpha": "--surrogate-alpha", "act_reg_weights": "--act-reg-weight"}
@@ -188,7 +189,7 @@ def resume_changes(path: Path, old: dict[str, Any], new: dict[str, Any], done: i
     epochs = b.get("epochs")
     if isinstance(epochs, int) and epochs < done:
         raise UsageError(f"--epochs {epochs}: {path} has already finished {done} epochs")
-    return {k: a.get(k) for k in differ}
+    return {k: a[k] for k in differ if k in a}  # an option the checkpoint predates is not a change
 
 
 _ABSENT = object()
