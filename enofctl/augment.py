@@ -32,19 +32,20 @@ class Augment:
 
 
 def augment_batch(x: torch.Tensor, pad: int, hflip: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, per sample, on a whole batch."""
+    """Random crop with zero padding and random horizontal flip, per sample, on a whole batch (on any device;
+    the draws come from ``generator``, a CPU one, so they are the same on every device)."""
     b, _, h, w = x.shape
     if pad:
         xp = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]  # [B, 1, H, 1]
-        cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # [B, 1, 1, W]
-        bidx = torch.arange(b)[:, None, None, None]
-        cidx = torch.arange(x.shape[1])[None, :, None, None]
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device)[None, :])[:, None, :, None]  # [B, 1, H, 1]
+        cols = (dx[:, None] + torch.arange(w, device=x.device)[None, :])[:, None, None, :]  # [B, 1, 1, W]
+        bidx = torch.arange(b, device=x.device)[:, None, None, None]
+        cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
         x = xp[bidx, cidx, rows, cols]
     if hflip:
-        flip = torch.rand(b, generator=generator) < 0.5
+        flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x
 

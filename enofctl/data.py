@@ -26,8 +26,8 @@ from enofctl.errors import DataError, UsageError, first_line
 from enofctl.schema import FrameSpec
 
 __all__ = ["DATASETS", "EVENT_DATASETS", "Augment", "Data", "DatasetInfo", "FolderSplit", "TensorSplit",
-           "augment_batch", "autoaugment", "availability", "cutout", "data_at", "dataset_info", "load_dataset",
-           "normalize", "split_validation"]
+           "augment_batch", "autoaugment", "availability", "cutout", "data_at", "data_on", "dataset_info",
+           "default_workers", "load_dataset", "normalize", "split_on", "split_validation"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -132,7 +132,14 @@ class TensorSplit:
         return self.y
 
     def subset(self, idx: torch.Tensor) -> TensorSplit:
+        idx = idx.to(self.x.device)
         return TensorSplit(self.x[idx], self.y[idx], self.info)
+
+    def to(self, device: torch.device) -> TensorSplit:
+        """This split held on ``device`` (itself when it already is), copied there once for every pass."""
+        if self.x.device == device:
+            return self
+        return TensorSplit(self.x.to(device), self.y.to(device), self.info)
 
     def batches(
         self,
@@ -151,6 +158,7 @@ class TensorSplit:
         order = order[rank::world]
         if drop_last and len(order) > batch_size:  # a small last batch makes BatchNorm's statistics noisy
             order = order[: len(order) - len(order) % batch_size]
+        order = order.to(self.x.device)  # the draws stay on the CPU generator: the same order on every device
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             x, y = self.x[idx], self.y[idx]
@@ -159,10 +167,66 @@ class TensorSplit:
             yield x, y
 
 
-class FolderSplit:
-    """An image folder streamed through torchvision (for data too large to hold in memory)."""
+def default_workers() -> int:
+    """Data-loading worker processes when none are asked for: one per core this process may use but one (the
+    training process's), at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(8, cores - 1))
 
-    def __init__(self, root: Path, info: DatasetInfo, train: bool, workers: int = 2):
+
+class EpochBatches:
+    """The batch sampler of a FolderSplit's one DataLoader: the batches of the coming pass, drawn by
+    ``FolderSplit.batches`` from the run's generator and set here before each pass, so the loader (and its
+    persistent workers) lives across epochs while every pass draws exactly what the run's generator says.
+    A batch is a list of ``(image index, seed)``; the seed (-1: no augmentation) fixes that image's crop and
+    flip wherever it is decoded, so the draws do not depend on the number of workers."""
+
+    def __init__(self):
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def set(self, order: torch.Tensor, seeds: torch.Tensor, batch_size: int, drop_last: bool) -> None:
+        items = list(zip(order.tolist(), seeds.tolist(), strict=True))
+        if drop_last and len(items) > batch_size:
+            items = items[: len(items) - len(items) % batch_size]
+        self.batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Images:
+    """An ImageFolder's images by ``(index, seed)``: the evaluation transform for seed -1, else the training one
+    with torch's random state seeded by ``seed`` (and restored after)."""
+
+    def __init__(self, ds, train_tf, eval_tf):
+        self.ds, self.train_tf, self.eval_tf = ds, train_tf, eval_tf
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, item: tuple[int, int]):
+        i, seed = item
+        path, target = self.ds.samples[i]
+        img = self.ds.loader(path)
+        if seed < 0:
+            return self.eval_tf(img), target
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.train_tf(img), target
+
+
+class FolderSplit:
+    """An image folder streamed through torchvision (for data too large to hold in memory): ``workers``
+    processes decode it (0: this one), into pinned memory with ``pin_memory`` (CUDA), through one DataLoader
+    kept for every pass (its workers persist)."""
+
+    def __init__(self, root: Path, info: DatasetInfo, train: bool, workers: int = 0, pin_memory: bool = False):
         from torchvision import datasets, transforms
 
         h, w = info.image_size
@@ -174,8 +238,10 @@ class FolderSplit:
         )
         self.ds = datasets.ImageFolder(str(root))
         self.classes = tuple(self.ds.classes)
-        self.info, self.train, self.workers = info, train, workers
+        self.info, self.train, self.workers, self.pin_memory = info, train, workers, pin_memory
         self.index: torch.Tensor | None = None  # the images of ds in this split (None: all)
+        self._loader = None
+        self._sampler = EpochBatches()
 
     def __len__(self) -> int:
         return len(self.ds) if self.index is None else len(self.index)
@@ -186,24 +252,40 @@ class FolderSplit:
 
     def subset(self, idx: torch.Tensor) -> FolderSplit:
         part = copy.copy(self)
-        part.ds = copy.copy(self.ds)  # its own transform
         part.index = idx if self.index is None else self.index[idx]
+        part._loader, part._sampler = None, EpochBatches()  # its own loader
         return part
+
+    def loading(self, workers: int, pin_memory: bool) -> FolderSplit:
+        """This split read by ``workers`` processes, pinned or not (itself when it already is)."""
+        if (workers, pin_memory) == (self.workers, self.pin_memory):
+            return self
+        part = copy.copy(self)
+        part.workers, part.pin_memory = workers, pin_memory
+        part._loader, part._sampler = None, EpochBatches()
+        return part
+
+    def loader(self):
+        """The split's DataLoader, made on first use and kept (with its workers) for every later pass."""
+        from torch.utils.data import DataLoader
+
+        if self._loader is None:
+            self._loader = DataLoader(_Images(self.ds, self._train_tf, self._eval_tf), batch_sampler=self._sampler,
+                                      num_workers=self.workers, pin_memory=self.pin_memory,
+                                      persistent_workers=self.workers > 0)
+        return self._loader
 
     def batches(self, batch_size, *, shuffle=False, augment: Augment | None = None, generator=None, limit=None,
                 shard=(0, 1), drop_last=False):
-        from torch.utils.data import DataLoader, Subset
-
-        self.ds.transform = self._train_tf if augment is not None and augment.crop_flip else self._eval_tf
-        on_batch = replace(augment, crop_flip=False) if augment is not None else None  # crop/flip: per image above
+        crop_flip = augment is not None and augment.crop_flip
+        on_batch = replace(augment, crop_flip=False) if augment is not None else None  # crop/flip: per image
         n = len(self) if limit is None else min(limit, len(self))
         order = torch.randperm(len(self), generator=generator)[:n] if shuffle else torch.arange(n)
+        seeds = torch.randint(0, 2**62, (n,), generator=generator) if crop_flip else torch.full((n,), -1)
         if self.index is not None:
             order = self.index[order]
-        subset = Subset(self.ds, order[shard[0] :: shard[1]].tolist())
-        loader = DataLoader(subset, batch_size=batch_size, num_workers=self.workers,
-                            drop_last=drop_last and len(subset) > batch_size)
-        for x, y in _reading(iter(loader), self.ds.root):
+        self._sampler.set(order[shard[0] :: shard[1]], seeds[shard[0] :: shard[1]], batch_size, drop_last)
+        for x, y in _reading(iter(self.loader()), self.ds.root):
             yield (on_batch.apply(x, self.info, generator) if on_batch else x), y
 
 
@@ -235,6 +317,23 @@ class Data:
     val: TensorSplit | FolderSplit | None = None  # carved from the training set by split_validation
     frames: FrameSpec | None = None  # event datasets: how each recording became frames (enofctl.events)
     root: Path | None = None  # event datasets: the folder read (to bin it again at another T)
+
+
+def split_on(split: TensorSplit | FolderSplit, device: torch.device, workers: int | None = None,
+             ) -> TensorSplit | FolderSplit:
+    """``split`` ready to feed ``device``: in memory, copied there once (CUDA; it is then indexed and augmented
+    there, with the same draws from the CPU generator); an image folder, read by ``workers`` processes (None:
+    `default_workers`) into pinned memory when ``device`` is CUDA."""
+    if isinstance(split, TensorSplit):
+        return split.to(device) if device.type == "cuda" else split
+    return split.loading(default_workers() if workers is None else workers, pin_memory=device.type == "cuda")
+
+
+def data_on(data: Data, device: torch.device, workers: int | None = None) -> Data:
+    """``data`` with every split `split_on` ``device``."""
+    val = split_on(data.val, device, workers) if data.val is not None else None
+    return replace(data, train=split_on(data.train, device, workers), test=split_on(data.test, device, workers),
+                   val=val)
 
 
 def split_validation(data: Data, fraction: float, seed: int) -> Data:

@@ -28,7 +28,8 @@ from enofctl.surrogates import SURROGATES
 
 NEURON_OPTIONS = ["decay", "v_th", "reset", "surrogate", "surrogate_alpha", "v_init"]
 RECIPE_OPTIONS = ["epochs", "batch_size", "lr", "optimizer", "weight_decay", "warmup_epochs", "augment",
-                  "autoaugment", "cutout", "val_fraction", "amp", "seed", "device", "limit_train", "limit_test"]
+                  "autoaugment", "cutout", "val_fraction", "amp", "seed", "device", "limit_train", "limit_test",
+                  "workers"]
 TINY = ("--dataset", "synthetic", "--width", "0.125", "--epochs", "1", "--limit-train", "64", "--quiet")
 
 

@@ -45,6 +45,7 @@ def ablate(
     limit_train: o.LimitTrain = TRAIN.limit_train,
     limit_test: o.LimitTest = TRAIN.limit_test,
     device: o.DeviceOpt = o.Device(TRAIN.device),
+    workers: o.Workers = TRAIN.workers,
     data_dir: o.DataDir = None,
     json_: o.Json = False,
     quiet: o.Quiet = False,
@@ -52,7 +53,7 @@ def ablate(
     """Reproduce the papers' ablations from one teacher: same budget and seeds for every cell."""
     train = DistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, neuron=neuron, laf_lambda=laf_lambda,
                           laf_tau=laf_tau, device=device.value, data_dir=o.path_str(data_dir),
-                          limit_train=limit_train, limit_test=limit_test,
+                          limit_train=limit_train, limit_test=limit_test, workers=workers,
                           **({"calibrate": calibrate} if calibrate is not None else {}))
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
                        train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg,

@@ -43,6 +43,7 @@ def evaluate(
     data_dir: o.DataDir = None,
     download: o.Download = EVAL.download,
     device: o.DeviceOpt = o.Device(EVAL.device),
+    workers: o.Workers = EVAL.workers,
     e_mac: Annotated[float, typer.Option(min=0.0, help="Energy per multiply-accumulate, pJ.")] = EVAL.e_mac,
     e_ac: Annotated[float, typer.Option(min=0.0, help="Energy per accumulate, pJ.")] = EVAL.e_ac,
     speed_batches: Annotated[int, typer.Option(min=0, help="Timed passes over one batch for throughput, after "
@@ -70,7 +71,7 @@ def evaluate(
         check_report_dir(report)
     cfg = EvalConfig(T=Ts, limit_test=limit_test if limit_test is not None else limit, batch_size=batch_size,
                      dataset=dataset, data_dir=o.path_str(data_dir), download=download, device=device.value,
-                     e_mac=e_mac, e_ac=e_ac, speed_batches=speed_batches)
+                     workers=workers, e_mac=e_mac, e_ac=e_ac, speed_batches=speed_batches)
     results = []
     for path in artifacts:
         with progress(quiet or json_, f"eval {path.name}") as cb:

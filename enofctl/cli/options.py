@@ -81,6 +81,11 @@ LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on the first 
                                                 show_default="all")]
 LimitTest = Annotated[int | None, typer.Option(min=1, help="Test on the first N test samples only (per-epoch and "
                                                "final accuracy; CPU-budget runs).", show_default="all")]
+WORKERS = defaults(TrainConfig).workers  # this machine's: the cores this process may use but one, at most 8
+Workers = Annotated[int, typer.Option(min=0, help="Processes that decode image folders (imagefolder) while the "
+                                      "model computes; 0 = this one. In-memory datasets need none.",
+                                      show_default=f"{WORKERS} here: the cores this process may use but one, at "
+                                      "most 8")]
 Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]
@@ -200,11 +205,12 @@ def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
         device: DeviceOpt = Device(d.device),
         limit_train: LimitTrain = d.limit_train,
         limit_test: LimitTest = d.limit_test,
+        workers: Workers = d.workers,
     ) -> dict[str, Any]:
         return dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, weight_decay=weight_decay,
                     warmup_epochs=warmup_epochs, augment=augment, autoaugment=autoaugment, cutout=cutout,
                     val_fraction=val_fraction, amp=amp, seed=seed, device=device.value, limit_train=limit_train,
-                    limit_test=limit_test)
+                    limit_test=limit_test, workers=workers)
 
     return options
 

@@ -168,7 +168,11 @@ def _finished(path: Path, dcfg: DistillConfig) -> Manifest | None:
         m = artifacts.load(path, expect="student").manifest
     except (UsageError, ArtifactError):
         return None
-    return m if {**DistillConfig().model_dump(), **m.config} == dcfg.model_dump() else None  # defaults: later options
+    same = {**DistillConfig().model_dump(), **m.config} | _NO_EFFECT == dcfg.model_dump() | _NO_EFFECT
+    return m if same else None  # defaults: options added later
+
+
+_NO_EFFECT = {"workers": None, "log_every": None}  # options that change no result: any value will do
 
 
 def train_cell(dcfg: DistillConfig, src: DistillInputs, path: Path) -> Manifest:

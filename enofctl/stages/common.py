@@ -20,7 +20,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
-from enofctl.data import DatasetInfo, normalize
+from enofctl.data import DatasetInfo, default_workers, normalize
 from enofctl.distributed import Ranks, device_for, sum_all, world
 from enofctl.errors import TrainingError, UsageError
 from enofctl.schema import Manifest
@@ -56,6 +56,9 @@ class TrainConfig(BaseModel):
     sync_bn: bool = Field(False, description="SyncBatchNorm across ranks under torchrun (CUDA)")
     eval_before: bool = Field(True, description="evaluate the untrained model before the first step: history "
                               "row 0 (a start for time-to-accuracy curves)")
+    workers: int = Field(default_factory=default_workers, ge=0, description="processes that decode image "
+                         "folders (0: the training process; in-memory datasets need none); default: the cores this "
+                         "process may use but one, at most 8")
     log_every: int = Field(50, ge=1, description="read the summed loss back from the device (a synchronization) "
                            "every N steps and at the end of each epoch; a non-finite loss stops the run at the "
                            "next read, at most N - 1 steps late")

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, data_at, dataset_info, load_dataset, split_validation
+from enofctl.data import Data, data_at, data_on, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import UsageError
 from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill_loss
@@ -177,6 +177,7 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
                          f"{spec.in_chans} channels)")
     data = data_at(src.data, s_model.T)  # event data: binned at the student's T (the same data for images)
     data = split_validation(data, cfg.val_fraction, cfg.seed) if data.val is None else data
+    data = data_on(data, device, cfg.workers)  # once, for training and the final test
     s_model.to(device)
     rates, hooks = _rate_hooks(s_model, cfg)
     step = DistillStep(cfg.loss_weights(), t_model, rates)

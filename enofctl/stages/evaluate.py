@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, data_at, load_dataset
+from enofctl.data import Data, data_at, default_workers, load_dataset, split_on
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
 from enofctl.schema import ModelSpec
@@ -37,6 +38,8 @@ class EvalConfig(BaseModel):
     device: str = "auto"
     e_mac: float = Field(E_MAC_PJ, gt=0, description="pJ per multiply-accumulate (Horowitz 2014, 45 nm)")
     e_ac: float = Field(E_AC_PJ, gt=0, description="pJ per accumulate (Horowitz 2014, 45 nm)")
+    workers: int = Field(default_factory=default_workers, ge=0, description="processes that decode image "
+                         "folders (0: this one); default: the cores this process may use but one, at most 8")
     speed_batches: int = Field(5, ge=0, description="timed passes over one batch for throughput/latency, after "
                                "two warm-up passes; the median counts (0: skip)")
 
@@ -254,10 +257,13 @@ def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: Progr
     device = resolve_device(cfg.device)
     model = art.build()
     runs = []
+    if data.frames is None:  # one test split (and its loader) for every T
+        data = replace(data, test=split_on(data.test, device, cfg.workers))
     for T in (cfg.T or [None]) if m.kind == "student" else [None]:  # an ANN has no time steps
         if T is not None:
             model.set_T(T)
         split = data_at(data, T or data.frames.T).test if data.frames is not None else data.test  # events: T frames
+        split = split_on(split, device, cfg.workers)  # (itself when already there)
         runs.append(measure(model, split, device, m.model, cfg, progress))
     first = headline_run(runs, m.spiking.T if m.spiking is not None else None)
     return EvalResult(

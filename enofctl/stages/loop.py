@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from enofctl import signals
-from enofctl.data import Augment, Data, split_validation
+from enofctl.data import Augment, Data, data_on, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import TrainingError, UsageError
 from enofctl.stages.common import (
@@ -220,6 +220,7 @@ def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io
     check_recipe(cfg, device, data.info)
     if cfg.val_fraction and data.val is None:
         data = split_validation(data, cfg.val_fraction, cfg.seed)
+    data = data_on(data, device, cfg.workers)
     ranks = Ranks.here(device)
     check_batches(trainee.model, len(data.train), cfg, ranks.size)
     loop = build_loop(trainee, data, cfg, ranks, io.progress)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset, split_validation
+from enofctl.data import Data, DatasetInfo, data_on, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import ConversionError, DataError, UsageError
 from enofctl.io import regular_file
@@ -140,6 +140,7 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
     device = resolve_device(cfg.device)
     if cfg.val_fraction and data.val is None:
         data = split_validation(data, cfg.val_fraction, cfg.seed)
+    data = data_on(data, device, cfg.workers)  # once, for training and the final test
     seed_everything(cfg.seed)
     spec, model = _teacher_model(cfg, data, init)
     _check_runs(model, spec)

@@ -185,6 +185,10 @@ CASES = [
     # options that pass a type check but cannot work: refused before any work
     Case("seed-negative", lambda c: (*TRAIN, "--seed", "-1", "--out", c.out), 2, ("--seed",)),
     Case("seed-2^32", lambda c: (*TRAIN, "--seed", "4294967296", "--out", c.out), 2, ("--seed",)),
+    Case("workers-negative", lambda c: (*TRAIN, "--workers", "-1", "--out", c.out), 2, ("--workers",)),
+    Case("distill-workers-negative", lambda c: ("distill", "--teacher", c.pipe.teacher, *QUICK, "--workers", "-1",
+                                                "--out", c.out), 2, ("--workers",)),
+    Case("eval-workers-negative", lambda c: ("eval", c.pipe.teacher, "--workers", "-1"), 2, ("--workers",)),
     Case("convert-seed-2^32", lambda c: ("convert", c.pipe.teacher, "--seed", "4294967296", "--out", c.out), 2,
          ("--seed",)),
     Case("width-inf", lambda c: (*TRAIN, "--width", "inf", "--out", c.out), 2, ("--width",)),
