@@ -137,9 +137,8 @@ class TensorSplit:
 
     def to(self, device: torch.device) -> TensorSplit:
         """This split held on ``device`` (itself when it already is), copied there once for every pass."""
-        if self.x.device == device:
-            return self
-        return TensorSplit(self.x.to(device), self.y.to(device), self.info)
+        x = self.x.to(device)
+        return self if x is self.x else TensorSplit(x, self.y.to(device), self.info)
 
     def batches(
         self,
@@ -549,7 +548,8 @@ def _imagefolder(info: DatasetInfo, root: Path | None) -> Data:
     if root is None or not (root / "train").is_dir() or not (root / "val").is_dir():
         raise DataError("imagefolder needs --data-dir pointing at a folder with train/ and val/ subfolders")
     try:
-        train, test = FolderSplit(root / "train", info, True), FolderSplit(root / "val", info, False)
+        workers = default_workers()  # the stages that take --workers set their own (`split_on`)
+        train, test = FolderSplit(root / "train", info, True, workers), FolderSplit(root / "val", info, False, workers)
     except (OSError, RuntimeError) as e:  # torchvision: no class folders, no image files
         raise DataError(f"cannot use {root} as an image folder: {first_line(e)}") from e
     if train.classes != test.classes:
