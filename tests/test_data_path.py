@@ -168,3 +168,15 @@ def test_ablation_cells_are_not_retrained_for_another_worker_count(monkeypatch, 
     assert ablate._finished(tmp_path / "cell.safetensors", cfg) is fake.manifest
     fake.manifest.config["lr"] = 1.0
     assert ablate._finished(tmp_path / "cell.safetensors", cfg) is None
+
+
+def test_bf16_on_a_gpu_without_it_is_a_usage_error(monkeypatch) -> None:
+    from enofctl.errors import UsageError
+    from enofctl.stages.common import check_recipe
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # a T4: no bfloat16
+    with pytest.raises(UsageError, match=r"^--amp uses bfloat16, which needs a GPU of compute capability 8\.0 or "
+                                         r"newer \(this one is 7\.5\); drop --amp$"):
+        check_recipe(TeacherConfig(amp=True), torch.device("cuda"), DATASETS["synthetic"])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    check_recipe(TeacherConfig(amp=True), torch.device("cuda"), DATASETS["synthetic"])
