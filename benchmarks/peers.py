@@ -3,6 +3,7 @@
     pip install -e ".[bench]"
     python benchmarks/peers.py [--width 1.0] [--B 32] [--T 4] [--steps 3] [--threads 2] [--peers spikingjelly,...]
     python benchmarks/peers.py --equality-only [...]      # part 1 only
+    python benchmarks/peers.py --device cuda [...]        # on a GPU (peak memory: CUDA's allocator)
 
 The network is train_step.py's student: ``resnet20`` at ``--width`` made spiking by ``make_spiking`` with the
 default ``SpikingSpec`` (LIF, u = 0.25 v + x, spike when u > 0.5, hard reset to 0, triangle surrogate of width
@@ -33,7 +34,8 @@ Part 1 (eval mode, no autograd, one random batch): each peer's logits against en
 and, per neuron layer, the fraction of spikes that differ; then one training forward/backward (CE) with the
 largest relative difference of the parameter gradients. Part 2 (each in its own process, as train_step.py
 measures): a training step (forward, CE, backward, SGD) and an inference step (no autograd), throughput and
-extra peak RSS, as ratios to the ANN at batch B*T measured in the same run. Prints markdown tables.
+extra peak RSS (on CUDA: the allocator's peak above the model's), as ratios to the ANN at batch B*T measured in
+the same run. Prints markdown tables; a peer that is not installed here, or fails, gets a row that says so.
 """
 
 from __future__ import annotations
@@ -161,8 +163,8 @@ def make_peer(snn: nn.Module, peer: str, copy_body: bool = True) -> PeerNet:
     return PeerNet(body, snn.T)
 
 
-def build(name: str, width: float, T: int) -> nn.Module:
-    """``ann``, ``enofctl`` or a peer: seeded, so every process builds the same weights."""
+def build(name: str, width: float, T: int, device: str = "cpu") -> nn.Module:
+    """``ann``, ``enofctl`` or a peer on ``device``: seeded, so every process builds the same weights."""
     from enofctl.models import build_model
     from enofctl.schema import SpikingSpec
     from enofctl.spiking import make_spiking
@@ -170,9 +172,9 @@ def build(name: str, width: float, T: int) -> nn.Module:
     torch.manual_seed(0)
     ann = build_model("resnet20", 10, 3, {"width": width})
     if name == "ann":
-        return ann
+        return ann.to(device)
     snn = make_spiking(ann, SpikingSpec(T=T), INPUT)
-    return snn if name == "enofctl" else make_peer(snn, name, copy_body=False)
+    return (snn if name == "enofctl" else make_peer(snn, name, copy_body=False)).to(device)
 
 
 def version(name: str) -> str:
@@ -199,22 +201,27 @@ def _run(net: nn.Module, kind: type, x: torch.Tensor, y: torch.Tensor):
     return logits, spikes, {n: p.grad for n, p in net.body.named_parameters()}
 
 
-def equality(width: float, B: int, T: int, peers: list[str]) -> dict:
-    """Logits, per-layer spikes (eval, no autograd) and parameter gradients (train, CE) against enofctl's."""
+def equality(width: float, B: int, T: int, peers: list[str], device: str = "cpu") -> dict:
+    """Logits, per-layer spikes (eval, no autograd) and parameter gradients (train, CE) against enofctl's; a
+    peer that fails gets ``{"error": its first line}``."""
     from enofctl.spiking import SpikingNeuron
 
-    snn = build("enofctl", width, T)
-    nets = {p: make_peer(snn, p) for p in peers}
+    snn = build("enofctl", width, T, device)
+    nets = {p: make_peer(snn, p).to(device) for p in peers}
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(B, *INPUT, generator=gen)
-    y = torch.randint(0, 10, (B,), generator=gen)
+    x = torch.randn(B, *INPUT, generator=gen).to(device)
+    y = torch.randint(0, 10, (B,), generator=gen).to(device)
 
     ref_logits, ref_spikes, ref_grads = _run(snn, SpikingNeuron, x, y)
     layers = list(ref_spikes)
     out = {"layers": layers, "rate": {n: ref_spikes[n].mean().item() for n in layers}, "peers": {}}
 
     for peer, net in nets.items():
-        logits, spikes, grads = _run(net, PeerNeuron, x, y)
+        try:
+            logits, spikes, grads = _run(net, PeerNeuron, x, y)
+        except Exception as e:  # a peer's own failure (e.g. on this device): its row says so
+            out["peers"][peer] = {"error": _first_line(e)}
+            continue
         grad_diff = max(((g - ref_grads[n]).abs().max() / ref_grads[n].abs().max().clamp(min=1e-30)).item()
                         for n, g in grads.items())
         differ = {n: (spikes[n] != ref_spikes[n]).float().mean().item() for n in layers}
@@ -226,7 +233,14 @@ def equality(width: float, B: int, T: int, peers: list[str]) -> dict:
     return out
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[-1][:160] if lines else ''}"
+
+
 def equality_verdict(r: dict) -> str:
+    if "error" in r:
+        return f"failed ({r['error']})"
     if r["max_abs_logit_diff"] == 0 and r["spikes_differ_total"] == 0:
         return "identical"
     return (f"max abs logit diff {r['max_abs_logit_diff']:.1e}, {r['spikes_differ_total']} of "
@@ -237,10 +251,17 @@ def equality_verdict(r: dict) -> str:
 # part 2: cost, each measurement in its own process (train_step.py's procedure)
 
 
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, images: int,
                   infer: bool) -> dict:
     """One warm-up and ``steps`` timed steps: train (forward, CE, backward, SGD) or inference (no autograd).
-    Extra peak RSS is the peak after the steps minus the peak with the model built."""
+    Extra peak memory: on the CPU the peak RSS after the steps minus the peak with the model built; on CUDA the
+    allocator's peak during the steps above what was allocated before them."""
+    device = x.device.type
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     base = _peak_mb()
 
@@ -257,20 +278,29 @@ def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int
         opt.step()
 
     step()  # warm-up
+    _sync(device)
+    if device == "cuda":
+        base = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    _sync(device)
     dt = (time.perf_counter() - t0) / steps
-    return {"seconds_per_step": dt, "images_per_s": images / dt, "extra_peak_mb": _peak_mb() - base}
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _peak_mb()
+    return {"seconds_per_step": dt, "images_per_s": images / dt, "extra_peak_mb": peak - base}
 
 
-def measure(name: str, mode: str, width: float, B: int, T: int, steps: int, threads: int) -> dict:
+def measure(name: str, mode: str, width: float, B: int, T: int, steps: int, threads: int,
+            device: str = "cpu") -> dict:
     torch.set_num_threads(threads)
-    model = build(name, width, T)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = build(name, width, T, device)
     batch = B * T if name == "ann" else B  # the ANN at B*T does the same convolution work for B images
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, *INPUT, generator=gen)
-    y = torch.randint(0, 10, (batch,), generator=gen)
+    x = torch.randn(batch, *INPUT, generator=gen).to(device)
+    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
     return {"name": name, "mode": mode, **measure_model(model, x, y, steps, B, mode == "infer")}
 
 
@@ -278,10 +308,11 @@ def run_one(what: str, a) -> dict:
     """``--one what`` in a fresh process. The parent stays light (it only imports torch): a child inherits its
     parent's peak RSS through fork/exec, which would hide the child's own peak below it."""
     out = subprocess.run([sys.executable, __file__, "--one", what, "--width", str(a.width), "--B", str(a.B),
-                          "--T", str(a.T), "--steps", str(a.steps), "--threads", str(a.threads), "--peers", a.peers],
+                          "--T", str(a.T), "--steps", str(a.steps), "--threads", str(a.threads), "--peers", a.peers,
+                          "--device", a.device],
                          capture_output=True, text=True)
     if out.returncode:
-        raise RuntimeError(f"{what} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{what} failed: {_first_line(RuntimeError(out.stderr[-2000:]))}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -298,6 +329,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peers", default=",".join(PEERS), help="comma-separated subset of " + ", ".join(PEERS))
     p.add_argument("--equality-only", action="store_true", help="part 1 only: no cost measurements")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args()
     requested = a.peers.split(",") if a.peers else []
@@ -308,17 +340,19 @@ def main() -> None:
     if a.one:
         if a.one == "equality":
             torch.set_num_threads(a.threads)
-            print(json.dumps(equality(a.width, a.B, a.T, peers)))
+            print(json.dumps(equality(a.width, a.B, a.T, peers, a.device)))
         else:
             name, mode = a.one.split(":")
-            print(json.dumps(measure(name, mode, a.width, a.B, a.T, a.steps, a.threads)))
+            print(json.dumps(measure(name, mode, a.width, a.B, a.T, a.steps, a.threads, a.device)))
         return
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
     a.peers = ",".join(peers)
-    print(f"resnet20 width {a.width}, 32x32, B={a.B}, T={a.T}, {a.threads} threads, torch {torch.__version__}, "
+    where = torch.cuda.get_device_name() if a.device == "cuda" else f"CPU, {a.threads} threads"
+    print(f"resnet20 width {a.width}, 32x32, B={a.B}, T={a.T}, {where}, torch {torch.__version__}, "
           f"{a.steps} timed steps")
     missing = [q for q in PEERS if q in requested and q not in peers]
-    if missing:
-        print(f"not installed (pip install -e '.[bench]'): {', '.join(missing)}")
+    skipped = "not installed here: skipped (pip install -e '.[bench]')"
 
     eq = run_one("equality", a)
     print("\n## Forward equality (eval, no autograd) and gradients (train, CE) against enofctl\n")
@@ -326,8 +360,14 @@ def main() -> None:
     print("|---|---|---|---|")
     for q in peers:
         r = eq["peers"][q]
+        if "error" in r:
+            print(f"| {version(q)} | {equality_verdict(r)} | - | - |")
+            continue
         print(f"| {version(q)} | {r['max_abs_logit_diff']:.2e} | {r['spikes_differ_total']} of "
               f"{r['neurons_total']} | {r['grad_rel_diff']:.2e} |")
+    for q in missing:
+        print(f"| {q} | {skipped} | - | - |")
+    peers = [q for q in peers if "error" not in eq["peers"][q]]
     print("\nFraction of spikes that differ per layer (enofctl's firing rate for scale):\n")
     print("| layer | enofctl rate | " + " | ".join(peers) + " |")
     print("|---|---|" + "---|" * len(peers))
@@ -337,19 +377,31 @@ def main() -> None:
     if a.equality_only:
         return
 
-    rows = {(name, mode): run_one(f"{name}:{mode}", a) for name in ("ann", "enofctl", *peers)
-            for mode in ("train", "infer")}
+    rows, failed = {}, {}
+    for name in ("ann", "enofctl", *peers):
+        for mode in ("train", "infer"):
+            try:
+                rows[name, mode] = run_one(f"{name}:{mode}", a)
+            except RuntimeError as e:
+                if name in ("ann", "enofctl"):
+                    raise
+                failed[name] = str(e)
     print("\n## Cost (ratios to the ANN at batch B*T; throughput in images/s, an SNN image being T steps)\n")
     print("| framework | train s/step | x ANN | extra peak MB | x ANN | infer x ANN | forward equality |")
     print("|---|---|---|---|---|---|---|")
     ann_t, ann_i = rows["ann", "train"], rows["ann", "infer"]
     for name in ("ann", "enofctl", *peers):
+        if name in failed:
+            print(f"| {version(name)} | {failed[name]} | - | - | - | - | - |")
+            continue
         t, i = rows[name, "train"], rows[name, "infer"]
         verdict = {"ann": "-", "enofctl": "reference"}.get(name) or equality_verdict(eq["peers"][name])
         label = f"ANN (torch {torch.__version__}, batch B*T)" if name == "ann" else version(name)
         print(f"| {label} | {t['seconds_per_step']:.3f} | {_ratio(t['images_per_s'], ann_t['images_per_s'])} | "
               f"{t['extra_peak_mb']:.0f} | {_ratio(t['extra_peak_mb'], ann_t['extra_peak_mb'])} | "
               f"{_ratio(i['images_per_s'], ann_i['images_per_s'])} | {verdict} |")
+    for q in missing:
+        print(f"| {q} | {skipped} | - | - | - | - | - |")
 
 
 if __name__ == "__main__":
