@@ -59,6 +59,8 @@ def test_loss_sums_equal_python_float_sums() -> None:
     assert out["t"] == sum((v * 2).item() * 7 for v in losses)
     assert sums.seen == 140
     sums.check(1)  # all finite
+    sums.add(21, torch.tensor(1.0), {"t": 0.1}, 3)  # a step_loss that still logs Python floats
+    assert sums.read()["t"] == sum((v * 2).item() * 7 for v in losses) + 0.1 * 3
 
 
 def test_loss_sums_name_the_first_non_finite_step() -> None:

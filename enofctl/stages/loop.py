@@ -51,7 +51,7 @@ class LossSums:
 
     def add(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor], n: int) -> None:
         for k, v in {"loss": loss, **terms}.items():
-            v = torch.as_tensor(v, device=self.device).detach().to(torch.float64) * n
+            v = torch.as_tensor(v, dtype=torch.float64, device=self.device).detach() * n  # a float: exactly
             self.sums[k] = self.sums[k] + v if k in self.sums else v
         bad = ~torch.isfinite(loss) & (self.first_bad == 0)
         self.first_bad = torch.where(bad, step, self.first_bad)
