@@ -180,3 +180,23 @@ def test_bf16_on_a_gpu_without_it_is_a_usage_error(monkeypatch) -> None:
         check_recipe(TeacherConfig(amp=True), torch.device("cuda"), DATASETS["synthetic"])
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     check_recipe(TeacherConfig(amp=True), torch.device("cuda"), DATASETS["synthetic"])
+
+
+def test_teacher_on_an_image_folder_is_the_same_with_any_workers(folder: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from enofctl.stages import train_teacher
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for split in ("train", "val"):
+        (root / split).symlink_to(folder, target_is_directory=True)
+    weights = []
+    for workers in (0, 1):
+        cfg = TeacherConfig(dataset="imagefolder", data_dir=str(root), model="resnet20", model_kwargs={"width": 0.125},
+                            epochs=1, batch_size=4, lr=0.01, device="cpu", eval_before=False, workers=workers)
+        res = train_teacher(cfg, tmp_path / f"w{workers}.safetensors")
+        assert res.manifest.config["workers"] == workers
+        weights.append(load_file(res.path))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
