@@ -111,3 +111,25 @@ def test_log_every_is_safe_to_change_on_resume(tmp_path: Path) -> None:
     old = {"epochs": 2, "lr": 0.1}  # a checkpoint written before log_every existed
     assert resume_changes(tmp_path / "c", old, {**old, "log_every": 50}, 1) == {}
     assert resume_changes(tmp_path / "c", {**old, "log_every": 50}, {**old, "log_every": 5}, 1) == {"log_every": 50}
+
+
+def test_resume_with_other_workers_continues_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "m.safetensors"
+    data = load_dataset("synthetic")
+
+    def run(workers: int, stop: bool) -> list[dict]:
+        def progress(ev) -> None:
+            if ev.metrics and stop:
+                raise KeyboardInterrupt
+
+        trainee = Trainee("test", _linear(), Step(), data.info.mean, data.info.std)
+        io = RunIO(checkpoint_path(out), resume=True, progress=progress)
+        return fit(trainee, data, TrainConfig(**{**RECIPE, "workers": workers}), CPU, io)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(0, stop=True)
+    history = run(3, stop=False)
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert history[1]["resumed_workers_was"] == 0
+    straight = _fit(Step(), workers=3)
+    assert history[1]["loss"] == straight[1]["loss"]  # the same run as without the interruption
