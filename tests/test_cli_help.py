@@ -9,6 +9,7 @@ import pytest
 from clihelp import assert_one_error_line, ok, run
 
 from enofctl import __version__
+from enofctl.data import default_workers
 
 COMMANDS = [("teacher", "train"), ("teacher", "fetch"), ("convert",), ("distill",), ("eval",), ("ablate",),
             ("inspect",), ("datasets",)]
@@ -52,6 +53,10 @@ def test_help_shows_no_bool_type_and_no_stray_period(path: tuple[str, ...]) -> N
     (("convert",), "--calibrate", "8 for surrogate"),
     (("eval",), "--T", "each student's own T"),
     (("eval",), "--limit-test", "all"),
+    (("teacher", "train"), "--workers", f"{default_workers()} here: the cores"),
+    (("distill",), "--workers", f"{default_workers()} here: the cores"),
+    (("eval",), "--workers", f"{default_workers()} here: the cores"),
+    (("ablate",), "--workers", f"{default_workers()} here: the cores"),
 ])
 def test_help_shows_defaults_and_choices(monkeypatch: pytest.MonkeyPatch, path, option: str, shown: str) -> None:
     monkeypatch.setenv("COLUMNS", "400")  # one line per option

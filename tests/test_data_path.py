@@ -92,6 +92,10 @@ def test_image_folder_keeps_one_loader_across_passes(folder: Path) -> None:
     _passes(split, seed=0)
     assert split.loader() is loader
     assert split.subset(torch.arange(4)).loader() is not loader  # a validation split has its own
+    whole = [x for x, _ in split.batches(3)]
+    next(iter(split.batches(3)))  # a pass abandoned after one batch (eval's speed check)
+    again = [x for x, _ in split.batches(3)]
+    assert len(again) == len(whole) and all(torch.equal(x, y) for x, y in zip(whole, again, strict=True))
 
 
 def test_image_folder_resumes_with_the_generator(folder: Path) -> None:
