@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelp import TINY, assert_one_error_line, ok, run
+from clihelp import QUICK, TINY, assert_one_error_line, ok, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -206,4 +206,41 @@ def test_non_finite_calibration_is_refused(teacher: Path, tmp_path: Path) -> Non
     out = tmp_path / "s.safetensors"
     assert_one_error_line(*run("convert", bad, "--out", out), 1, "non-finite")
     assert_one_error_line(*run("convert", bad, "--no-calibrate", "--out", out), 1, "non-finite")
+    assert not out.exists()
+
+
+def _norm_state(art: artifacts.Artifact) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in art.tensors.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_frozen_bn_keeps_the_calibrated_statistics_and_trains_the_rest(teacher: Path, tmp_path: Path) -> None:
+    """--bn frozen: the running statistics the student was calibrated with come out unchanged, the weights
+    (BatchNorm's scale and shift included) do train; --bn batch updates the statistics."""
+    start, frozen, batch = (tmp_path / f"{n}.safetensors" for n in ("start", "frozen", "batch"))
+    ok("convert", teacher, "--T", "2", "--calibrate", "1", "--batch-size", "64", "--out", start)
+    for out, bn in ((frozen, "frozen"), (batch, "batch")):
+        ok("distill", "--teacher", teacher, "--student", start, *QUICK, "--bn", bn, "--quiet", "--out", out)
+    s0, sf, sb = (artifacts.load(p) for p in (start, frozen, batch))
+    assert sf.manifest.config["bn"] == "frozen" and sb.manifest.config["bn"] == "batch"
+    stats0 = _norm_state(s0)
+    assert stats0 and all(torch.equal(v, _norm_state(sf)[k]) for k, v in stats0.items())
+    assert not all(torch.equal(v, _norm_state(sb)[k]) for k, v in stats0.items())
+    trained = [k for k, v in s0.tensors.items() if k.endswith(".weight") and not torch.equal(v, sf.tensors[k])]
+    assert any(".bn" in k or "stem.1" in k for k in trained) and any("conv" in k for k in trained)
+
+
+def test_train_mode_with_frozen_norm_leaves_only_batchnorm_in_eval() -> None:
+    from enofctl.stages.loop import train_mode
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2), torch.nn.Dropout(0.5))
+    net.eval()
+    train_mode(net, frozen_norm=True)
+    assert [m.training for m in net] == [True, False, True] and net.training
+    train_mode(net)
+    assert all(m.training for m in net)
+
+
+def test_bad_bn_option_is_a_usage_error(teacher: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.safetensors"
+    assert_one_error_line(*run("distill", "--teacher", teacher, "--bn", "running", "--out", out), 2, "--bn")
     assert not out.exists()

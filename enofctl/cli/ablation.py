@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from enofctl.cli import options as o
 from enofctl.cli.display import MAIN_RANK, emit, err
+from enofctl.cli.student import BnMode
 from enofctl.report import write_ablation
 from enofctl.stages import DistillConfig
 from enofctl.stages.ablate import AblateConfig
@@ -39,6 +40,8 @@ def ablate(
         ABLATE.act_reg),
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Logits-regularizer weight (activity grid).")] = (
         ABLATE.logit_reg),
+    bn: Annotated[BnMode, typer.Option(help="BatchNorm while training each cell (see distill --help).")] = (
+        BnMode(TRAIN.bn)),
     *,
     neuron: o.Neuron,
     calibrate: o.Calibration = None,
@@ -53,7 +56,7 @@ def ablate(
     """Reproduce the papers' ablations from one teacher: same budget and seeds for every cell."""
     train = DistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, neuron=neuron, laf_lambda=laf_lambda,
                           laf_tau=laf_tau, device=device.value, data_dir=o.path_str(data_dir),
-                          limit_train=limit_train, limit_test=limit_test, workers=workers,
+                          limit_train=limit_train, limit_test=limit_test, workers=workers, bn=bn.value,
                           **({"calibrate": calibrate} if calibrate is not None else {}))
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
                        train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg,

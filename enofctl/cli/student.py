@@ -16,6 +16,7 @@ from enofctl.stages import distill as run_distill
 
 CONVERT, CQ, DISTILL = o.defaults(SurrogateConvertConfig), o.defaults(CQConvertConfig), o.defaults(DistillConfig)
 ActRegKind = o.choices("ActRegKind", o.literal(DistillConfig, "act_reg_kind"))
+BnMode = o.choices("BnMode", o.literal(DistillConfig, "bn"))
 
 
 @o.grouped
@@ -120,6 +121,10 @@ def distill(
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Weight of the L2 logits regularizer (0 = off).")] = (
         DISTILL.logit_reg),
     repact: o.RepAct = DISTILL.repact,
+    bn: Annotated[BnMode, typer.Option(help="BatchNorm while training: batch = each batch's statistics, the "
+                                       "running ones updated; frozen = the running statistics the student was "
+                                       "converted and calibrated with kept, only scale and shift train.")] = (
+        BnMode(DISTILL.bn)),
     *,
     neuron: o.Neuron,
     calibrate: o.Calibration = None,
@@ -136,7 +141,7 @@ def distill(
     Neuron, RepAct and calibration options apply when the teacher is converted here (no --student)."""
     cfg = DistillConfig(
         **recipe, T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, kd_alpha=kd_alpha, kd_tau=kd_tau,
-        act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron,
+        act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron, bn=bn.value,
         act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"), data_dir=o.path_str(data_dir),
         **({"calibrate": calibrate} if calibrate is not None else {}),
         download=download,

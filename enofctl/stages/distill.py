@@ -56,6 +56,10 @@ class DistillConfig(TrainConfig):
     repact: bool = Field(True, description="used when converting the teacher")
     calibrate: int = Field(8, ge=0, le=100_000, description="when converting the teacher: batches of training "
                            "images to calibrate the student on first (0 = the plain copy)")
+    bn: Literal["batch", "frozen"] = Field(
+        "batch", description="BatchNorm while training: 'batch' normalizes with each batch's statistics and "
+        "updates the running ones (the usual); 'frozen' keeps the running statistics the student was converted "
+        "(and calibrated) with, training only the scale and shift")
     data_dir: str | None = None
     download: bool = Field(False, description="let torchvision download the dataset")
 
@@ -182,7 +186,8 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     rates, hooks = _rate_hooks(s_model, cfg)
     step = DistillStep(cfg.loss_weights(), t_model, rates)
     try:
-        history = fit(Trainee("distill", s_model, step, spec.mean, spec.std), data, cfg, device, io)
+        history = fit(Trainee("distill", s_model, step, spec.mean, spec.std, frozen_norm=cfg.bn == "frozen"), data,
+                      cfg, device, io)
     finally:
         for h in hooks:
             h.remove()

@@ -74,13 +74,25 @@ class LossSums:
 @dataclass
 class Trainee:
     """What is trained: ``model`` (in place) with ``step_loss``, on inputs normalized with ``mean``/``std``;
-    ``stage`` names the run in its checkpoint and progress events."""
+    ``stage`` names the run in its checkpoint and progress events. ``frozen_norm``: the BatchNorm layers
+    normalize with their running statistics while training and keep them (only their scale and shift train)."""
 
     stage: str
     model: nn.Module
     step_loss: StepLoss
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    frozen_norm: bool = False
+
+
+def train_mode(model: nn.Module, frozen_norm: bool = False) -> None:
+    """``model.train()``; with ``frozen_norm`` its BatchNorm layers stay in eval mode (running statistics
+    used and not updated; their affine parameters still receive gradients)."""
+    model.train()
+    if frozen_norm:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 @dataclass
@@ -114,7 +126,7 @@ class Loop:
         ``cfg.log_every`` steps and at the end of the epoch; a non-finite loss then stops the run, naming the
         first step that had one (the steps after it ran on, but no checkpoint is written)."""
         cfg, st, device = self.cfg, self.state, self.ranks.device
-        st.model.train()
+        train_mode(st.model, self.trainee.frozen_norm)
         sums = LossSums(device)
         augment = Augment(crop_flip=cfg.augment, autoaugment=cfg.autoaugment, cutout=cfg.cutout)
         it = batches_on(self.data.train, device, self.trainee.mean, self.trainee.std, batch_size=cfg.batch_size,
