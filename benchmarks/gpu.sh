@@ -43,8 +43,8 @@ report() {
   echo
   echo "The step table: throughput in images/s (an SNN image is T steps) and peak memory allocated by a training"
   echo "step above the model's, each also as a ratio to the same network as an ANN at batch B*T in the same run."
-  echo "Triton: the fused neuron kernel; PyTorch: ENOFCTL_TRITON_NEURON=0. The kernel covers float32 only: the"
-  echo "bf16 rows run the PyTorch neuron in both columns."
+  echo "Triton: the fused neuron kernel; PyTorch: ENOFCTL_TRITON_NEURON=0. The kernel takes bf16 inputs too"
+  echo "(its membrane in float32): the bf16 rows compare it with the PyTorch neuron in bf16."
   part 180 "Throughput and memory of the distill step" "$PY" benchmarks/gpu_step.py --part step "${step[@]}"
   part 60 "Data paths against the step's consumption" "$PY" benchmarks/gpu_step.py --part data "${data[@]}"
   part 60 "The neuron's share of the step (torch.profiler)" "$PY" benchmarks/gpu_step.py --part profile "${prof[@]}"

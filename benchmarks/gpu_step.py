@@ -7,9 +7,8 @@ Rows per model, B and precision (fp32, bf16 autocast): the ANN at B*T (train ste
 ``distill`` trains it (CE + L_AF, the frozen teacher's forward included) with the Triton neuron
 (``ENOFCTL_TRITON_NEURON=auto``) and with the PyTorch neuron (``=0``). Throughput is images/s (an SNN image
 is T steps), memory the peak allocated by the step above the model's; both also as ratios to the ANN's.
-Under bf16 autocast the neurons' inputs are bf16, which the kernel does not cover (float32 only): its bf16
-rows run the PyTorch neuron in both columns until it does. ``--device cpu`` checks the script itself (no
-Triton rows).
+Under bf16 autocast the neurons' inputs are bf16: the kernel takes them (its membrane in float32), the
+PyTorch neuron computes in bf16. ``--device cpu`` checks the script itself (no Triton rows).
 
     python benchmarks/gpu_step.py --part data [--B 64] [--T 4] [--workers 8]
     python benchmarks/gpu_step.py --part profile [--models resnet20] [--B 64] [--T 4]

@@ -23,7 +23,13 @@ pytest.importorskip("triton", reason="Triton is not installed: the kernel has no
 
 from enofctl.schema import NeuronSpec  # noqa: E402
 from enofctl.spiking import neuron_multistep  # noqa: E402
-from enofctl.spiking.neuron import _NeuronSequence, _triton_sequence, neuron_sequence, per_channel  # noqa: E402
+from enofctl.spiking.neuron import (  # noqa: E402
+    SpikingNeuron,
+    _NeuronSequence,
+    _triton_sequence,
+    neuron_sequence,
+    per_channel,
+)
 
 _MODULE = "enofctl.spiking.triton_neuron"
 MAIN_CASES = [(reset, sg, v_init, repeat) for reset in ("hard", "soft") for sg in ("triangle", "sigmoid")
@@ -105,6 +111,76 @@ def _case_blocks(tn, T) -> None:
         torch.testing.assert_close(g_new, g_ref, rtol=2e-6, atol=2e-6)
 
 
+CHANNEL_CASES = [  # (kind, reset, surrogate, v_init, repeat, T): every surrogate, both kinds and resets, T = 1
+    ("lif", "hard", "rect", 0.0, False, 4), ("lif", "soft", "triangle", 0.5, True, 4),
+    ("if", "soft", "sigmoid", 0.0, False, 3), ("if", "hard", "atan", 0.5, True, 1),
+    ("lif", "hard", "tanh", 0.5, False, 1), ("lif", "soft", "atan", 0.0, True, 3)]
+LAYOUTS = ("chw", "channels_last", "c")  # [C, H, W] rows, the same stored channels-last, [C] rows
+DTYPE_CASES = [(dtype, th) for dtype in ("bfloat16", "float16") for th in ("layer", "channel")]
+
+
+def _channel_inputs(layout: str, T: int, B: int, repeat: bool, seed: int):
+    """Rows of 4 channels over several blocks of 256 (N = B * 400 or B * 300) and one threshold per channel."""
+    shape = (4, 300) if layout == "c" else (4, 10, 10)
+    x, w = _inputs(T, B, repeat, shape=(shape[0] * shape[1], *shape[2:]) if layout == "c" else shape, seed=seed)
+    if layout == "c":
+        x, w = x.reshape(x.shape[0], 1200), w.reshape(w.shape[0], 1200)  # C = 1200 channels, inner 1
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    C = x.shape[1]
+    th = torch.linspace(0.3, 1.2, C)[torch.randperm(C, generator=torch.Generator().manual_seed(seed))]
+    return x, w, per_channel(th, x)
+
+
+def _case_channel(tn, kind, reset, surrogate, v_init, repeat, T, layout) -> None:
+    """scaling="channel": one threshold per channel, the rescaled surrogate; against the step and the
+    PyTorch path (no gradient reaches the thresholds on either: a buffer)."""
+    spec = NeuronSpec(kind=kind, decay=0.75, v_th=0.5, reset=reset, surrogate=surrogate, v_init=v_init)
+    x, w, th = _channel_inputs(layout, T, 2, repeat, seed=len(surrogate) + T)
+    assert _triton_sequence(x, th, surrogate) is tn.TritonNeuronSequence
+    s_ref, g_ref = _run(_reference(spec, T, repeat, v_th=th), x, w)
+    s_new, g_new = _run(lambda z: neuron_sequence(z, spec, T, repeat=repeat, v_th=th), x, w)
+    assert s_new.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    assert 0.05 < s_ref.mean() < 0.95
+    torch.testing.assert_close(s_new, s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(g_new, g_ref, rtol=2e-6, atol=2e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(neuron_sequence(x, spec, T, repeat=repeat, v_th=th), s_ref, rtol=0, atol=0)
+    decay = 1.0 if kind == "if" else spec.decay
+    args = (T, repeat, False, decay, th, reset == "hard", v_init, surrogate, spec.surrogate_alpha(), spec.v_th / th)
+    s_fast, g_fast = _run(lambda z: _NeuronSequence.apply(z, *args), x, w)
+    torch.testing.assert_close(s_new, s_fast, rtol=0, atol=0)
+    torch.testing.assert_close(g_new, g_fast, rtol=2e-6, atol=2e-6)
+
+
+def _case_dtype(tn, dtype, th_kind) -> None:
+    """bf16/fp16 (what autocast gives): the membrane in float32, so spikes are those of the float32 path on
+    the same (upcast) input and thresholds, gradients that path's rounded to the dtype (the interpreter
+    truncates to bf16 where a GPU rounds to nearest: within one unit in the last place either way)."""
+    dt = getattr(torch, dtype)
+    spec = NeuronSpec(kind="lif", decay=0.5, v_th=0.5, reset="soft", surrogate="sigmoid", v_init=0.5)
+    ulp = 2.0 ** (-7 if dt == torch.bfloat16 else -10)
+    for repeat, T in ((False, 3), (True, 2)):
+        x, w, th = _channel_inputs("chw", T, 2, repeat, seed=5)
+        th = th if th_kind == "channel" else 0.7
+        x, w = x.to(dt), w.to(dt)
+        assert _triton_sequence(x, th, spec.surrogate) is tn.TritonNeuronSequence
+        s_ref, g_ref = _run(_reference(spec, T, repeat, v_th=th), x.float(), w.float())
+        s_new, g_new = _run(lambda z, r=repeat, n=T, t=th: neuron_sequence(z, spec, n, repeat=r, v_th=t), x, w)
+        assert s_new.dtype == g_new.dtype == dt
+        torch.testing.assert_close(s_new.float(), s_ref, rtol=0, atol=0)
+        torch.testing.assert_close(g_new.float(), g_ref, rtol=1.01 * ulp, atol=1e-5)
+    # the default student's neuron (scaling="channel": float32 buffers) on a bf16/fp16 input, in the kernel
+    layer = SpikingNeuron(spec, T=2, scaling="channel", channels=4)
+    layer.v_th.copy_(torch.tensor([0.3, 0.6, 0.9, 1.2]))
+    layer.amp.copy_(torch.tensor([1.0, 2.0, 0.5, 3.0]))
+    x = _inputs(2, 2, False, shape=(4, 3, 3), seed=6)[0].to(dt).requires_grad_()
+    out = layer(x)
+    assert "TritonNeuronSequence" in out.grad_fn.next_functions[0][0].name()
+    ref = layer.float()(x.detach().float())
+    torch.testing.assert_close(out.float(), ref.to(dt).float(), rtol=0, atol=0)
+
+
 def _worker() -> None:
     """In the child process: run every kernel case, print {case: "ok" or the failure} as JSON."""
     import importlib
@@ -114,6 +190,8 @@ def _worker() -> None:
     cases |= {f"more-{c}": (_case_more, c) for c in MORE_CASES}
     cases["layer-threshold"] = (_case_layer_threshold, ())
     cases |= {f"blocks-{T}": (_case_blocks, (T,)) for T in (1, 3)}
+    cases |= {f"channel-{c}": (_case_channel, (*c, LAYOUTS[i % 3])) for i, c in enumerate(CHANNEL_CASES)}
+    cases |= {f"dtype-{c}": (_case_dtype, c) for c in DTYPE_CASES}
     report = {}
     for name, (fn, args) in cases.items():
         try:
@@ -157,6 +235,17 @@ def test_several_blocks_and_one_step(report, T) -> None:
     assert report[f"blocks-{T}"] == "ok"
 
 
+@pytest.mark.parametrize("case", CHANNEL_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_per_channel_thresholds_over_several_blocks(report, case) -> None:
+    """Each case in one layout: [C, H, W] rows, channels-last, [C] rows."""
+    assert report[f"channel-{case}"] == "ok"
+
+
+@pytest.mark.parametrize("case", DTYPE_CASES, ids=lambda c: "-".join(c))
+def test_bf16_and_fp16_inputs_compute_in_float32(report, case) -> None:
+    assert report[f"dtype-{case}"] == "ok"
+
+
 @pytest.fixture
 def tn(monkeypatch):
     """The module, imported in this process (its kernels are not run here), dropped again afterwards."""
@@ -172,8 +261,11 @@ def test_what_the_kernel_does_not_cover_runs_the_pytorch_path(tn, monkeypatch) -
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # (only read by supports() here: nothing is launched)
     spec = NeuronSpec(kind="lif", decay=0.5, v_th=0.5, reset="soft", surrogate="triangle")
     x, _ = _inputs(2, 2, False)
-    th = per_channel(torch.tensor([0.3, 0.5, 0.9]), x)  # scaling="channel"
+    th = torch.linspace(0.3, 0.9, 5)  # one threshold per last-dimension element, not per channel
     assert _triton_sequence(x, th, spec.surrogate) is None
+    assert _triton_sequence(x, th.expand(3, 5), spec.surrogate) is None
+    per_c = per_channel(torch.tensor([0.3, 0.5, 0.9]), x)  # scaling="channel": the kernel's
+    assert _triton_sequence(x, per_c, spec.surrogate) is tn.TritonNeuronSequence
     assert _triton_sequence(x.double(), spec.v_th, spec.surrogate) is None
     assert _triton_sequence(x.transpose(1, 2), spec.v_th, spec.surrogate) is None  # rows not dense
     s = neuron_sequence(x, spec, 2, v_th=th)

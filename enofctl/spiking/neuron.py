@@ -206,8 +206,8 @@ _HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def _triton_sequence(x: torch.Tensor, v_th: Threshold, surrogate: str):
-    """The Triton kernel's autograd node when it runs this call (CUDA, float32, one threshold per layer; see
-    ``triton_neuron``), else None. Triton is imported only on this path."""
+    """The Triton kernel's autograd node when it runs this call (CUDA; float32, bf16 or fp16; one threshold
+    per layer or per channel; see ``triton_neuron``), else None. Triton is imported only on this path."""
     if not _HAS_TRITON or not (x.is_cuda or os.environ.get("ENOFCTL_TRITON_NEURON") == "1"):
         return None
     from enofctl.spiking import triton_neuron
@@ -219,13 +219,17 @@ def neuron_sequence(x: torch.Tensor, spec: NeuronSpec, T: int, repeat: bool = Fa
     """Time-folded spikes ``[T*B, ...]`` of ``x`` (``[T*B, ...]``, or ``[B, ...]`` repeated at every step
     with ``repeat``), the same dynamics as ``neuron_multistep`` in one autograd node that saves only ``u``.
     With ``inplace``, a non-leaf ``x`` may be overwritten by the membrane (see ``_NeuronSequence``).
-    ``v_th``: the layer's own threshold instead of the spec's (a tensor broadcasting over one step's rows)."""
+    ``v_th``: the layer's own threshold instead of the spec's (a tensor broadcasting over one step's rows).
+    The PyTorch path computes in x's dtype (a tensor ``v_th`` cast to it); the Triton kernel in float32 (a
+    tensor ``v_th`` kept in float32) whatever x's dtype, see ``triton_neuron``."""
     if not repeat and x.shape[0] % T:
         raise ValueError(f"{x.shape[0]} rows are not T={T} steps of one batch")
     decay = 1.0 if spec.kind == "if" else spec.decay
-    th = spec.v_th if v_th is None else v_th.to(x.dtype) if isinstance(v_th, torch.Tensor) else v_th
+    kernel = _triton_sequence(x, spec.v_th if v_th is None else v_th, spec.surrogate)
+    dtype = torch.float32 if kernel else x.dtype  # the kernel computes in float32 whatever x's dtype
+    th = spec.v_th if v_th is None else v_th.to(dtype) if isinstance(v_th, torch.Tensor) else v_th
     scale = None if v_th is None else spec.v_th / th  # see neuron_step
-    fn = _triton_sequence(x, th, spec.surrogate) or _NeuronSequence
+    fn = kernel or _NeuronSequence
     return fn.apply(x, T, repeat, inplace, decay, th, spec.reset == "hard", spec.v_init,
                     spec.surrogate, spec.surrogate_alpha(), scale)
 
@@ -265,7 +269,8 @@ class SpikingNeuron(nn.Module):
         if self.scaling == "none":
             spk = neuron_sequence(x, self.spec, self.T, self.repeat_input, self.inplace)  # [T*B, ...]
         else:
-            v_th = float(self.v_th) if self.scaling == "threshold" else per_channel(self.v_th, x)
+            v_th = float(self.v_th) if self.scaling == "threshold" else \
+                self.v_th.view(-1, *([1] * (x.dim() - 2)))  # in its own dtype: neuron_sequence casts it
             spk = neuron_sequence(x, self.spec, self.T, self.repeat_input, self.inplace, v_th)
         packer = active_packer()
         if packer is not None:
