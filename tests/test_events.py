@@ -66,6 +66,51 @@ def write_aedat31(path: Path, x, y, t, p, special: bool = True) -> None:
     path.write_bytes(b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n" + body)
 
 
+def _ioheader(description: str) -> bytes:
+    """AEDAT 4's IOHeader as a FlatBuffer (identifier 'IOHE'): table {compression: int32 (0 = NONE),
+    dataTablePosition: int64 (-1 = no data table: packets run to the end of the file), description: string}.
+    Offsets are little-endian and counted from where they are stored; a vtable's field offsets from the table."""
+    desc = description.encode() + b"\0"
+    return (struct.pack("<I4s", 24, b"IOHE")      # 0: root table at 24; identifier
+            + struct.pack("<5H", 10, 20, 4, 8, 16)  # 8: vtable: its size, the table's, the 3 fields' offsets
+            + b"\0" * 6                            # 18: padding, so the table's int64 lands on 8 bytes
+            + struct.pack("<iiqI", 16, 0, -1, 4)    # 24: table: vtable at 24 - 16; NONE; -1; string at 40 + 4
+            + struct.pack("<I", len(desc) - 1) + desc + b"\0" * (-len(desc) % 4))
+
+
+def _event_packet(x, y, t, p) -> bytes:
+    """A size-prefixed EventPacket FlatBuffer (identifier 'EVTS'): table {elements: [Event]}, Event a 16-byte
+    struct (t int64 us, x int16, y int16, on bool, 3 bytes padding)."""
+    evs = b"".join(struct.pack("<qhh?3x", ti, xi, yi, pi) for xi, yi, ti, pi in zip(x, y, t, p, strict=True))
+    buf = (struct.pack("<I4s", 16, b"EVTS")     # 4 (after the size): root table at 4 + 16; identifier
+           + struct.pack("<3H", 6, 8, 4)        # 12: vtable: its size, the table's, the field's offset
+           + b"\0" * 2                         # 18: padding, so the table lands on 4 bytes
+           + struct.pack("<iI", 8, 4)           # 20: table: vtable at 20 - 8; vector at 24 + 4
+           + struct.pack("<I", len(evs) // 16) + evs)  # 28: the vector's length, its structs from 32
+    return struct.pack("<I", len(buf)) + buf
+
+
+def write_aedat4(path: Path, x, y, t, p, packets: int = 2) -> None:
+    """AEDAT 4.0 (iniVation DV; CIFAR10-DVS as tonic's authors converted it): the version line, int32 size +
+    IOHeader (its XML describes stream 0: polarity events 'EVTS' of a 128x128 sensor), then packets of
+    (int32 stream id, int32 size, EventPacket), uncompressed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    xml = ('<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
+           '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
+           '<attr key="compression" type="string">NONE</attr>'
+           '<attr key="typeIdentifier" type="string">EVTS</attr>'
+           '<node name="info" path="/mainloop/Recorder/outInfo/0/info/">'
+           '<attr key="sizeX" type="int">128</attr><attr key="sizeY" type="int">128</attr>'
+           '<attr key="source" type="string">DVS128</attr></node></node></node></dv>')
+    head = _ioheader(xml)
+    out = b"#!AER-DAT4.0\r\n" + struct.pack("<i", len(head)) + head
+    cuts = [len(x) * k // packets for k in range(packets + 1)]
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        packet = _event_packet(x[a:b], y[a:b], t[a:b], p[a:b])
+        out += struct.pack("<ii", 0, len(packet)) + packet
+    path.write_bytes(out)
+
+
 def _events(rng, n, size, duration=300_000):
     x, y = rng.integers(0, size, n), rng.integers(0, size, n)
     t, p = np.sort(rng.integers(0, duration, n)), rng.integers(0, 2, n)
@@ -109,6 +154,17 @@ def test_aedat31_keeps_polarity_packets_only(tmp_path) -> None:
     assert (ev.x.tolist(), ev.y.tolist(), ev.t.tolist(), ev.p.tolist()) == (x, y, t, p)
 
 
+def test_aedat4_read_back_through_tonic_and_aedat(tmp_path) -> None:
+    pytest.importorskip("aedat", reason="AEDAT 4 files need the aedat package: pip install -e '.[events]'")
+    x, y, t, p = [0, 127, 64, 3, 9], [5, 0, 127, 9, 9], [3, 40, 2**33 + 50, 2**33 + 60, 2**33 + 61], [0, 1, 1, 0, 1]
+    write_aedat4(tmp_path / "a.aedat4", x, y, t, p)
+    ev = events.read_aedat(tmp_path / "a.aedat4")
+    assert (ev.x.tolist(), ev.y.tolist(), ev.t.tolist(), ev.p.tolist()) == (x, y, t, p)
+    (tmp_path / "a.aedat4").write_bytes((tmp_path / "a.aedat4").read_bytes()[:-5])
+    with pytest.raises(DataError, match="not a readable AEDAT 4 file"):
+        events.read_aedat(tmp_path / "a.aedat4")
+
+
 def test_nmnist_layout_loads_as_frames(tmp_path) -> None:
     root = make_nmnist(tmp_path / "nm")
     data = load_dataset("nmnist", root, frames=FrameSpec(T=3))
@@ -131,6 +187,29 @@ def test_cifar10_dvs_layout_split_and_downsampling(tmp_path) -> None:
     assert data.train.x.shape == (20, 2, 2, 16, 16) and data.test.x.shape == (10, 2, 2, 16, 16)
     assert data.info.image_size == (16, 16)
     assert int(data.test.x.sum()) == 10 * 200  # merged pixels add up; no event lost
+
+
+def test_cifar10_dvs_aedat4_layout_frames_exact(tmp_path) -> None:
+    pytest.importorskip("aedat", reason="AEDAT 4 files need the aedat package: pip install -e '.[events]'")
+    # per class c, two files (the 10% test split leaves one for train, one for test); in each, 3 events in the
+    # first half of the recording (frame 0) and 3 in the second (frame 1), two of them on the same pixel
+    t0 = 2**32  # microseconds past 32 bits
+    t = [t0, t0 + 100, t0 + 200, t0 + 2_600, t0 + 2_700, t0 + 4_999]
+    for c, name in enumerate(events.CIFAR10_CLASSES):
+        for k in range(2):
+            x, y = [c, 127, 64, 10 + k, 10 + k, 0], [0, 5 + c, 127, 20, 20, 100 + k]
+            p = [1, 0, 1, 0, 0, 1]
+            write_aedat4(tmp_path / "c10" / name / f"cifar10_{name}_{k}.aedat4", x, y, t, p)
+    data = load_dataset("cifar10-dvs", tmp_path / "c10", frames=FrameSpec(T=2))
+    assert data.train.x.shape == data.test.x.shape == (10, 2, 2, 128, 128)
+    assert data.train.y.tolist() == data.test.y.tolist() == list(range(10))
+    for k, split in enumerate((data.train, data.test)):
+        for c in range(10):
+            want = torch.zeros(2, 2, 128, 128, dtype=torch.uint8)  # [T, polarity, y, x]
+            want[0, 1, 0, c] = want[0, 0, 5 + c, 127] = want[0, 1, 127, 64] = 1
+            want[1, 0, 20, 10 + k] = 2
+            want[1, 1, 100 + k, 0] = 1
+            assert torch.equal(split.x[c], want), (k, c)
 
 
 def test_dvs_gesture_layout_cuts_labelled_gestures(tmp_path) -> None:
