@@ -105,7 +105,12 @@ def accuracy_vs_T(results: list[EvalResult]) -> bytes | None:
     ax.grid(alpha=0.3)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right", framealpha=0.9)
+    if len(students) <= 2:  # a few entries fit in the corner the curves usually leave free
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right", framealpha=0.9)
+        return _png(plt, fig)
+    # more would cover points: below the axes, in two columns, the figure grown to hold them
+    fig.set_figheight(fig.get_figheight() + 0.22 * ((len(l1) + len(l2) + 1) // 2))
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     return _png(plt, fig)
 
 

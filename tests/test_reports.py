@@ -106,3 +106,18 @@ def test_ablation_plot_one_seed_has_no_error_bars(monkeypatch: pytest.MonkeyPatc
     calls.clear()
     plots.ablation(_ablation([0, 1]))
     assert all("yerr" in kw for kw in calls)
+
+
+def test_accuracy_plot_legend_leaves_the_axes_for_many_students(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to two students: the legend in the lower-right corner; more: below the axes (it covered points)."""
+    import matplotlib.axes
+
+    placed = []
+    real = matplotlib.axes.Axes.legend
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", lambda self, *a, **kw: placed.append(kw) or
+                        real(self, *a, **kw))
+    others = [_result("student", SWEEP.runs, f"s{i}", own_T=4) for i in range(3)]
+    assert plots.accuracy_vs_T([TEACHER, SWEEP])[:4] == b"\x89PNG"
+    assert placed[-1]["loc"] == "lower right"
+    assert plots.accuracy_vs_T([TEACHER, *others])[:4] == b"\x89PNG"
+    assert placed[-1]["loc"] == "upper center" and placed[-1]["bbox_to_anchor"][1] < 0
