@@ -285,3 +285,20 @@ def test_forced_on_cpu_without_the_interpreter_warns_once_and_falls_back(tn, mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _triton_sequence(x, 0.5, "triangle") is None
+
+
+def test_forced_without_triton_warns_once_and_falls_back(tn, monkeypatch) -> None:
+    monkeypatch.setattr(tn, "available", False)
+    monkeypatch.setattr(tn, "_warned", False)
+    monkeypatch.setenv("ENOFCTL_TRITON_NEURON", "1")
+    x = torch.ones(4, 3)
+    with pytest.warns(UserWarning, match="does not import"):
+        assert not tn.supports(x, 0.5, "triangle")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not tn.supports(x, 0.5, "triangle")
+    monkeypatch.setenv("ENOFCTL_TRITON_NEURON", "auto")  # not asked for: silent
+    monkeypatch.setattr(tn, "_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not tn.supports(x, 0.5, "triangle")

@@ -75,20 +75,29 @@ def channel_layout(x: torch.Tensor, v_th) -> tuple[int, int] | None:
     return (x.shape[1], x[0, 0].numel() if x.is_contiguous() else 1)
 
 
+def _warn_once(message: str) -> None:
+    """A warning the first time the kernel was asked for and cannot run (stacklevel: the caller's caller)."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(message, stacklevel=4)
+
+
 def supports(x: torch.Tensor, v_th, surrogate: str) -> bool:
     """Whether the kernel runs this call (see the module doc); False sends it to the PyTorch path."""
-    global _warned
     mode = os.environ.get("ENOFCTL_TRITON_NEURON", "auto")
-    if not available or mode == "0":
+    if mode == "0":
+        return False
+    if not available:
+        if mode == "1":
+            _warn_once("ENOFCTL_TRITON_NEURON=1 but Triton does not import here; the neuron runs its PyTorch path")
         return False
     if not x.is_cuda:
         if mode != "1":
             return False
         if os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-            if not _warned:
-                _warned = True
-                warnings.warn("ENOFCTL_TRITON_NEURON=1 on CPU tensors needs TRITON_INTERPRET=1; "
-                              "the neuron runs its PyTorch path", stacklevel=3)
+            _warn_once("ENOFCTL_TRITON_NEURON=1 on CPU tensors needs TRITON_INTERPRET=1; "
+                       "the neuron runs its PyTorch path")
             return False
     if isinstance(v_th, torch.Tensor) and v_th.device != x.device:
         return False
