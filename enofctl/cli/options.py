@@ -86,6 +86,10 @@ Workers = Annotated[int, typer.Option(min=0, help="Processes that decode image f
                                       "model computes; 0 = this one. In-memory datasets need none.",
                                       show_default=f"{WORKERS} here: the cores this process may use but one, at "
                                       "most 8")]
+BnRecompute = Annotated[int, typer.Option(min=0, help="After each epoch, recompute BatchNorm's running "
+                                          "statistics over N batches of training samples without augmentation "
+                                          "(precise BN), so the network evaluated and saved is the trained one; "
+                                          "0 = keep the moving averages. Not with --bn frozen.")]
 Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]
@@ -206,11 +210,12 @@ def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
         limit_train: LimitTrain = d.limit_train,
         limit_test: LimitTest = d.limit_test,
         workers: Workers = d.workers,
+        bn_recompute: BnRecompute = d.bn_recompute,
     ) -> dict[str, Any]:
         return dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, weight_decay=weight_decay,
                     warmup_epochs=warmup_epochs, augment=augment, autoaugment=autoaugment, cutout=cutout,
                     val_fraction=val_fraction, amp=amp, seed=seed, device=device.value, limit_train=limit_train,
-                    limit_test=limit_test, workers=workers)
+                    limit_test=limit_test, workers=workers, bn_recompute=bn_recompute)
 
     return options
 

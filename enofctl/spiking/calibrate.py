@@ -48,6 +48,7 @@ import torch
 import torch.nn as nn
 
 from enofctl.errors import CalibrationError
+from enofctl.models.norm import recompute_bn
 from enofctl.schema import CalibratedChannels, ChannelCalibration
 from enofctl.spiking.convert import logits_of
 from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence, per_channel
@@ -195,24 +196,9 @@ def _relative_error(neuron: SpikingNeuron, xs, targets, th: torch.Tensor, amp: t
     return num / max(den, 1e-12)
 
 
-@torch.no_grad()
 def reestimate_bn(net: nn.Module, batches: Sequence[torch.Tensor]) -> None:
     """BatchNorm running statistics of ``net`` recomputed on ``batches`` (cumulative average), in place."""
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved = [(m.momentum, m.training) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    try:
-        for x in batches:
-            net(x)
-    finally:
-        for m, (momentum, training) in zip(bns, saved, strict=True):
-            m.momentum = momentum
-            m.train(training)
+    recompute_bn(net, batches)
 
 
 @torch.no_grad()

@@ -16,6 +16,8 @@ from enofctl import signals
 from enofctl.data import Augment, Data, data_on, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import TrainingError, UsageError
+from enofctl.models.norm import recompute_bn
+from enofctl.spiking import logits_of
 from enofctl.stages.common import (
     ProgressEvent,
     ProgressFn,
@@ -147,10 +149,26 @@ class Loop:
             if self.progress:
                 self.progress(ProgressEvent(self.trainee.stage, epoch, cfg.epochs, step + 1, self.steps))
         sums.check(epoch)
+        self.recompute_bn(epoch)
         self.ranks.sync_buffers(st.model)  # evaluate (and save) the same model on every rank
         totals = sums.read()
         *totals, seen = self.ranks.sum([*totals.values(), sums.seen])
         return {"epoch": epoch, **{k: v / max(seen, 1) for k, v in zip(sums.names, totals, strict=True)}}
+
+    def recompute_bn(self, epoch: int) -> None:
+        """BatchNorm's running statistics recomputed on ``cfg.bn_recompute`` batches of un-augmented training
+        samples (``models.norm.recompute_bn``), drawn with a generator of their own (seed and epoch) so the
+        training draws are those of a run without it; the same batches on every rank. Not with frozen
+        BatchNorm (its running statistics are the ones to keep)."""
+        cfg = self.cfg
+        if not cfg.bn_recompute or self.trainee.frozen_norm:
+            return
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        it = batches_on(self.data.train, self.ranks.device, self.trainee.mean, self.trainee.std,
+                        batch_size=cfg.batch_size, shuffle=True, generator=g,
+                        limit=cfg.bn_recompute * cfg.batch_size)
+        with torch.autocast(self.ranks.device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            recompute_bn(self.state.model, (x for x, _ in it), lambda net, x: logits_of(net, x))
 
     def evaluate_splits(self) -> dict[str, float]:
         """``val_top1/top5`` (with a validation split) and ``test_top1/top5`` of the model as it is now."""

@@ -116,7 +116,8 @@ def test_non_finite_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_p
             bn.running_mean = torch.full_like(bn.running_mean, float("nan"))  # a new tensor: autograd keeps its own
         return loss, {}
 
-    cfg = TrainConfig(epochs=3, batch_size=32, limit_train=64, device="cpu", eval_before=False)
+    # bn_recompute=0: recomputing BatchNorm's statistics after the epoch would rebuild the planted buffer
+    cfg = TrainConfig(epochs=3, batch_size=32, limit_train=64, device="cpu", eval_before=False, bn_recompute=0)
     ckpt = tmp_path / "t.safetensors.ckpt"
     trainee = Trainee("teacher-train", model, step, data.info.mean, data.info.std)
     with pytest.raises(TrainingError, match="non-finite weights .*after epoch 2"):
