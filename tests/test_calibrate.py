@@ -137,8 +137,8 @@ def test_calibrated_student_is_not_worse_than_the_plain_copy(teacher: Path, tmp_
 
 def test_per_channel_values_survive_save_and_load_and_act_in_eval(teacher: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    ok("convert", teacher, "--T", "4", "--calibrate", "2", "--batch-size", "64", "--out", a)
-    ok("convert", teacher, "--T", "4", "--calibrate", "2", "--batch-size", "64", "--out", b)
+    ok("convert", teacher, "--T", "4", "--calibrate", "2", "--batch-size", "64", "--no-fold", "--out", a)
+    ok("convert", teacher, "--T", "4", "--calibrate", "2", "--batch-size", "64", "--no-fold", "--out", b)
     art = artifacts.load(a)
     assert art.manifest.tensors_sha256 == artifacts.load(b).manifest.tensors_sha256  # deterministic for a seed
     cal = art.manifest.calibration
@@ -154,7 +154,8 @@ def test_per_channel_values_survive_save_and_load_and_act_in_eval(teacher: Path,
     artifacts.save(plain, art.manifest.model_copy(deep=True), reset)
     assert _top1(plain) != _top1(a) or _top1(a, 2) != _top1(plain, 2)
     other = tmp_path / "seed1.safetensors"
-    ok("convert", teacher, "--T", "4", "--calibrate", "2", "--batch-size", "64", "--seed", "1", "--out", other)
+    ok("convert", teacher, "--T", "4", "--calibrate", "2", "--batch-size", "64", "--seed", "1", "--no-fold",
+       "--out", other)
     assert artifacts.load(other).manifest.tensors_sha256 != art.manifest.tensors_sha256
 
 
@@ -162,7 +163,7 @@ def test_distill_starts_from_the_calibrated_student_by_default(teacher: Path, tm
     out, plain = tmp_path / "s.safetensors", tmp_path / "p.safetensors"
     ok("distill", "--teacher", teacher, "--T", "2", "--epochs", "1", "--limit-train", "64", "--quiet", "--out", out)
     m = artifacts.load(out).manifest
-    assert m.spiking.scaling == "channel" and m.config["calibrate"] == 8
+    assert m.spiking.scaling == "none" and m.calibration.folded and m.config["calibrate"] == 8
     assert m.history[0]["epoch"] == 0  # the accuracy before the first step: the calibrated start
     ok("distill", "--teacher", teacher, "--T", "2", "--epochs", "1", "--limit-train", "64", "--no-calibrate",
        "--quiet", "--out", plain)

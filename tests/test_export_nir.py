@@ -218,12 +218,35 @@ def test_calibrated_student_round_trips(students: Students, tmp_path: Path) -> N
 
     from enofctl.stages.export import verify_export
 
-    student = students.variant("s_cal", calibrate=1, batch_size=32)
+    student = students.variant("s_cal", calibrate=1, batch_size=32, fold=False)  # schema-3 style buffers
     out = tmp_path / "s.nir"
     _export(student, out)
     act2 = nir.read(str(out)).nodes["stages_0_0_act2"]
     assert len(np.unique(act2.v_threshold)) > 1
     res = verify_export(out, student, ["norse"], limit=32)
+    assert res.identical, res.readers[0]
+
+
+@pytest.mark.parametrize("reader", [pytest.param(r, marks=needs_reader(r)) for r in ("snntorch", "norse")])
+def test_folded_calibrated_student_round_trips(students: Students, tmp_path: Path, reader: str) -> None:
+    """A calibrated student folded into the weights (the default) has one threshold per layer and spikes of 1:
+    snnTorch reads it (it refuses per-channel thresholds); an identity shortcut's per-channel factor is a
+    diagonal 1x1 conv."""
+    import nir
+
+    from enofctl import artifacts
+    from enofctl.stages.export import verify_export
+
+    student = students.variant("s_fold", calibrate=1, batch_size=32)
+    assert artifacts.load(student).manifest.spiking.shortcut_scales  # residual blocks with a shortcut factor
+    out = tmp_path / "s.nir"
+    _export(student, out)
+    g = nir.read(str(out))
+    for name in ("stages_0_0_act2", "stages_1_0_act1"):
+        assert len(np.unique(g.nodes[name].v_threshold)) == 1
+    w = g.nodes["stages_0_0_downsample"].weight[:, :, 0, 0]  # the shortcut factor: a diagonal 1x1 conv
+    assert np.count_nonzero(w - np.diag(np.diag(w))) == 0 and np.all(np.diag(w) > 0)
+    res = verify_export(out, student, [reader], limit=32)
     assert res.identical, res.readers[0]
 
 

@@ -86,6 +86,8 @@ Workers = Annotated[int, typer.Option(min=0, help="Processes that decode image f
                                       "model computes; 0 = this one. In-memory datasets need none.",
                                       show_default=f"{WORKERS} here: the cores this process may use but one, at "
                                       "most 8")]
+WarmupSteps = Annotated[int, typer.Option(min=0, help="Linear learning-rate warm-up over N steps (added to "
+                                          "--warmup-epochs'); for a fine-tune from a calibrated start.")]
 BnRecompute = Annotated[int, typer.Option(min=0, help="After each epoch, recompute BatchNorm's running "
                                           "statistics over N batches of training samples without augmentation "
                                           "(precise BN), so the network evaluated and saved is the trained one; "
@@ -200,6 +202,7 @@ def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
         optimizer: Optimizer = Optim(d.optimizer),
         weight_decay: WeightDecay = d.weight_decay,
         warmup_epochs: Warmup = d.warmup_epochs,
+        warmup_steps: WarmupSteps = d.warmup_steps,
         augment: AugmentOpt = d.augment,
         autoaugment: AutoAugmentOpt = d.autoaugment,
         cutout: Cutout = d.cutout,
@@ -213,7 +216,8 @@ def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
         bn_recompute: BnRecompute = d.bn_recompute,
     ) -> dict[str, Any]:
         return dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, weight_decay=weight_decay,
-                    warmup_epochs=warmup_epochs, augment=augment, autoaugment=autoaugment, cutout=cutout,
+                    warmup_epochs=warmup_epochs, warmup_steps=warmup_steps, augment=augment,
+                    autoaugment=autoaugment, cutout=cutout,
                     val_fraction=val_fraction, amp=amp, seed=seed, device=device.value, limit_train=limit_train,
                     limit_test=limit_test, workers=workers, bn_recompute=bn_recompute)
 

@@ -40,6 +40,13 @@ def convert(
                                                  "classifier to the teacher's logits, ridge regression towards "
                                                  "the teacher's weights with this strength.")] = (
         CONVERT.readout_ridge),
+    fold: Annotated[bool, typer.Option("--fold/--no-fold", help="surrogate + --calibrate: fold each channel's "
+                                       "threshold and amplitude into the weights (one threshold, spikes of 1; "
+                                       "an identity shortcut may carry a per-channel factor); --no-fold keeps "
+                                       "them as per-channel buffers.")] = CONVERT.fold,
+    bn_reestimate: Annotated[bool, typer.Option("--bn-reestimate/--no-bn-reestimate", help="surrogate + "
+                                                "--calibrate: recompute each BatchNorm's statistics under the "
+                                                "calibrated layers before it.")] = CONVERT.bn_reestimate,
     norm_percentile: Annotated[float | None, typer.Option(help="cq + --calibrate: thresholds of ReLU "
                                                           "activations = this percentile of the ANN's (e.g. "
                                                           "99.9); lets a ReLU teacher convert. No-op for "
@@ -73,7 +80,7 @@ def convert(
             if value is not None:
                 raise typer.BadParameter("applies to --method cq only", param_hint=flag)
         cfg = convert_config(method="surrogate", neuron=neuron, repact=repact, percentile=percentile,
-                             readout_ridge=readout_ridge, **common)
+                             readout_ridge=readout_ridge, fold=fold, bn_reestimate=bn_reestimate, **common)
     with progress(quiet or json_, "calibrate") as cb:
         res = run_convert(teacher, cfg, out, progress=cb)
     result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,

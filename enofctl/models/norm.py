@@ -30,7 +30,8 @@ def recompute_bn(net: nn.Module, batches: Iterable[torch.Tensor],
     """Every BatchNorm of ``net`` gets as running statistics the cumulative average of its batch statistics over
     ``batches`` (``momentum=None``; the variance is the unbiased one, as BatchNorm keeps it), in place; the
     other layers' modes, the BatchNorm momenta and the autograd state are left as they were. ``forward(net,
-    x)`` runs one batch (default ``net(x)``). Returns the number of batches seen (0: nothing changed)."""
+    x)`` runs one batch (default ``net(x)``; it may stop part-way: a BatchNorm it does not reach keeps its
+    statistics). Returns the number of batches seen (0: nothing changed)."""
     bns = batch_norms(net)
     if not bns:
         return 0
@@ -49,7 +50,7 @@ def recompute_bn(net: nn.Module, batches: Iterable[torch.Tensor],
         for m, (momentum, training, mean, var, tracked) in zip(bns, saved, strict=True):
             m.momentum = momentum
             m.train(training)
-            if not seen:  # nothing measured: keep what was there
+            if not seen or int(m.num_batches_tracked) == 0:  # not reached (a forward that stops early): kept
                 m.running_mean.copy_(mean)
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(tracked)

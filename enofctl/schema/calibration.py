@@ -81,4 +81,12 @@ class ChannelCalibration(Frozen):
                                         "logits by ridge regression with this strength (None: not refitted)")
     readout_shift: float | None = Field(None, description="mean |change| of the classifier's weights and bias")
     seconds: float | None = None
+    folded: bool = Field(False, description="the thresholds and amplitudes were folded into the weights: the "
+                         "student fires at neuron.v_th with spikes of 1 (the values here are what was folded)")
+    shortcut_scale_range: tuple[float, float] | None = Field(None, description="folded: the smallest and largest "
+                                                             "per-channel factor on an identity shortcut")
+    fold_logit_error: float | None = Field(None, description="folded: the largest |logit| difference between the "
+                                           "folded and the unfolded student on the check batches")
+    bn_reestimated: bool = Field(False, description="each BatchNorm's running statistics were recomputed under "
+                                 "the already-calibrated student before the neuron after it was fitted")
     layers: list[CalibratedChannels] = Field(default_factory=list)

@@ -24,7 +24,7 @@ from enofctl.schema.frames import FrameSpec
 from enofctl.schema.metrics import METRICS, StudentMetrics, TeacherMetrics
 from enofctl.schema.spiking import SpikingSpec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Kind = Literal["teacher", "student"]
 
@@ -77,7 +77,7 @@ def _no_metrics(data: dict[str, Any]) -> TeacherMetrics | StudentMetrics:
 
 
 class Manifest(Frozen):
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: Literal[4] = SCHEMA_VERSION
     kind: Kind
     stage: str = Field(description="what produced it: teacher-train, teacher-fetch, convert, distill")
     created: str = Field(default_factory=_now)
@@ -147,8 +147,22 @@ def _v2_to_v3(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _v3_to_v4(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 3 -> 4 (calibration folded into the weights).
+
+    - ``spiking.shortcut_scales``: new, empty (schema-3 calibrated students keep their per-channel buffers,
+      ``scaling="channel"``, and load as they were);
+    - ``calibration.folded``: new, False for schema-3 records.
+    """
+    raw = copy.deepcopy(raw)
+    raw["schema_version"] = 4
+    if isinstance(raw.get("spiking"), dict):
+        raw["spiking"].setdefault("shortcut_scales", {})
+    return raw
+
+
 # {old_version: fn(manifest dict of old_version) -> manifest dict of old_version + 1}
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def upgrade(raw: dict[str, Any]) -> dict[str, Any]:

@@ -45,3 +45,6 @@ class SpikingSpec(Frozen):
     scaling: Literal["none", "channel"] = Field("none", description="surrogate: none = every neuron fires at "
                                                 "neuron.v_th and a spike is 1; channel = per-channel thresholds "
                                                 "and spike amplitudes (buffers v_th, amp) from calibration")
+    shortcut_scales: dict[str, int] = Field(default_factory=dict, description="surrogate, calibration folded into "
+                                            "the weights: the residual blocks' identity shortcuts that carry a "
+                                            "per-channel scale (module name -> channels; a ChannelScale there)")

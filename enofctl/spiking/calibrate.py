@@ -234,7 +234,7 @@ def _images_needed(targets: list[torch.Tensor]) -> int:
 @torch.no_grad()
 def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], *,
                       grid: Sequence[float] = DEFAULT_GRID, percentile: float = 99.0,
-                      readout_ridge: float | None = 0.1,
+                      readout_ridge: float | None = 0.1, bn_reestimate: bool = False,
                       progress: Callable[[int, int], None] | None = None) -> ChannelCalibration:
     """Fit every spiking neuron of ``snn`` (a SpikingNet of ``ann`` with ``scaling="channel"``) to the
     teacher's activations, in place (see the module's docstring). ``batches``: normalized training images
@@ -252,6 +252,8 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
     for i, (name, neuron) in enumerate(neurons.items()):
         if progress:
             progress(i, len(neurons))
+        if bn_reestimate:  # the BatchNorms before this neuron: statistics of the calibrated student's currents
+            recompute_bn(snn, batches, lambda net, x, n=neuron: _seen(net, n, x, "input"))
         targets = [_teacher_target(ann, ann_mods[name], x) for x in batches]
         n, used = _images_needed(targets), []
         for x in batches:  # only the batches the fit looks at
@@ -263,6 +265,8 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
         neuron.v_th.copy_(fit.v_th)
         neuron.amp.copy_(fit.amp)
         layers.append(_layer_record(name, fit))
+    if bn_reestimate:  # the BatchNorms after the last neuron (before the classifier)
+        recompute_bn(snn, batches)
     readout = fit_readout(snn, ann, batches, readout_ridge) if readout_ridge is not None else None
     if progress:
         progress(len(neurons), len(neurons))
@@ -270,7 +274,7 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
         T=snn.T, samples=sum(len(x) for x in batches), batches=len(batches), grid=list(grid),
         percentile=percentile, agreement_before=before, agreement_after=agreement(snn, ann, probe),
         readout_ridge=readout_ridge if readout is not None else None, readout_shift=readout,
-        seconds=time.perf_counter() - t0, layers=layers,
+        seconds=time.perf_counter() - t0, layers=layers, bn_reestimated=bn_reestimate,
     )
 
 

@@ -96,6 +96,10 @@ def make_spiking(ann: nn.Module, spec: SpikingSpec, input_size: tuple[int, int, 
         inplace = bool(getattr(body.get_submodule(name), "inplace", False))
         replace_module(body, name, nn.ReLU(inplace=inplace) if (last and spec.repact)
                        else SpikingNeuron(spec.neuron, spec.T, inplace, spec.scaling, channels[name]))
+    if spec.shortcut_scales:  # a folded calibrated student: identity shortcuts with a per-channel factor
+        from enofctl.spiking.fold import install_shortcut_scales
+
+        install_shortcut_scales(body, spec.shortcut_scales)
     net = SpikingNet(body, spec)
     net.first_neuron = order[0] if isinstance(body.get_submodule(order[0]), SpikingNeuron) else None
     net.stem_once = spec.encoding == "direct" and _stem_can_run_once(net, input_size)  # event frames differ

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 
 from enofctl.errors import ConversionError, MissingDependencyError, UsageError
 from enofctl.spiking.convert import SpikingNet
+from enofctl.spiking.fold import ChannelScale
 from enofctl.spiking.neuron import SpikingNeuron
 
 DEFAULT_DT = 1e-4  # seconds per step: snnTorch's NIR reader assumes this step
@@ -115,7 +116,7 @@ def _name(qualname: str) -> str:
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, SpikingNeuron | nn.ReLU) or super().is_leaf_module(m, qualname)
+        return isinstance(m, SpikingNeuron | nn.ReLU | ChannelScale) or super().is_leaf_module(m, qualname)
 
 
 def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.batchnorm._BatchNorm):
@@ -317,6 +318,16 @@ class _Builder:
             return self._flatten(name, ins, shape_in, m.start_dim, m.end_dim)
         if isinstance(m, nn.Dropout | nn.Identity):
             return ins
+        if isinstance(m, ChannelScale):  # a folded student's shortcut factor: a diagonal 1x1 conv (NIR's type
+            # inference reads a grouped conv's input channels from its weight alone, so not groups=C)
+            f = np.broadcast_to(np.asarray(self._uniform(ins, repr(n.target)), dtype=np.float64), m.scale.shape)
+            c = m.scale.numel()
+            weight = np.diag(m.scale.double().cpu().numpy() * f).astype(np.float32).reshape(c, c, 1, 1)
+            self.nodes[name] = nir.Conv2d(input_shape=tuple(int(s) for s in shape_in[1:]), weight=weight,
+                                          stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                                          bias=np.zeros(c, dtype=np.float32))
+            self._connect(ins, name)
+            return [_Term(name)]
         raise ConversionError(f"cannot export {n.target!r} ({type(m).__name__}): NIR has no node for it here")
 
     def _folded(self, n: torch.fx.Node, m: nn.Module, modules) -> tuple[torch.Tensor, torch.Tensor]:

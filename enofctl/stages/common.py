@@ -40,6 +40,8 @@ class TrainConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0, description="not applied to norm weights and biases")
     warmup_epochs: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up over this many steps, added to "
+                              "warmup_epochs' (a fine-tune from a good start: a fraction of an epoch)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: float | None = Field(None, gt=0)
     augment: bool = Field(True, description="random crop and horizontal flip (as the dataset allows)")

@@ -57,6 +57,12 @@ class SurrogateConvertConfig(_CalibrationData):
                                         "the teacher's logits by ridge regression towards its weights, with this "
                                         "strength (None: keep the teacher's classifier; 0.1 measured best of "
                                         "0.01 / 0.1 / 1 on digits)")
+    fold: bool = Field(True, description="calibration: fold each channel's threshold and amplitude into the "
+                       "weights (the spec's threshold, spikes of 1: EnOF's network; an identity shortcut may carry "
+                       "a per-channel factor); False keeps them as per-channel buffers of each neuron")
+    bn_reestimate: bool = Field(True, description="calibration: recompute each BatchNorm's running statistics "
+                                "under the already-calibrated student before fitting the neuron after it, so "
+                                "running and batch statistics agree when training starts")
 
     def spiking_spec(self) -> SpikingSpec:
         return SpikingSpec(T=self.T, neuron=self.neuron, repact=self.repact,
@@ -160,14 +166,42 @@ def _calibrate(student: SpikingNet, ann: nn.Module, teacher: Artifact,
         if cfg.method == "cq":
             return _calibrate_cq(student, ann, batches, teacher, cfg, progress)
         record = calibrate_student(student, ann, batches, percentile=cfg.percentile, readout_ridge=cfg.readout_ridge,
-                                   progress=_on_step(progress))
+                                   bn_reestimate=cfg.bn_reestimate, progress=_on_step(progress))
+        if not all(torch.isfinite(b).all() for b in student.body.buffers()):
+            raise CalibrationError("calibration produced a non-finite threshold or amplitude; nothing was written "
+                                   "(try more --calibrate batches)")
+        if cfg.fold:
+            record = _fold(student, record, batches)
     finally:
         student.to("cpu")
         ann.to("cpu")
-    if not all(torch.isfinite(b).all() for b in student.body.buffers()):
-        raise CalibrationError("calibration produced a non-finite threshold or amplitude; nothing was written "
-                               "(try more --calibrate batches)")
     return record
+
+
+def _fold(student: SpikingNet, record, batches: list[torch.Tensor]):
+    """The calibrated ``student`` folded into the spec's neuron (``spiking.fold``), in place, checked spike for
+    spike against the unfolded one on the first calibration batches; the record says what was folded. A
+    network the fold cannot trace or scale keeps its per-channel buffers (a warning says why)."""
+    import copy
+    import warnings
+
+    from enofctl.spiking.fold import FoldUnsupported, check_folded, fold_calibration
+    from enofctl.stages.common import StageWarning
+
+    before = copy.deepcopy(student)
+    try:
+        placed = fold_calibration(student)
+    except FoldUnsupported as e:
+        student.body = before.body  # as calibrated: the fold may have changed layers before it stopped
+        warnings.warn(f"the calibration stays in per-channel buffers: {e}", StageWarning, stacklevel=3)
+        return record
+    student.spec = student.spec.model_copy(update={"scaling": "none", "shortcut_scales": placed})
+    before.eval()
+    student.eval()
+    gap = check_folded(before, student, batches[:2])
+    scales = [m.scale for name, m in student.body.named_modules() if name in placed]
+    span = (float(min(s.min() for s in scales)), float(max(s.max() for s in scales))) if scales else None
+    return record.model_copy(update={"folded": True, "shortcut_scale_range": span, "fold_logit_error": gap})
 
 
 def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertConfig,
@@ -188,6 +222,7 @@ def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertCo
 
         quantize_weights(student.body, cfg.weight_bits, cfg.weight_norm)
     record = _calibrate(student, ann, teacher, cfg, progress) if cfg.calibrate else None
+    spec = student.spec  # a folded calibration changes the scaling and adds shortcut scales
     manifest = Manifest(
         kind="student", stage="convert", model=teacher.manifest.model, data=data_ref,
         spiking=spec, config=cfg.model_dump(), parents=[teacher.parent_ref()], calibration=record,

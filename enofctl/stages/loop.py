@@ -16,7 +16,7 @@ from enofctl import signals
 from enofctl.data import Augment, Data, data_on, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import TrainingError, UsageError
-from enofctl.models.norm import recompute_bn
+from enofctl.models.norm import batch_norms, recompute_bn
 from enofctl.spiking import logits_of
 from enofctl.stages.common import (
     ProgressEvent,
@@ -188,7 +188,30 @@ class Loop:
         devices = [self.ranks.device] if self.ranks.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             row = {"epoch": 0, **self.evaluate_splits()}
+            if not self.trainee.frozen_norm and batch_norms(self.state.model):
+                row["test_top1_batch_bn"] = self.batch_bn_top1(self.data.test)
         return {**row, "seconds": time.perf_counter() - t0, "train_seconds": 0.0}
+
+    @torch.no_grad()
+    def batch_bn_top1(self, split) -> float:
+        """top-1 of the model as training runs it with ``bn="batch"``: each BatchNorm normalizing a batch of
+        ``cfg.batch_size`` test samples (in order) by that batch's statistics; the running statistics are left
+        as they were. The start that training actually takes its first step from (epoch 0's
+        ``test_top1_batch_bn``)."""
+        model, cfg = self.state.model, self.cfg
+        saved = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k or "num_batches" in k}
+        train_mode(model)
+        right = n = 0
+        try:
+            for x, y in batches_on(split, self.ranks.device, self.trainee.mean, self.trainee.std,
+                                   batch_size=cfg.batch_size, limit=cfg.limit_test, shard=self.ranks.shard):
+                right += int((logits_of(model, x).argmax(1) == y).sum())
+                n += len(y)
+        finally:
+            model.load_state_dict(saved, strict=False)
+            model.eval()
+        right, n = self.ranks.sum([right, n])
+        return right / max(n, 1)
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """Train and evaluate one epoch: its history row (``seconds`` with evaluation, ``train_seconds`` the
@@ -230,7 +253,7 @@ def build_loop(trainee: Trainee, data: Data, cfg: TrainConfig, ranks: Ranks, pro
     model, net = ranks.wrap(trainee.model, cfg.sync_bn)
     opt = make_optimizer(model, cfg)
     steps = n_batches(data.train, cfg.batch_size * ranks.size, cfg.limit_train, drop_last=True)
-    sched = cosine_with_warmup(opt, cfg.epochs * steps, cfg.warmup_epochs * steps)
+    sched = cosine_with_warmup(opt, cfg.epochs * steps, cfg.warmup_epochs * steps + cfg.warmup_steps)
     state = TrainState(model, opt, sched, generator)
     return Loop(trainee, net, state, data, cfg, ranks, steps, ranks.main_only(progress))
 
