@@ -60,9 +60,10 @@ class SurrogateConvertConfig(_CalibrationData):
     fold: bool = Field(True, description="calibration: fold each channel's threshold and amplitude into the "
                        "weights (the spec's threshold, spikes of 1: EnOF's network; an identity shortcut may carry "
                        "a per-channel factor); False keeps them as per-channel buffers of each neuron")
-    bn_reestimate: bool = Field(True, description="calibration: recompute each BatchNorm's running statistics "
-                                "under the already-calibrated student before fitting the neuron after it, so "
-                                "running and batch statistics agree when training starts")
+    bn_reestimate: bool = Field(False, description="calibration: recompute each BatchNorm's running statistics "
+                                "under the already-calibrated student before fitting the neuron after it (measured "
+                                "on digits: no effect on the start in either BatchNorm mode, so off; "
+                                "benchmarks/calibration.md)")
 
     def spiking_spec(self) -> SpikingSpec:
         return SpikingSpec(T=self.T, neuron=self.neuron, repact=self.repact,
