@@ -24,7 +24,7 @@ from enofctl.schema.frames import FrameSpec
 from enofctl.schema.metrics import METRICS, StudentMetrics, TeacherMetrics
 from enofctl.schema.spiking import SpikingSpec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Kind = Literal["teacher", "student"]
 
@@ -42,11 +42,22 @@ class ModelSpec(Frozen):
     act: ActSpec = Field(default_factory=ActSpec, description="activation the ANN uses (relu, clamp, cq, qcfs)")
 
 
+class TrainSubset(Frozen):
+    """``--limit-train N``: the one fixed, stratified subset of the training split that every epoch drew from."""
+
+    size: int = Field(ge=1, description="N, the samples in the subset")
+    of: int = Field(ge=1, description="the training split's samples it was drawn from")
+    seed: int = Field(ge=0, description="the run's seed, which drew it")
+    sha256: str = Field(pattern="^[0-9a-f]{64}$", description="of the sorted indices as little-endian int64")
+
+
 class DataRef(Frozen):
     dataset: str
     data_dir: str | None = None
     classes: list[str]
     frames: FrameSpec | None = Field(None, description="event datasets: how each recording became T frames")
+    train_subset: TrainSubset | None = Field(None, description="--limit-train: the fixed training subset (None: "
+                                             "the whole training split)")
 
 
 class ParentRef(Frozen):
@@ -77,7 +88,7 @@ def _no_metrics(data: dict[str, Any]) -> TeacherMetrics | StudentMetrics:
 
 
 class Manifest(Frozen):
-    schema_version: Literal[3] = SCHEMA_VERSION
+    schema_version: Literal[4] = SCHEMA_VERSION
     kind: Kind
     stage: str = Field(description="what produced it: teacher-train, teacher-fetch, convert, distill")
     created: str = Field(default_factory=_now)
@@ -147,8 +158,20 @@ def _v2_to_v3(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+def _v3_to_v4(raw: dict[str, Any]) -> dict[str, Any]:
+    """Schema 3 -> 4 (issue #24).
+
+    - ``spiking.neuron.surrogate``: ``"dspike"`` is new (schema-3 students use one of the older names);
+    - ``data.train_subset``: new, absent (None): a schema-3 run with --limit-train drew a fresh random subset each
+      epoch, which no record can describe.
+    """
+    raw = copy.deepcopy(raw)
+    raw["schema_version"] = 4
+    return raw
+
+
 # {old_version: fn(manifest dict of old_version) -> manifest dict of old_version + 1}
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def upgrade(raw: dict[str, Any]) -> dict[str, Any]:
