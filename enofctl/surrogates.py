@@ -40,10 +40,10 @@ def _tanh(x: torch.Tensor, a: float) -> torch.Tensor:
 def _dspike(x: torch.Tensor, a: float) -> torch.Tensor:
     # Dspike as in the authors' group's code (yfguo91/MPBN), temperature a = 3: with u = x + 0.5 (the membrane
     # when v_th = 0.5), the derivative of tanh(a (clamp(u, 0, 1) - 0.5)) / (2 tanh(a / 2)) + 0.5, i.e.
-    #     a (1 - tanh(a x)^2) / (2 tanh(a / 2))  for |x| <= 0.5 (edges included, as torch.clamp's gradient), else 0;
+    #     a (1 - tanh(a x)^2) / (2 tanh(a / 2))  for |x| < 0.5, else 0 (torch.clamp's gradient is 0 at its bounds);
     # peak 3 / (2 tanh 1.5) = 1.66 at x = 0; it integrates to 1. The window is one unit wide around the
     # threshold whatever v_th is: u in [v_th - 0.5, v_th + 0.5] (with v_th = 0.5 exactly the formula's [0, 1]).
-    inside = (x.abs() <= 0.5).to(x.dtype)
+    inside = (x.abs() < 0.5).to(x.dtype)
     return inside * (a / (2 * math.tanh(a / 2))) * (1 - torch.tanh(a * x) ** 2)
 
 
