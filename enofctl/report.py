@@ -181,6 +181,10 @@ def _ci(mean: float, lo: float | None, hi: float | None, n: int, fmt: str, scale
     return f"{m} [{format(scale * lo, sign + fmt)}, {format(scale * hi, sign + fmt)}]"
 
 
+def _ci_only(r) -> str:
+    return f"[{100 * r.top1_lo:.2f}, {100 * r.top1_hi:.2f}]"
+
+
 _METRIC = {"top1": ("top-1, points", 100.0, ".2f"), "spikes_per_sample": ("spikes / sample", 1.0, ",.0f")}
 
 
@@ -225,7 +229,8 @@ def ablation_markdown(result: AblationResult) -> str:
     best = best_row(result)
     if best is not None and best.vs_teacher is not None:
         parts.append(f"Best student at T = {best.T}: {best.variant} ({best.grid}), "
-                     f"{_ci(best.top1_mean, best.top1_lo, best.top1_hi, best.n, '.2f', 100)} %, "
+                     f"{100 * best.top1_mean:.2f} % ("
+                     f"{'1 seed: no interval' if best.top1_lo is None else _level(cfg) + ' CI ' + _ci_only(best)}), "
                      f"{100 * best.vs_teacher:+.2f} points vs the teacher.\n")
     for grid, title in (("enof", "EnOF-SNN: L_AF and RepAct"), ("activity", "Activity: KD and regularizers")):
         rows = [r for r in result.rows if r.grid == grid]
