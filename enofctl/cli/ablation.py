@@ -24,6 +24,7 @@ ABLATE, TRAIN = o.defaults(AblateConfig), o.defaults(DistillConfig)
 
 @o.grouped
 def ablate(
+    ctx: typer.Context,
     teacher: Annotated[Path, typer.Option(help="Teacher artifact every cell distills from.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ablation.md/.json/.png and runs/.")],
     grid: Annotated[o.Grid, typer.Option(help="enof: baseline/+L_AF/+RepAct/both at each T; activity: "
@@ -70,7 +71,7 @@ def ablate(
                   laf_tau=laf_tau, device=device.value, data_dir=o.path_str(data_dir),
                   limit_train=limit_train, limit_test=limit_test, workers=workers, bn=bn.value, init=init.value,
                   **({"calibrate": calibrate} if calibrate is not None else {}))
-    train = DistillConfig(**o.recipe_fields(recipe, fields))
+    train = DistillConfig(**o.recipe_fields(ctx, recipe, fields))
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
                        train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg, ci=ci,
                        variants=o.parse_name_list(variants, "--variants"))

@@ -142,18 +142,14 @@ Recipe = Annotated[RecipeName | None, typer.Option(
     "lambda 0.1, RepAct. Options given explicitly override the preset's values.", show_default="none")]
 
 
-def given(*names: str) -> set[str]:
-    """Which of the current command's parameters ``names`` (all when none) were given on the command line (or
-    by environment), not left at their defaults: what overrides a --recipe preset."""
-    import click
-    from click.core import ParameterSource
-
-    ctx = click.get_current_context()
-    explicit = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
-    return {n for n in (names or ctx.params) if ctx.get_parameter_source(n) in explicit}
+def given(ctx: typer.Context) -> set[str]:
+    """The current command's parameters given on the command line (or by environment), not left at their
+    defaults: what overrides a --recipe preset."""
+    explicit = ("COMMANDLINE", "ENVIRONMENT")
+    return {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", None) in explicit}
 
 
-def recipe_fields(recipe: RecipeName | None, fields: dict[str, Any]) -> dict[str, Any]:
+def recipe_fields(ctx: typer.Context, recipe: RecipeName | None, fields: dict[str, Any]) -> dict[str, Any]:
     """DistillConfig keyword arguments: ``fields`` (every option's value) with the preset ``recipe`` applied
     under the options given explicitly (the neuron's as ``neuron.<field>``)."""
     from enofctl.stages.distill import with_recipe
@@ -161,7 +157,7 @@ def recipe_fields(recipe: RecipeName | None, fields: dict[str, Any]) -> dict[str
     if recipe is None:
         return fields
     neuron = {"decay", "v_th", "reset", "surrogate", "surrogate_alpha", "v_init"}
-    named = {"neuron." + ("alpha" if n == "surrogate_alpha" else n) if n in neuron else n for n in given()}
+    named = {"neuron." + ("alpha" if n == "surrogate_alpha" else n) if n in neuron else n for n in given(ctx)}
     if "neuron.surrogate" in named:  # a chosen surrogate keeps its own default sharpness
         named.add("neuron.alpha")
     return with_recipe(recipe.value, fields, named)

@@ -99,6 +99,7 @@ def _refuse_moved_neuron(neuron: NeuronSpec, repact: bool, percentile: float, re
 
 @o.grouped
 def distill(
+    ctx: typer.Context,
     teacher: Annotated[Path, typer.Option(help="Teacher artifact (frozen; guides the student through L_AF).")],
     out: o.Out,
     student: Annotated[Path | None, typer.Option(help="Student artifact to train.",
@@ -152,7 +153,7 @@ def distill(
         **({"calibrate": calibrate} if calibrate is not None else {}),
         download=download, init=init.value,
     )
-    cfg = DistillConfig(**o.recipe_fields(recipe_preset, fields))
+    cfg = DistillConfig(**o.recipe_fields(ctx, recipe_preset, fields))
     if cfg.init == "scratch" and student is not None:
         raise typer.BadParameter(f"--recipe {recipe_preset.value} trains from scratch (--init scratch): not with "
                                  "--student (give --init teacher to fine-tune it)", param_hint="--student")
