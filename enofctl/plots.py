@@ -163,7 +163,7 @@ def ablation(result: AblationResult) -> bytes:
         if r.top1_lo is not None and r.spikes_lo is not None:  # asymmetric-ready: [[below], [above]]
             spread = {"xerr": [[r.spikes_mean - r.spikes_lo], [r.spikes_hi - r.spikes_mean]],
                       "yerr": [[100 * (r.top1_mean - r.top1_lo)], [100 * (r.top1_hi - r.top1_mean)]], "capsize": 3}
-        accuracies.append(100 * r.top1_mean)
+        accuracies += [100 * v for v in (r.top1_mean, r.top1_lo, r.top1_hi) if v is not None]  # bars inside
         ax.errorbar(r.spikes_mean, 100 * r.top1_mean, fmt=markers[Ts.index(r.T) % len(markers)],
                     color=f"C{variants.index((r.grid, r.variant)) % 10}", label=f"{r.grid}: {r.variant} (T={r.T})",
                     markersize=7, **spread)
