@@ -194,9 +194,10 @@ def comparison_rows(result: AblationResult, grid: str) -> list[list[str]]:
         if c.grid != grid:
             continue
         name, scale, fmt = _METRIC[c.metric]
+        boot = "-" if c.boot_lo is None else f"[{scale * c.boot_lo:+.2f}, {scale * c.boot_hi:+.2f}]"
         rows.append([str(c.T), f"{c.variant} vs {c.reference}", name,
                      _ci(c.diff, c.lo, c.hi, len(c.seeds), fmt, scale, "+"), c.verdict,
-                     "-" if c.mde is None else format(scale * c.mde, fmt), str(len(c.seeds))])
+                     "-" if c.mde is None else format(scale * c.mde, fmt), str(len(c.seeds)), boot])
     return rows
 
 
@@ -207,7 +208,8 @@ seed: the same data order and calibration images). Verdict: *helps* / *hurts* wh
 (for spikes, fewer is better), else *no effect found* - not "no effect", only none the run could resolve.
 MDE = minimum detectable effect: the smallest true difference a two-sided paired t test at this level finds
 with 80 % power, (t_(1+L)/2,n-1 + t_0.8,n-1) * s_d / sqrt(n) (docs/ablate.md). With one seed there is no
-interval and no verdict.
+interval and no verdict. *bootstrap*: a paired bootstrap interval (2,000 resamples of seeds and test images,
+same level) of the top-1 difference, a check on the t interval; "-" where a cell's per-image record is missing.
 """
 
 
@@ -252,7 +254,7 @@ def ablation_markdown(result: AblationResult) -> str:
         if comparisons:
             parts += [f"### {title}: paired differences\n",
                       _md_table(["T", "comparison", "metric", f"paired diff [{level} CI]", "verdict", "MDE",
-                                 "seeds"], comparisons), ""]
+                                 "seeds", "bootstrap"], comparisons), ""]
     parts.append(STATS_LEGEND.format(level=level))
     return "\n".join(parts)
 

@@ -152,7 +152,11 @@ def test_cli_ablate_writes_tables_and_resumes(tmp_path) -> None:
         ("+L_AF", "baseline", "top1", 1), ("+L_AF", "baseline", "top1", 2), ("KD", "CE", "top1", 2),
         ("KD", "CE", "spikes_per_sample", 2)}
     assert all(c["seeds"] == [0, 1] and c["lo"] is not None for c in result["comparisons"])
-    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert all((c["boot_lo"] is not None) == (c["metric"] == "top1") for c in result["comparisons"])
+    runs = sorted(p.name for p in (out / "runs").glob("*.safetensors"))
+    assert sorted(p.name for p in (out / "runs").glob("*.correct.bin")) == [
+        r.removesuffix(".safetensors") + ".correct.bin" for r in runs]  # each cell's per-image record
+    assert (out / "runs" / runs[0].replace(".safetensors", ".correct.bin")).stat().st_size == 64 // 8
     assert len(runs) == 8 + 4 - 2  # the activity grid's CE cells are the enof baselines at T=2
     m = artifacts.load(out / "runs" / runs[0]).manifest  # the neuron options reach every cell
     assert (m.spiking.neuron.decay, m.spiking.neuron.reset, m.spiking.neuron.v_init) == (1.0, "soft", 0.5)

@@ -7,6 +7,7 @@ import math
 import random
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from enofctl import stats
@@ -116,10 +117,10 @@ def test_markdown_shows_intervals_verdicts_and_mde() -> None:
     result = result_of(AblateConfig(T=[2]), "t", 0.9, 360, cells)
     md = ablation_markdown(result)
     assert "Error bars and intervals are 95 % confidence intervals" in md
-    assert "| T | comparison | metric | paired diff [95 % CI] | verdict | MDE | seeds |" in md
+    assert "| T | comparison | metric | paired diff [95 % CI] | verdict | MDE | seeds | bootstrap |" in md
     line = next(x for x in md.splitlines() if "+L_AF vs baseline" in x)
     c = _by(result.comparisons)[("+L_AF", "baseline")]
-    assert f"{100 * c.diff:+.2f} [{100 * c.lo:+.2f}, {100 * c.hi:+.2f}] | helps | {100 * c.mde:.2f} | 5 |" in line
+    assert f"{100 * c.diff:+.2f} [{100 * c.lo:+.2f}, {100 * c.hi:+.2f}] | helps | {100 * c.mde:.2f} | 5 | - |" in line
     r = result.rows[0]
     assert f"| baseline | 2 | {100 * r.top1_mean:.2f} [{100 * r.top1_lo:.2f}, {100 * r.top1_hi:.2f}] |" in md
     assert result.schema_version == 2
@@ -173,3 +174,44 @@ def test_an_interrupted_ablation_resumes_to_the_same_table(tmp_path, monkeypatch
     assert resumed.rows == fresh.rows and resumed.comparisons == fresh.comparisons
     assert ablation_markdown(resumed) == ablation_markdown(fresh)
     assert {c.verdict for c in resumed.comparisons if c.variant == "+L_AF"} == {"helps"}
+
+
+def _correct(p: float, seed: int, n: int = 2000) -> np.ndarray:
+    return np.random.default_rng(seed).random(n) < p
+
+
+def test_paired_bootstrap_over_seeds_and_images() -> None:
+    base = {s: _correct(0.80 + SEED_NOISE[i], 100 + i) for i, s in enumerate(SEEDS)}
+    # the variant: the baseline's images, plus 3 % of them turned right (a planted +3 points on shared noise)
+    better = {s: base[s] | _correct(0.15, 200 + s) for s in SEEDS}
+    lo, hi = stats.paired_bootstrap(better, base)
+    gain = np.mean([better[s].mean() - base[s].mean() for s in SEEDS])
+    assert lo < gain < hi and lo > 0
+    same = stats.paired_bootstrap({s: base[s] for s in SEEDS}, base)
+    assert same == (0.0, 0.0)  # identical cells: no difference on any resample
+    assert stats.paired_bootstrap(better, base) == (lo, hi)  # fixed by its seed
+    assert stats.paired_bootstrap({0: better[0]}, {0: base[0]}) is None  # one seed: none
+    noisy = {s: _correct(0.80 + SEED_NOISE[i], 300 + i) for i, s in enumerate(SEEDS)}  # independent images
+    nlo, nhi = stats.paired_bootstrap(noisy, base)
+    assert nlo < 0 < nhi  # no planted effect: the interval holds 0
+
+
+def test_compare_adds_the_bootstrap_where_every_cell_has_its_images() -> None:
+    cells = _cells({"baseline": 0.0, "+L_AF": 0.03})
+    base = {s: _correct(0.80, 100 + s) for s in SEEDS}
+    correct = {("enof", "baseline", 2, s): base[s] for s in SEEDS}
+    correct |= {("enof", "+L_AF", 2, s): base[s] | _correct(0.15, 200 + s) for s in SEEDS}
+    c = compare(cells, correct=correct)[0]
+    assert c.boot_lo is not None and 0 < c.boot_lo < c.boot_hi
+    del correct[("enof", "+L_AF", 2, 3)]
+    assert compare(cells, correct=correct)[0].boot_lo is None  # one cell's record missing: no bootstrap
+
+
+def test_correctness_sidecar_round_trips(tmp_path) -> None:
+    path = tmp_path / "enof_baseline_T2_s0.safetensors"
+    bits = _correct(0.7, 0, 13)
+    ablate_mod.correct_path(path).write_bytes(np.packbits(bits).tobytes())
+    assert ablate_mod.correct_path(path).name == "enof_baseline_T2_s0.correct.bin"
+    assert np.array_equal(ablate_mod.read_correct(path, 13), bits)
+    assert ablate_mod.read_correct(path, 100) is None  # another test set: not this cell's record
+    assert ablate_mod.read_correct(tmp_path / "other.safetensors", 13) is None

@@ -22,14 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts, stats
-from enofctl.data import load_dataset
+from enofctl.data import data_at, load_dataset
 from enofctl.distributed import Ranks
 from enofctl.errors import ArtifactError, UsageError
+from enofctl.io import atomic_write
 from enofctl.schema import Manifest
-from enofctl.stages.common import StageWarning, resolve_device, save_trained
+from enofctl.spiking import logits_of
+from enofctl.stages.common import StageWarning, batches_on, resolve_device, save_trained
 from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill_student
 from enofctl.stages.evaluate import EvalConfig, measure
 
@@ -136,6 +140,9 @@ class Comparison(BaseModel):
     hi: float | None = None
     verdict: stats.Verdict = Field(description="helps / hurts: the CI excludes 0 (for spikes fewer is better)")
     mde: float | None = Field(None, description="minimum detectable effect at 80 % power (None for one seed)")
+    boot_lo: float | None = Field(None, description="top1: the paired bootstrap interval over seeds and test "
+                                  "images (None without every cell's per-image correctness, or one seed)")
+    boot_hi: float | None = None
 
 
 ABLATION_SCHEMA_VERSION = 2
@@ -222,9 +229,13 @@ def summarize(cells: list[Cell], teacher_top1: float | None = None, level: float
     return rows
 
 
-def compare(cells: list[Cell], level: float = 0.95) -> list[Comparison]:
-    """Every comparison of ``COMPARISONS`` whose two variants ran at a T, paired on their common seeds."""
-    groups = _groups(cells)
+Correct = dict[tuple[str, str, int, int], np.ndarray]  # (grid, variant, T, seed): bool per test image
+
+
+def compare(cells: list[Cell], level: float = 0.95, correct: Correct | None = None) -> list[Comparison]:
+    """Every comparison of ``COMPARISONS`` whose two variants ran at a T, paired on their common seeds; with
+    ``correct`` holding every cell of a top-1 comparison, also its paired bootstrap interval."""
+    groups, correct = _groups(cells), correct or {}
     out = []
     for grid, variant, reference, metrics in COMPARISONS:
         for T in sorted({T for g, _, T in groups if g == grid}):
@@ -234,9 +245,15 @@ def compare(cells: list[Cell], level: float = 0.95) -> list[Comparison]:
             for metric in metrics:
                 p = stats.paired({c.seed: getattr(c, metric) for c in a}, {c.seed: getattr(c, metric) for c in b},
                                  level, higher_is_better=metric == "top1")
+                boot = None
+                va = {s: correct.get((grid, variant, T, s)) for s in p.seeds}
+                vb = {s: correct.get((grid, reference, T, s)) for s in p.seeds}
+                if metric == "top1" and all(v is not None for v in (*va.values(), *vb.values())):
+                    boot = stats.paired_bootstrap(va, vb, level)
                 out.append(Comparison(grid=grid, T=T, variant=variant, reference=reference, metric=metric,
                                       seeds=list(p.seeds), diff=p.diff.mean, lo=p.diff.lo, hi=p.diff.hi,
-                                      verdict=p.verdict, mde=p.mde))
+                                      verdict=p.verdict, mde=p.mde, boot_lo=boot and boot[0],
+                                      boot_hi=boot and boot[1]))
     return out
 
 
@@ -275,10 +292,40 @@ def _finished(path: Path, dcfg: DistillConfig) -> Manifest | None:
 _NO_EFFECT = {"workers": None, "log_every": None}  # options that change no result: any value will do
 
 
+def correct_path(artifact: str | Path) -> Path:
+    """A cell's per-test-image correctness, beside its artifact: ``NAME.correct.bin`` (numpy.packbits of one
+    bool per test image, in test-split order)."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name.removesuffix(".safetensors") + ".correct.bin")
+
+
+@torch.no_grad()
+def per_image_correct(model, split, device, spec, limit: int | None) -> np.ndarray:
+    """Whether ``model``'s top-1 is right on each test image (the first ``limit``), in split order."""
+    model.eval()
+    out = [(logits_of(model, x).argmax(1) == y).cpu()
+           for x, y in batches_on(split, device, spec.mean, spec.std, batch_size=256, limit=limit)]
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=bool)
+
+
+def read_correct(artifact: str | Path, samples: int | None) -> np.ndarray | None:
+    """A cell's per-image correctness (None: no sidecar, or not ``samples`` images: e.g. a cell of an older run)."""
+    path = correct_path(artifact)
+    if samples is None or not path.is_file() or path.stat().st_size != (samples + 7) // 8:
+        return None
+    return np.unpackbits(np.frombuffer(path.read_bytes(), dtype=np.uint8), count=samples).astype(bool)
+
+
 def train_cell(dcfg: DistillConfig, src: DistillInputs, path: Path) -> Manifest:
-    """One cell: a student distilled from the loaded teacher and data, written to ``path``."""
+    """One cell: a student distilled from the loaded teacher and data, written to ``path``, with its per-image
+    correctness beside it (`correct_path`, for the paired bootstrap)."""
     trained = distill_student(dcfg, src)
-    return save_trained(path, trained, Ranks.here(resolve_device(dcfg.device))).manifest
+    device = resolve_device(dcfg.device)
+    test = data_at(src.data, trained.model.T).test  # event data: at the student's T
+    correct = per_image_correct(trained.model, test, device, trained.manifest.model, dcfg.limit_test)
+    ranks = Ranks.here(device)
+    ranks.on_main(lambda: atomic_write(correct_path(path), lambda tmp: tmp.write_bytes(np.packbits(correct).tobytes())))
+    return save_trained(path, trained, ranks).manifest
 
 
 def run_cells(todo: list, src: DistillInputs, runs: Path, on_cell: CellFn | None) -> list[Cell]:
@@ -330,11 +377,15 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
                     EvalConfig(limit=cfg.train.limit_test, speed_batches=0))
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     cells = run_cells(todo, src, out_dir / "runs", on_cell)
-    return result_of(cfg, str(teacher), t_run.top1, t_run.samples, cells)
+    correct = {(c.grid, c.variant, c.T, c.seed): read_correct(c.artifact, t_run.samples) for c in cells}
+    return result_of(cfg, str(teacher), t_run.top1, t_run.samples, cells,
+                     {k: v for k, v in correct.items() if v is not None})
 
 
 def result_of(cfg: AblateConfig, teacher: str, teacher_top1: float | None, test_samples: int | None,
-              cells: list[Cell]) -> AblationResult:
-    """The result of finished cells: rows and comparisons computed from them alone (`summarize`, `compare`)."""
+              cells: list[Cell], correct: Correct | None = None) -> AblationResult:
+    """The result of finished cells: rows and comparisons computed from them (and their per-image correctness,
+    for the bootstrap) alone (`summarize`, `compare`)."""
     return AblationResult(teacher=teacher, teacher_top1=teacher_top1, test_samples=test_samples, config=cfg,
-                          cells=cells, rows=summarize(cells, teacher_top1, cfg.ci), comparisons=compare(cells, cfg.ci))
+                          cells=cells, rows=summarize(cells, teacher_top1, cfg.ci),
+                          comparisons=compare(cells, cfg.ci, correct))
