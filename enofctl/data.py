@@ -23,11 +23,12 @@ import torch.nn.functional as F
 
 from enofctl.augment import Augment, augment_batch, autoaugment, cutout
 from enofctl.errors import DataError, UsageError, first_line
-from enofctl.schema import FrameSpec
+from enofctl.schema import FrameSpec, TrainSubset
 
 __all__ = ["DATASETS", "EVENT_DATASETS", "Augment", "Data", "DatasetInfo", "FolderSplit", "TensorSplit",
            "augment_batch", "autoaugment", "availability", "cutout", "data_at", "data_on", "dataset_info",
-           "default_workers", "load_dataset", "normalize", "split_on", "split_validation"]
+           "default_workers", "limit_train", "load_dataset", "normalize", "split_on", "split_validation",
+           "stratified_subset"]
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -316,6 +317,7 @@ class Data:
     val: TensorSplit | FolderSplit | None = None  # carved from the training set by split_validation
     frames: FrameSpec | None = None  # event datasets: how each recording became frames (enofctl.events)
     root: Path | None = None  # event datasets: the folder read (to bin it again at another T)
+    train_subset: TrainSubset | None = None  # --limit-train: the fixed subset `train` now is (limit_train)
 
 
 def split_on(split: TensorSplit | FolderSplit, device: torch.device, workers: int | None = None,
@@ -358,6 +360,35 @@ def split_validation(data: Data, fraction: float, seed: int) -> Data:
     keep[val_idx] = False
     train_idx = keep.nonzero().flatten()
     return replace(data, train=data.train.subset(train_idx), val=data.train.subset(val_idx))
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` of the indices of ``labels``, sorted, drawn once by a generator seeded with ``seed``, per class in
+    proportion to its size: each class's indices in a random order, the k-th of a class of size c placed at
+    (k + 0.5) / c, and the ``n`` earliest places taken (so every class gets round(n c / N) +- 1)."""
+    g = torch.Generator().manual_seed(seed)
+    idx, place = [], []
+    for c in torch.unique(labels):  # sorted
+        members = (labels == c).nonzero().flatten()
+        idx.append(members[torch.randperm(len(members), generator=g)])
+        place.append((torch.arange(len(members), dtype=torch.float64) + 0.5) / len(members))
+    idx_all, place_all = torch.cat(idx), torch.cat(place)
+    order = torch.sort(place_all, stable=True).indices[:n]
+    return idx_all[order].sort().values
+
+
+def limit_train(data: Data, n: int | None, seed: int) -> Data:
+    """``--limit-train N``: the training split cut once to a fixed, stratified subset of ``n`` samples
+    (`stratified_subset` with ``seed``), which every epoch then draws from, recorded as ``data.train_subset``
+    (size, seed and the sha256 of the sorted indices). ``n`` None, or at least the split's size: ``data``."""
+    if n is None or n >= len(data.train) or data.train_subset is not None:
+        return data
+    import hashlib
+
+    idx = stratified_subset(data.train.labels(), n, seed)
+    digest = hashlib.sha256(idx.to(torch.int64).numpy().astype("<i8").tobytes()).hexdigest()
+    record = TrainSubset(size=n, of=len(data.train), seed=seed, sha256=digest)
+    return replace(data, train=data.train.subset(idx), train_subset=record)
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -149,8 +149,9 @@ def all_plots(results: list[EvalResult], layers_at: int | None = None) -> dict[s
 
 
 def ablation(result: AblationResult) -> bytes:
-    """Accuracy vs. spikes per sample of every ablation row, with the seed spread as error bars (none for one
-    seed); the legend sits beside the axes, so it covers no point."""
+    """Accuracy vs. spikes per sample of every ablation row, with the rows' confidence intervals (Student t over
+    the seeds, ``config.ci``) as error bars (none for one seed); the legend sits beside the axes, so it covers no
+    point."""
     plt, fig, ax = _figure(11.0, 5.0)
     seeds = len(result.config.seeds)
     variants = list(dict.fromkeys((r.grid, r.variant) for r in result.rows))  # color: the variant
@@ -158,8 +159,11 @@ def ablation(result: AblationResult) -> bytes:
     markers = "os^Dvp*h"
     accuracies = []
     for r in result.rows:
-        spread = {"xerr": r.spikes_std, "yerr": 100 * r.top1_std, "capsize": 3} if seeds > 1 else {}
-        accuracies.append(100 * r.top1_mean)
+        spread = {}
+        if r.top1_lo is not None and r.spikes_lo is not None:  # asymmetric-ready: [[below], [above]]
+            spread = {"xerr": [[r.spikes_mean - r.spikes_lo], [r.spikes_hi - r.spikes_mean]],
+                      "yerr": [[100 * (r.top1_mean - r.top1_lo)], [100 * (r.top1_hi - r.top1_mean)]], "capsize": 3}
+        accuracies += [100 * v for v in (r.top1_mean, r.top1_lo, r.top1_hi) if v is not None]  # bars inside
         ax.errorbar(r.spikes_mean, 100 * r.top1_mean, fmt=markers[Ts.index(r.T) % len(markers)],
                     color=f"C{variants.index((r.grid, r.variant)) % 10}", label=f"{r.grid}: {r.variant} (T={r.T})",
                     markersize=7, **spread)
@@ -169,8 +173,9 @@ def ablation(result: AblationResult) -> bytes:
     ax.set_ylim(*accuracy_limits(accuracies))
     ax.set_xlabel("spikes per sample")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("Ablation: accuracy vs. activity " + (f"(mean +- std over {seeds} seeds)" if seeds > 1 else
-                                                        "(one seed: no error bars)"))
+    level = f"{100 * result.config.ci:g} %"
+    ax.set_title("Ablation: accuracy vs. activity " + (f"(mean over {seeds} seeds; error bars: {level} CIs)"
+                                                        if seeds > 1 else "(1 seed: no interval, no error bars)"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _png(plt, fig)

@@ -168,43 +168,94 @@ def write_report(results: list[EvalResult], folder: str | Path, layers_at: int |
     return folder
 
 
-def _spread(mean: float, std: float, seeds: int, fmt: str) -> str:
-    """``mean +- std`` over several seeds; one seed has no spread, so only its value."""
-    return format(mean, fmt) if seeds < 2 else f"{format(mean, fmt)} +- {format(std, fmt)}"
+def _level(cfg) -> str:
+    return f"{100 * cfg.ci:g} %"
+
+
+def _ci(mean: float, lo: float | None, hi: float | None, n: int, fmt: str, scale: float = 1.0,
+        sign: str = "") -> str:
+    """``mean [lo, hi]``; one seed has no interval, and says so."""
+    m = format(scale * mean, sign + fmt)
+    if lo is None or hi is None:
+        return f"{m} ({n} seed: no interval)" if n < 2 else m
+    return f"{m} [{format(scale * lo, sign + fmt)}, {format(scale * hi, sign + fmt)}]"
+
+
+def _ci_only(r) -> str:
+    return f"[{100 * r.top1_lo:.2f}, {100 * r.top1_hi:.2f}]"
+
+
+_METRIC = {"top1": ("top-1, points", 100.0, ".2f"), "spikes_per_sample": ("spikes / sample", 1.0, ",.0f")}
+
+
+def comparison_rows(result: AblationResult, grid: str) -> list[list[str]]:
+    rows = []
+    for c in result.comparisons:
+        if c.grid != grid:
+            continue
+        name, scale, fmt = _METRIC[c.metric]
+        boot = "-" if c.boot_lo is None else f"[{scale * c.boot_lo:+.2f}, {scale * c.boot_hi:+.2f}]"
+        rows.append([str(c.T), f"{c.variant} vs {c.reference}", name,
+                     _ci(c.diff, c.lo, c.hi, len(c.seeds), fmt, scale, "+"), c.verdict,
+                     "-" if c.mde is None else format(scale * c.mde, fmt), str(len(c.seeds)), boot])
+    return rows
+
+
+STATS_LEGEND = """\
+Error bars and intervals are {level} confidence intervals: Student t over the seeds for a mean, and for a
+*paired diff* the t interval of the per-seed differences (variant minus reference, each pair run with the same
+seed: the same data order and calibration images). Verdict: *helps* / *hurts* when the interval excludes 0
+(for spikes, fewer is better), else *no effect found* - not "no effect", only none the run could resolve.
+MDE = minimum detectable effect: the smallest true difference a two-sided paired t test at this level finds
+with 80 % power, (t_(1+L)/2,n-1 + t_0.8,n-1) * s_d / sqrt(n) (docs/ablate.md). With one seed there is no
+interval and no verdict. *bootstrap*: a paired bootstrap interval (2,000 resamples of seeds and test images,
+same level) of the top-1 difference, a check on the t interval; "-" where a cell's per-image record is missing.
+"""
 
 
 def ablation_markdown(result: AblationResult) -> str:
     cfg = result.config
     seeds = len(cfg.seeds)
-    spread = ("Mean +- standard deviation over the seeds" if seeds > 1 else
-              "One seed, so no spread: a difference between cells may be seed noise")
+    level = _level(cfg)
+    spread = (f"Mean [{level} CI] over {seeds} seeds" if seeds > 1 else
+              "1 seed: no interval, so no verdict: a difference between cells may be seed noise")
     samples = f" on {result.test_samples:,} test samples" if result.test_samples else ""
+    subset = (f" on a fixed stratified subset of {cfg.train.limit_train:,} training samples (drawn per seed)"
+              if cfg.train.limit_train else "")
+    start = "trained from scratch (`--init scratch`)" if cfg.train.init == "scratch" else "from the teacher's weights"
     parts = [f"# Ablation\n\nteacher `{result.teacher}` (top-1 "
              f"{'-' if result.teacher_top1 is None else f'{100 * result.teacher_top1:.2f} %'}{samples}, the "
              f"samples every cell is tested on); seeds {cfg.seeds}; {cfg.train.epochs} "
-             f"epoch{'s' if cfg.train.epochs != 1 else ''} per cell"
-             f"{f' on the first {cfg.train.limit_train:,} training samples' if cfg.train.limit_train else ''}. "
+             f"epoch{'s' if cfg.train.epochs != 1 else ''} per cell{subset}, students {start}. "
              f"{spread}; *vs teacher* in points.\n"]
     best = best_row(result)
     if best is not None and best.vs_teacher is not None:
         parts.append(f"Best student at T = {best.T}: {best.variant} ({best.grid}), "
-                     f"{_spread(100 * best.top1_mean, 100 * best.top1_std, seeds, '.2f')} %, "
+                     f"{100 * best.top1_mean:.2f} % ("
+                     f"{'1 seed: no interval' if best.top1_lo is None else _level(cfg) + ' CI ' + _ci_only(best)}), "
                      f"{100 * best.vs_teacher:+.2f} points vs the teacher.\n")
     for grid, title in (("enof", "EnOF-SNN: L_AF and RepAct"), ("activity", "Activity: KD and regularizers")):
         rows = [r for r in result.rows if r.grid == grid]
         if not rows:
             continue
-        head = "| variant | T | top-1 % | vs teacher | spikes / sample |" + (" vs CE |" if grid == "activity" else "")
+        head = (f"| variant | T | top-1 % [{level} CI] | vs teacher | spikes / sample [{level} CI] |"
+                + (" vs CE |" if grid == "activity" else ""))
         sep = "|---|---|---|---|---|" + ("---|" if grid == "activity" else "")
         parts += [f"## {title}\n", head, sep]
         for r in rows:
             gap = "-" if r.vs_teacher is None else f"{100 * r.vs_teacher:+.2f}"
-            line = (f"| {r.variant} | {r.T} | {_spread(100 * r.top1_mean, 100 * r.top1_std, seeds, '.2f')} | "
-                    f"{gap} | {_spread(r.spikes_mean, r.spikes_std, seeds, ',.0f')} |")
+            line = (f"| {r.variant} | {r.T} | {_ci(r.top1_mean, r.top1_lo, r.top1_hi, r.n, '.2f', 100)} | "
+                    f"{gap} | {_ci(r.spikes_mean, r.spikes_lo, r.spikes_hi, r.n, ',.0f')} |")
             if grid == "activity":
                 line += " - |" if r.spikes_vs_ce_pct is None else f" {r.spikes_vs_ce_pct:+.1f} % |"
             parts.append(line)
         parts.append("")
+        comparisons = comparison_rows(result, grid)
+        if comparisons:
+            parts += [f"### {title}: paired differences\n",
+                      _md_table(["T", "comparison", "metric", f"paired diff [{level} CI]", "verdict", "MDE",
+                                 "seeds", "bootstrap"], comparisons), ""]
+    parts.append(STATS_LEGEND.format(level=level))
     return "\n".join(parts)
 
 

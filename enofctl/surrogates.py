@@ -31,9 +31,20 @@ def _atan(x: torch.Tensor, a: float) -> torch.Tensor:
 
 
 def _tanh(x: torch.Tensor, a: float) -> torch.Tensor:
-    # tanh-shaped surrogate of the EnOF code ("Dspike"-like), sharpness a = 3: the derivative of
-    # (1 + tanh(a x)) / 2, which integrates to 1 over the real line.
+    # tanh-shaped, sharpness a = 3: the derivative of (1 + tanh(a x)) / 2, which integrates to 1 over the real
+    # line. Not Dspike: it has no window (nonzero everywhere) and peaks at a / 2 = 1.5; `dspike` is the
+    # authors' group's surrogate.
     return (a / 2) * (1 - torch.tanh(a * x) ** 2)
+
+
+def _dspike(x: torch.Tensor, a: float) -> torch.Tensor:
+    # Dspike as in the authors' group's code (yfguo91/MPBN), temperature a = 3: with u = x + 0.5 (the membrane
+    # when v_th = 0.5), the derivative of tanh(a (clamp(u, 0, 1) - 0.5)) / (2 tanh(a / 2)) + 0.5, i.e.
+    #     a (1 - tanh(a x)^2) / (2 tanh(a / 2))  for |x| < 0.5, else 0 (torch.clamp's gradient is 0 at its bounds);
+    # peak 3 / (2 tanh 1.5) = 1.66 at x = 0; it integrates to 1. The window is one unit wide around the
+    # threshold whatever v_th is: u in [v_th - 0.5, v_th + 0.5] (with v_th = 0.5 exactly the formula's [0, 1]).
+    inside = (x.abs() < 0.5).to(x.dtype)
+    return inside * (a / (2 * math.tanh(a / 2))) * (1 - torch.tanh(a * x) ** 2)
 
 
 SURROGATES: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float]] = {
@@ -42,6 +53,7 @@ SURROGATES: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float
     "sigmoid": (_sigmoid, 4.0),
     "atan": (_atan, 2.0),
     "tanh": (_tanh, 3.0),
+    "dspike": (_dspike, 3.0),
 }
 
 # the names a spec, the CLI and the docs accept: the registry's keys

@@ -54,18 +54,25 @@ def test_vs_teacher_best_row_and_markdown() -> None:
     cells = [Cell(grid="enof", variant=v, T=T, seed=0, artifact="x", top1=acc, spikes_per_sample=10, seconds=0)
              for v, T, acc in (("baseline", 4, 0.80), ("both", 4, 0.86), ("both", 2, 0.88))]
     rows = summarize(cells, teacher_top1=0.90)
-    assert [round(r.vs_teacher, 6) for r in rows] == [-0.1, -0.04, -0.02]
+    assert [(r.T, r.variant, round(r.vs_teacher, 6)) for r in rows] == [  # rows in the tables' order: T, variant
+        (2, "both", -0.02), (4, "baseline", -0.1), (4, "both", -0.04)]
     result = AblationResult(teacher="t", teacher_top1=0.9, test_samples=1000,
-                            config=AblateConfig(T=[2, 4]), cells=cells, rows=rows)
+                            config=AblateConfig(T=[2, 4], seeds=[0]), cells=cells, rows=rows)
     assert best_row(result).variant == "both" and best_row(result).T == 4  # at the largest T by default
     assert best_row(result, T=2).top1_mean == 0.88
-    md = ablation_markdown(result)  # one seed: no spread printed, none claimed
-    assert "90.00 % on 1,000 test samples" in md and "| both | 4 | 86.00 | -4.00 | 10 |" in md
-    assert "Best student at T = 4: both (enof), 86.00 %, -4.00 points vs the teacher." in md
-    assert "+-" not in md and "One seed" in md and "over the seeds" not in md
-    two = result.model_copy(update={"config": AblateConfig(T=[2, 4], seeds=[0, 1])})
+    md = ablation_markdown(result)  # one seed: no interval printed, none claimed
+    assert "90.00 % on 1,000 test samples" in md
+    assert "| both | 4 | 86.00 (1 seed: no interval) | -4.00 | 10 (1 seed: no interval) |" in md
+    assert "Best student at T = 4: both (enof), 86.00 % (1 seed: no interval), -4.00 points vs the teacher." in md
+    assert "1 seed: no interval, so no verdict" in md and "CI] over" not in md
+    two_cells = cells + [c.model_copy(update={"seed": 1, "top1": c.top1 + 0.02}) for c in cells]
+    two = AblationResult(teacher="t", teacher_top1=0.9, test_samples=1000, config=AblateConfig(T=[2, 4], seeds=[0, 1]),
+                         cells=two_cells, rows=summarize(two_cells, 0.90))
     md = ablation_markdown(two)
-    assert "| both | 4 | 86.00 +- 0.00 | -4.00 | 10 +- 0 |" in md and "over the seeds" in md
+    h = 12.7062 * 0.01 * 2 ** 0.5 / 2 ** 0.5  # t_0.975,1 * s / sqrt(2), s = 0.02 / sqrt(2)
+    assert f"| both | 4 | 87.00 [{87 - 100 * h:.2f}, {87 + 100 * h:.2f}] | -3.00 | 10 [10, 10] |" in md
+    assert "Mean [95 % CI] over 2 seeds" in md
+    assert f"both (enof), 87.00 % (95 % CI [{87 - 100 * h:.2f}, {87 + 100 * h:.2f}]), -3.00 points" in md
 
 
 def test_time_left_is_weighted_by_T(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,33 +124,50 @@ def test_the_teacher_is_read_and_built_once(tmp_path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(artifacts.Artifact, "build", counting_build)
     cfg = AblateConfig(grid="enof", T=[1], seeds=[0], variants=["baseline", "+L_AF"],
                        train=DistillConfig(epochs=1, limit_train=32, limit_test=16, batch_size=16, device="cpu"))
-    result = ablate_mod.ablate(cfg, t, tmp_path / "abl")
+    with pytest.warns(ablate_mod.StageWarning, match="one seed gives no confidence interval"):
+        result = ablate_mod.ablate(cfg, t, tmp_path / "abl")
     assert [expect for _, expect in loads].count("teacher") == 1  # the rest: cells looked up before training
     assert builds.count("teacher") == 1
     assert len(result.cells) == 2 and result.test_samples == 16
 
 
 def test_cli_ablate_writes_tables_and_resumes(tmp_path) -> None:
+    """Both grids, two T and two seeds, two variants of each grid (10 cells to train, 1 epoch of 64 samples)."""
     t = tmp_path / "t.safetensors"
     ok("teacher", "train", "--dataset", "synthetic", "--width", "0.125", "--epochs", "1", "--quiet", "--out", t)
     out = tmp_path / "abl"
     args = ("ablate", "--teacher", t, "--grid", "both", "--T", "1,2", "--seeds", "0,1", "--epochs", "1",
-            "--limit-train", "64", "--decay", "1", "--reset", "soft", "--v-init", "0.5", "--out", out, "--quiet")
-    assert ok(*args).strip() == str(out / "ablation.md")
+            "--variants", "baseline,+L_AF,CE,KD", "--limit-train", "64", "--limit-test", "64", "--decay", "1",
+            "--reset", "soft", "--v-init", "0.5", "--out", out, "--quiet")
+    code, stdout, stderr = run(*args)
+    assert code == 0 and stdout.strip() == str(out / "ablation.md"), stderr
+    assert stderr.splitlines() == ["enofctl: warning: --seeds: 2 seeds; ablation verdicts need 5 (intervals from "
+                                   "fewer are wide and the MDE large)"]
     for name in ("ablation.md", "ablation.json", "ablation.png"):
         assert (out / name).exists()
     result = json.loads((out / "ablation.json").read_text())
-    assert len(result["cells"]) == 16 + 8 and len(result["rows"]) == 8 + 4
-    runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert len(runs) == 16 + 8 - 2  # the activity grid's CE cells are the enof baselines at T=2
-    neuron = artifacts.load(out / "runs" / runs[0]).manifest.spiking.neuron  # the neuron options reach every cell
-    assert (neuron.decay, neuron.reset, neuron.v_init) == (1.0, "soft", 0.5)
+    assert result["schema_version"] == 2 and result["config"]["ci"] == 0.95
+    assert len(result["cells"]) == 8 + 4 and len(result["rows"]) == 4 + 2
+    assert {(c["variant"], c["reference"], c["metric"], c["T"]) for c in result["comparisons"]} == {
+        ("+L_AF", "baseline", "top1", 1), ("+L_AF", "baseline", "top1", 2), ("KD", "CE", "top1", 2),
+        ("KD", "CE", "spikes_per_sample", 2)}
+    assert all(c["seeds"] == [0, 1] and c["lo"] is not None for c in result["comparisons"])
+    assert all((c["boot_lo"] is not None) == (c["metric"] == "top1") for c in result["comparisons"])
+    runs = sorted(p.name for p in (out / "runs").glob("*.safetensors"))
+    assert sorted(p.name for p in (out / "runs").glob("*.correct.bin")) == [
+        r.removesuffix(".safetensors") + ".correct.bin" for r in runs]  # each cell's per-image record
+    assert (out / "runs" / runs[0].replace(".safetensors", ".correct.bin")).stat().st_size == 64 // 8
+    assert len(runs) == 8 + 4 - 2  # the activity grid's CE cells are the enof baselines at T=2
+    m = artifacts.load(out / "runs" / runs[0]).manifest  # the neuron options reach every cell
+    assert (m.spiking.neuron.decay, m.spiking.neuron.reset, m.spiking.neuron.v_init) == (1.0, "soft", 0.5)
+    assert m.data.train_subset is not None and m.data.train_subset.size == 64  # the fixed subset, recorded
     md = (out / "ablation.md").read_text()
-    assert "| both | 2 |" in md and "vs CE" in md
-    # a second call reuses every finished cell
+    assert "| +L_AF | 2 |" in md and "vs CE" in md and "| 2 | +L_AF vs baseline | top-1, points |" in md
+    # a second call reuses every finished cell and writes the same table
     stamp = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
     ok(*args)
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamp
+    assert (out / "ablation.md").read_text() == md
     assert_one_error_line(*run("ablate", "--teacher", t, "--seeds", "x", "--out", out), 2, "--seeds")
     assert_one_error_line(*run("ablate", "--teacher", t, "--variants", "best", "--out", out), 2, "unknown variant")
     assert_one_error_line(*run("ablate", "--teacher", t, "--grid", "enof", "--variants", "KD", "--out", out), 2,

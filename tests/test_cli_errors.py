@@ -161,6 +161,20 @@ USAGE_ERRORS = {
                                      "--out", o), "--cutout 9"),
     "val-fraction-too-big": (lambda p, o: ("distill", "--teacher", p.teacher, "--val-fraction", "0.95",
                                            "--out", o, *QUICK), "--val-fraction"),
+    # issue #24: the ablation's statistics and the paper's recipe
+    "ablate-repeated-seed": (lambda p, o: ("ablate", "--teacher", p.teacher, "--seeds", "0,1,0", "--out",
+                                           o.parent / "abl"), "seed 0 is given twice"),
+    "ablate-ci-above-1": (lambda p, o: ("ablate", "--teacher", p.teacher, "--ci", "1.5", "--out", o.parent / "abl"),
+                          "--ci"),
+    "ablate-ci-0": (lambda p, o: ("ablate", "--teacher", p.teacher, "--ci", "0", "--out", o.parent / "abl"),
+                    "not a confidence level in (0, 1)"),
+    "distill-scratch-with-student": (lambda p, o: ("distill", "--teacher", p.teacher, "--student", p.student0,
+                                                   "--init", "scratch", "--out", o, *QUICK), "--init scratch"),
+    "distill-recipe-with-student": (lambda p, o: ("distill", "--teacher", p.teacher, "--student", p.student0,
+                                                  "--recipe", "enof-cifar", "--out", o, *QUICK),
+                                    "--recipe enof-cifar trains from scratch"),
+    "distill-unknown-recipe": (lambda p, o: ("distill", "--teacher", p.teacher, "--recipe", "enof-imagenet",
+                                             "--out", o, *QUICK), "--recipe"),
 }
 
 

@@ -10,7 +10,7 @@ import torch
 
 from enofctl.models import build_model
 from enofctl.ops import OpsMeter, conv_sops
-from enofctl.schema import SpikingSpec, upgrade
+from enofctl.schema import SCHEMA_VERSION, SpikingSpec, upgrade
 from enofctl.spiking import ann_forward_with_feature, fold_frames, logits_of, make_spiking
 
 
@@ -76,7 +76,7 @@ def test_event_input_is_counted_as_accumulates_per_event() -> None:
 def test_schema_2_students_upgrade_to_direct_encoding() -> None:
     raw = {"schema_version": 2, "kind": "student", "spiking": {"T": 4}}
     up = upgrade(raw)
-    assert up["schema_version"] == 3 and up["spiking"]["encoding"] == "direct"
+    assert up["schema_version"] == SCHEMA_VERSION and up["spiking"]["encoding"] == "direct"
     assert SpikingSpec(encoding="event").model_dump()["encoding"] == "event"
 
 

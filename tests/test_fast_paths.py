@@ -26,7 +26,7 @@ specs = st.builds(
     decay=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
     v_th=st.sampled_from([0.3, 0.5, 1.0]),
     reset=st.sampled_from(["hard", "soft"]),
-    surrogate=st.sampled_from(["rect", "triangle", "sigmoid", "atan", "tanh"]),
+    surrogate=st.sampled_from(["rect", "triangle", "sigmoid", "atan", "tanh", "dspike"]),
     v_init=st.sampled_from([0.0, 0.5]),
 )
 
@@ -209,3 +209,15 @@ def test_ops_meter_counts_the_first_layer_at_every_step() -> None:
     assert net.stem_once  # restored
     stem = net.body.stem[0]
     assert meter.macs["stem.0"] == T * 2 * stem.out_channels * 32 * 32 * stem.in_channels * 9
+
+
+def test_dspike_falls_back_from_the_triton_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel implements every surrogate but dspike; asked for dspike, it declines and the PyTorch path runs."""
+    from enofctl.spiking import triton_neuron
+    from enofctl.surrogates import SURROGATES
+
+    assert set(SURROGATES) - set(triton_neuron._SURROGATE_IDS) == {"dspike"}
+    monkeypatch.setenv("ENOFCTL_TRITON_NEURON", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.ones(4, 3)
+    assert not triton_neuron.supports(x, 0.5, "dspike")

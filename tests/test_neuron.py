@@ -33,6 +33,7 @@ PRIMITIVES = {
     "sigmoid": lambda x, a: torch.sigmoid(a * x),
     "atan": lambda x, a: torch.atan(math.pi / 2 * a * x) / math.pi + 0.5,
     "tanh": lambda x, a: (1 + torch.tanh(a * x)) / 2,
+    "dspike": lambda x, a: torch.tanh(a * x.clamp(-0.5, 0.5)) / (2 * math.tanh(a / 2)) + 0.5,
 }
 
 # The documented closed forms (module comments / docstrings), on plain Python floats.
@@ -42,8 +43,9 @@ FORMULAS = {
     "sigmoid": lambda x, a: a * (1 / (1 + math.exp(-a * x))) * (1 - 1 / (1 + math.exp(-a * x))),
     "atan": lambda x, a: (a / 2) / (1 + (math.pi / 2 * a * x) ** 2),
     "tanh": lambda x, a: (a / 2) * (1 - math.tanh(a * x) ** 2),
+    "dspike": lambda x, a: a * (1 - math.tanh(a * x) ** 2) / (2 * math.tanh(a / 2)) if abs(x) < 0.5 else 0.0,
 }
-DEFAULT_ALPHA = {"rect": 1.0, "triangle": 1.0, "sigmoid": 4.0, "atan": 2.0, "tanh": 3.0}
+DEFAULT_ALPHA = {"rect": 1.0, "triangle": 1.0, "sigmoid": 4.0, "atan": 2.0, "tanh": 3.0, "dspike": 3.0}
 
 
 def ref_spike(x: torch.Tensor, surrogate: str, alpha: float) -> torch.Tensor:
@@ -93,6 +95,41 @@ def test_surrogate_backward_matches_formula(name: str, alpha: float | None) -> N
     spk2, _ = neuron_step(u, torch.zeros_like(u), spec)
     spk2.sum().backward()
     torch.testing.assert_close(u.grad, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_dspike_is_the_authors_formula_in_u() -> None:
+    """With v_th = 0.5, Dspike's value and gradient are those of the authors' code, written in the membrane u:
+    d/du [tanh(3 (clamp(u, 0, 1) - 0.5)) / (2 tanh(1.5)) + 0.5], by autograd, on a grid with the window's edges."""
+    # steps of 1/64 (exact in binary, so u - 0.5 rounds nowhere; within an ulp of an edge the rounding of
+    # u - v_th decides), and points just inside and outside the edges
+    u_grid = torch.cat([torch.arange(-32, 97, dtype=torch.float64) / 64,
+                        torch.tensor([-1e-9, 1e-9, 1 - 1e-9, 1 + 1e-9], dtype=torch.float64)])
+    u_ref = u_grid.clone().requires_grad_()
+    (torch.tanh(3 * (u_ref.clamp(0, 1) - 0.5)) / (2 * math.tanh(1.5)) + 0.5).sum().backward()
+    u = u_grid.clone().requires_grad_()
+    spk, _ = neuron_step(u, torch.zeros_like(u), NeuronSpec(surrogate="dspike", v_th=0.5))
+    spk.sum().backward()
+    assert spk.detach().tolist() == [1.0 if p > 0.5 else 0.0 for p in u_grid.tolist()]  # spike forward as usual
+    torch.testing.assert_close(u.grad, u_ref.grad, rtol=1e-12, atol=1e-12)
+    fn, a = SURROGATES["dspike"]
+    torch.testing.assert_close(fn(u_grid - 0.5, a), u_ref.grad, rtol=1e-12, atol=1e-12)  # the registered value
+    assert fn(torch.tensor([0.0], dtype=torch.float64), a).item() == pytest.approx(3 / (2 * math.tanh(1.5)))
+    assert 3 / (2 * math.tanh(1.5)) == pytest.approx(1.66, abs=5e-3)
+    assert u.grad[(u_grid < 0) | (u_grid > 1)].abs().max() == 0  # zero outside the window
+    # the edges u = 0 and u = 1 are outside the window (torch.clamp's gradient, the authors' code, is 0 there)
+    assert u.grad[u_grid == 0.0].max() == 0 and u.grad[u_grid == 1.0].max() == 0 and u.grad[u_grid == 0.5].min() > 1.6
+    # another v_th moves the window with it: u - v_th in [-0.5, 0.5]
+    u2 = torch.tensor([0.45, 0.55, 1.0, 1.55], dtype=torch.float64, requires_grad=True)
+    spk2, _ = neuron_step(u2, torch.zeros_like(u2), NeuronSpec(surrogate="dspike", v_th=1.0))
+    spk2.sum().backward()
+    assert u2.grad[0] == 0 and u2.grad[3] == 0 and u2.grad[1] > 0
+    assert u2.grad[2].item() == pytest.approx(3 / (2 * math.tanh(1.5)))
+
+
+def test_tanh_is_not_dspike() -> None:
+    x = torch.tensor([0.0, 0.7], dtype=torch.float64)
+    tanh, dspike = SURROGATES["tanh"][0](x, 3.0), SURROGATES["dspike"][0](x, 3.0)
+    assert tanh[0] == 1.5 and dspike[0] > 1.65 and tanh[1] > 0 and dspike[1] == 0
 
 
 @pytest.mark.parametrize("name", sorted(FORMULAS))

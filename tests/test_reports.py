@@ -104,8 +104,16 @@ def test_ablation_plot_one_seed_has_no_error_bars(monkeypatch: pytest.MonkeyPatc
     assert plots.ablation(_ablation([0]))[:4] == b"\x89PNG"
     assert calls and all("yerr" not in kw for kw in calls)
     calls.clear()
+    titles = []
+    real_title = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, t, *a, **kw: titles.append(t) or
+                        real_title(self, t, *a, **kw))
     plots.ablation(_ablation([0, 1]))
     assert all("yerr" in kw for kw in calls)
+    # the error bars are the 95 % CIs, not the standard deviation: t_0.975,1 * s / sqrt(2), s = 0.01 / sqrt(2)
+    half = 100 * 12.7062 * 0.005
+    assert calls[0]["yerr"] == [[pytest.approx(half, rel=1e-4)], [pytest.approx(half, rel=1e-4)]]
+    assert "error bars: 95 % CIs" in titles[-1]
 
 
 def test_accuracy_plot_legend_leaves_the_axes_for_many_students(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -13,14 +15,16 @@ from enofctl.cli.display import MAIN_RANK, emit, err
 from enofctl.cli.student import BnMode
 from enofctl.report import write_ablation
 from enofctl.stages import DistillConfig
-from enofctl.stages.ablate import AblateConfig
+from enofctl.stages.ablate import AblateConfig, seed_warning
 from enofctl.stages.ablate import ablate as run
+from enofctl.stages.common import StageWarning
 
 ABLATE, TRAIN = o.defaults(AblateConfig), o.defaults(DistillConfig)
 
 
 @o.grouped
 def ablate(
+    ctx: typer.Context,
     teacher: Annotated[Path, typer.Option(help="Teacher artifact every cell distills from.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for ablation.md/.json/.png and runs/.")],
     grid: Annotated[o.Grid, typer.Option(help="enof: baseline/+L_AF/+RepAct/both at each T; activity: "
@@ -28,7 +32,10 @@ def ablate(
     T: Annotated[str, typer.Option("--T", help="Time steps, e.g. 1,2,4.")] = o.int_list(ABLATE.T),
     variants: Annotated[str | None, typer.Option(help="Only these variants, e.g. both or baseline,KD+act.",
                                                  show_default="all of the grid's")] = None,
-    seeds: Annotated[str, typer.Option(help="Seeds to repeat each cell with, e.g. 0,1,2.")] = o.int_list(ABLATE.seeds),
+    seeds: Annotated[str, typer.Option(help="Seeds to repeat each cell with, each once; variants are compared "
+                                       "paired on them. Fewer than 5: a warning (1: no interval).")] = (
+        o.int_list(ABLATE.seeds)),
+    ci: Annotated[float, typer.Option(help="Confidence level of the intervals, in (0, 1).")] = ABLATE.ci,
     epochs: o.Epochs = TRAIN.epochs,
     batch_size: o.BatchSize = TRAIN.batch_size,
     lr: o.Lr = TRAIN.lr,
@@ -42,25 +49,35 @@ def ablate(
         ABLATE.logit_reg),
     bn: Annotated[BnMode, typer.Option(help="BatchNorm while training each cell (see distill --help).")] = (
         BnMode(TRAIN.bn)),
+    init: o.Init = o.InitFrom(TRAIN.init),
+    recipe: o.Recipe = None,
     *,
     neuron: o.Neuron,
     calibrate: o.Calibration = None,
     limit_train: o.LimitTrain = TRAIN.limit_train,
-    limit_test: o.LimitTest = TRAIN.limit_test,
+    limit_test: Annotated[int | None, typer.Option(min=1, help="Test every cell on the first N test samples only.",
+                                                   show_default="the whole test set")] = TRAIN.limit_test,
     device: o.DeviceOpt = o.Device(TRAIN.device),
     workers: o.Workers = TRAIN.workers,
     data_dir: o.DataDir = None,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
-    """Reproduce the papers' ablations from one teacher: same budget and seeds for every cell."""
-    train = DistillConfig(epochs=epochs, batch_size=batch_size, lr=lr, neuron=neuron, laf_lambda=laf_lambda,
-                          laf_tau=laf_tau, device=device.value, data_dir=o.path_str(data_dir),
-                          limit_train=limit_train, limit_test=limit_test, workers=workers, bn=bn.value,
-                          **({"calibrate": calibrate} if calibrate is not None else {}))
+    """Reproduce the papers' ablations from one teacher: same budget and seeds for every cell; each variant's
+    mean with its confidence interval, and each ingredient's paired difference with a verdict (docs/ablate.md)."""
+    if not 0 < ci < 1:
+        raise typer.BadParameter(f"{ci} is not a confidence level in (0, 1), e.g. 0.95", param_hint="--ci")
+    fields = dict(epochs=epochs, batch_size=batch_size, lr=lr, neuron=neuron, laf_lambda=laf_lambda,
+                  laf_tau=laf_tau, device=device.value, data_dir=o.path_str(data_dir),
+                  limit_train=limit_train, limit_test=limit_test, workers=workers, bn=bn.value, init=init.value,
+                  **({"calibrate": calibrate} if calibrate is not None else {}))
+    train = DistillConfig(**o.recipe_fields(ctx, recipe, fields))
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
-                       train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg,
+                       train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg, ci=ci,
                        variants=o.parse_name_list(variants, "--variants"))
+    few = seed_warning(cfg.seeds)
+    if few and MAIN_RANK:
+        print(f"enofctl: warning: {few}", file=sys.stderr)  # now, not after the run
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn(), console=err, transient=True,
                    disable=quiet or json_ or not MAIN_RANK or not err.is_terminal)
@@ -72,7 +89,8 @@ def ablate(
             left = f", about {eta / 60:.1f} min left" if eta is not None else ""
             err.print(f"[dim]ablate[/] cell {i + 1}/{n}: {what}{left}")
 
-    with bar:
+    with bar, warnings.catch_warnings():
+        warnings.simplefilter("ignore", StageWarning)  # the seed warning: shown above
         result = run(cfg, teacher, out, on_cell=on_cell)
     write_ablation(result, out)
     emit(result, json_, str(out / "ablation.md"))

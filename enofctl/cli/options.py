@@ -20,6 +20,7 @@ from typer.core import TyperCommand, TyperGroup
 from enofctl.schema import ActSpec, NeuronSpec
 from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, TeacherConfig, TrainConfig
 from enofctl.stages.ablate import AblateConfig
+from enofctl.stages.distill import RECIPES
 from enofctl.surrogates import SURROGATES
 
 M = typing.TypeVar("M", bound=BaseModel)
@@ -72,12 +73,16 @@ Method = choices("Method", literal(SurrogateConvertConfig, "method") + literal(C
 Device = choices("Device", literal(TrainConfig, "device"))
 Optim = choices("Optim", literal(TrainConfig, "optimizer"))
 Grid = choices("Grid", literal(AblateConfig, "grid"))
+InitFrom = choices("InitFrom", literal(DistillConfig, "init"))
+RecipeName = choices("RecipeName", RECIPES)
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Artifact to write (.safetensors); written atomically.")]
 Dataset = Annotated[str, typer.Option(help="Dataset name (see `enofctl datasets`).")]
 DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are.",
                                               show_default="the dataset's usual place, or the artifact's")]
-LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.",
+LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on one fixed, stratified subset of N training "
+                                                "samples, drawn once with the run's seed and the same every epoch (the "
+                                                "manifest records its size, seed and sha256).",
                                                 show_default="all")]
 LimitTest = Annotated[int | None, typer.Option(min=1, help="Test on the first N test samples only (per-epoch and "
                                                "final accuracy; CPU-budget runs).", show_default="all")]
@@ -102,8 +107,8 @@ Warmup = Annotated[int, typer.Option(min=0, help="Linear warm-up epochs before t
 Seed = Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Random seed.")]
 AugmentOpt = Annotated[bool, typer.Option("--augment/--no-augment",
                                           help="Random crop and horizontal flip (as the dataset allows).")]
-AutoAugmentOpt = Annotated[bool, typer.Option("--autoaugment", help="torchvision's CIFAR-10 AutoAugment policy, "
-                                              "drawn per training image (RGB datasets only).")]
+AutoAugmentOpt = Annotated[bool, typer.Option("--autoaugment/--no-autoaugment", help="torchvision's CIFAR-10 "
+                                              "AutoAugment policy, drawn per training image (RGB datasets only).")]
 Cutout = Annotated[int, typer.Option(min=0, help="Cutout: blank a random SxS square of each training image "
                                      "(to the mean); 0 = off (DeVries & Taylor: 16 on CIFAR-10, 8 on CIFAR-100).")]
 ValFraction = Annotated[float, typer.Option(min=0.0, max=0.9, help="Hold out this fraction of the training set "
@@ -133,6 +138,35 @@ VInit = Annotated[float, typer.Option(min=0.0, max=1.0, help="Initial membrane a
                                       "converts to at T = its levels).")]
 RepAct = Annotated[bool, typer.Option("--repact/--no-repact",
                                       help="Keep the last activation before the classifier as ReLU (RepAct).")]
+Init = Annotated[InitFrom, typer.Option(help="The student's start: teacher = the teacher's weights, calibrated; "
+                                        "scratch = the teacher's architecture freshly initialized (BatchNorm too), "
+                                        "no calibration, the teacher used only for the losses (the paper's "
+                                        "setting).")]
+Recipe = Annotated[RecipeName | None, typer.Option(
+    "--recipe", help="A preset of the paper's recipe: enof-cifar = 400 epochs, SGD lr 0.1, plain momentum 0.9, "
+    "wd 1e-4, batch 128, cosine, AutoAugment + Cutout 16, --init scratch, --surrogate dspike, L_AF tau 20 "
+    "lambda 0.1, RepAct. Options given explicitly override the preset's values.", show_default="none")]
+
+
+def given(ctx: typer.Context) -> set[str]:
+    """The current command's parameters given on the command line (or by environment), not left at their
+    defaults: what overrides a --recipe preset."""
+    explicit = ("COMMANDLINE", "ENVIRONMENT")
+    return {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", None) in explicit}
+
+
+def recipe_fields(ctx: typer.Context, recipe: RecipeName | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """DistillConfig keyword arguments: ``fields`` (every option's value) with the preset ``recipe`` applied
+    under the options given explicitly (the neuron's as ``neuron.<field>``)."""
+    from enofctl.stages.distill import with_recipe
+
+    if recipe is None:
+        return fields
+    neuron = {"decay", "v_th", "reset", "surrogate", "surrogate_alpha", "v_init"}
+    named = {"neuron." + ("alpha" if n == "surrogate_alpha" else n) if n in neuron else n for n in given(ctx)}
+    if "neuron.surrogate" in named:  # a chosen surrogate keeps its own default sharpness
+        named.add("neuron.alpha")
+    return with_recipe(recipe.value, fields, named)
 
 
 # ----------------------------------------------------------------------------------------------------------

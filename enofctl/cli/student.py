@@ -106,6 +106,7 @@ def _refuse_moved_neuron(neuron: NeuronSpec, repact: bool, percentile: float, re
 
 @o.grouped
 def distill(
+    ctx: typer.Context,
     teacher: Annotated[Path, typer.Option(help="Teacher artifact (frozen; guides the student through L_AF).")],
     out: o.Out,
     student: Annotated[Path | None, typer.Option(help="Student artifact to train.",
@@ -128,6 +129,8 @@ def distill(
     logit_reg: Annotated[float, typer.Option(min=0.0, help="Weight of the L2 logits regularizer (0 = off).")] = (
         DISTILL.logit_reg),
     repact: o.RepAct = DISTILL.repact,
+    init: o.Init = o.InitFrom(DISTILL.init),
+    recipe_preset: o.Recipe = None,
     bn: Annotated[BnMode, typer.Option(help="BatchNorm while training: batch = each batch's statistics, the "
                                        "running ones updated; frozen = the running statistics the student was "
                                        "converted and calibrated with kept, only scale and shift train.")] = (
@@ -145,14 +148,22 @@ def distill(
     """Train the spiking student with surrogate gradients: CE + lambda * L_AF (EnOF-SNN), optionally logit KD
     and firing-rate / logits regularization (fewer spikes).
 
-    Neuron, RepAct and calibration options apply when the teacher is converted here (no --student)."""
-    cfg = DistillConfig(
+    Neuron, RepAct, --init and calibration options apply when the teacher is converted here (no --student).
+    --recipe enof-cifar runs the paper's from-scratch recipe; options given with it override its values."""
+    if init.value == "scratch" and student is not None:
+        raise typer.BadParameter("--init scratch builds a fresh student from the teacher's architecture: not with "
+                                 "--student", param_hint="--init")
+    fields = dict(
         **recipe, T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, kd_alpha=kd_alpha, kd_tau=kd_tau,
         act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron, bn=bn.value,
         act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"), data_dir=o.path_str(data_dir),
         **({"calibrate": calibrate} if calibrate is not None else {}),
-        download=download,
+        download=download, init=init.value,
     )
+    cfg = DistillConfig(**o.recipe_fields(ctx, recipe_preset, fields))
+    if cfg.init == "scratch" and student is not None:
+        raise typer.BadParameter(f"--recipe {recipe_preset.value} trains from scratch (--init scratch): not with "
+                                 "--student (give --init teacher to fine-tune it)", param_hint="--student")
     with progress(quiet or json_, "distill") as cb:
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
     emit({"artifact": str(res.path), "kind": "student", "metrics": res.manifest.metrics.model_dump()}, json_,

@@ -5,7 +5,8 @@ import graph (it needs only pydantic and the surrogate registry, `enofctl.surrog
     ├── model: ModelSpec        the timm network to rebuild, its input and normalization
     │   └── act: ActSpec        the activation it was trained with
     ├── data: DataRef
-    │   └── frames: FrameSpec   event datasets only
+    │   ├── frames: FrameSpec   event datasets only
+    │   └── train_subset: TrainSubset   --limit-train
     ├── spiking: SpikingSpec    students only
     │   └── neuron: NeuronSpec
     ├── metrics: TeacherMetrics | StudentMetrics        by kind
@@ -27,6 +28,7 @@ from enofctl.schema.manifest import (
     Manifest,
     ModelSpec,
     ParentRef,
+    TrainSubset,
     Versions,
     current_versions,
     upgrade,
@@ -37,5 +39,5 @@ from enofctl.schema.spiking import NeuronSpec, SpikingSpec
 __all__ = [
     "METRICS", "MIGRATIONS", "SCHEMA_VERSION", "ActSpec", "CalibratedChannels", "CalibratedLayer", "Calibration",
     "ChannelCalibration", "DataRef", "FrameSpec", "Manifest", "ModelSpec", "NeuronSpec", "ParentRef", "SpikingSpec",
-    "StudentMetrics", "TeacherMetrics", "Versions", "current_versions", "upgrade",
+    "StudentMetrics", "TeacherMetrics", "TrainSubset", "Versions", "current_versions", "upgrade",
 ]

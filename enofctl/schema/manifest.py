@@ -42,11 +42,22 @@ class ModelSpec(Frozen):
     act: ActSpec = Field(default_factory=ActSpec, description="activation the ANN uses (relu, clamp, cq, qcfs)")
 
 
+class TrainSubset(Frozen):
+    """``--limit-train N``: the one fixed, stratified subset of the training split that every epoch drew from."""
+
+    size: int = Field(ge=1, description="N, the samples in the subset")
+    of: int = Field(ge=1, description="the training split's samples it was drawn from")
+    seed: int = Field(ge=0, description="the run's seed, which drew it")
+    sha256: str = Field(pattern="^[0-9a-f]{64}$", description="of the sorted indices as little-endian int64")
+
+
 class DataRef(Frozen):
     dataset: str
     data_dir: str | None = None
     classes: list[str]
     frames: FrameSpec | None = Field(None, description="event datasets: how each recording became T frames")
+    train_subset: TrainSubset | None = Field(None, description="--limit-train: the fixed training subset (None: "
+                                             "the whole training split)")
 
 
 class ParentRef(Frozen):
@@ -148,11 +159,13 @@ def _v2_to_v3(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _v3_to_v4(raw: dict[str, Any]) -> dict[str, Any]:
-    """Schema 3 -> 4 (calibration folded into the weights).
+    """Schema 3 -> 4.
 
     - ``spiking.shortcut_scales``: new, empty (schema-3 calibrated students keep their per-channel buffers,
-      ``scaling="channel"``, and load as they were);
-    - ``calibration.folded``: new, False for schema-3 records.
+      ``scaling="channel"``, and load as they were); ``calibration.folded``: new, False for schema-3 records;
+    - ``spiking.neuron.surrogate``: ``"dspike"`` is new (schema-3 students use one of the older names);
+    - ``data.train_subset``: new, absent (None): a schema-3 run with --limit-train drew a fresh random subset each
+      epoch, which no record can describe.
     """
     raw = copy.deepcopy(raw)
     raw["schema_version"] = 4

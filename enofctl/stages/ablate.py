@@ -7,24 +7,33 @@
 Every cell's student artifact is kept under ``DIR/runs/`` (`enofctl.report.write_ablation` writes the
 tables and the plot beside them); a cell whose artifact is already there is read
 back instead of retrained, so an interrupted ablation continues where it stopped.
+
+Statistics (`enofctl.stats`, docs/ablate.md): per row the mean over seeds with its Student-t CI; per
+comparison (``COMPARISONS``) the paired difference against the reference variant on the same seeds, its CI,
+a verdict (helps / no effect found / hurts) and the minimum detectable effect at 80 % power. Everything is
+computed from the cells alone, in a fixed order (grid, T, variant, seed), so a resumed run gives the same table.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from enofctl import artifacts
-from enofctl.data import load_dataset
+from enofctl import artifacts, stats
+from enofctl.data import data_at, load_dataset
 from enofctl.distributed import Ranks
 from enofctl.errors import ArtifactError, UsageError
+from enofctl.io import atomic_write
 from enofctl.schema import Manifest
-from enofctl.stages.common import resolve_device, save_trained
+from enofctl.spiking import logits_of
+from enofctl.stages.common import StageWarning, batches_on, resolve_device, save_trained
 from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill_student
 from enofctl.stages.evaluate import EvalConfig, measure
 
@@ -35,6 +44,17 @@ ENOF_VARIANTS: dict[str, dict] = {
     "both": {"laf": True, "repact": True},
 }
 ACTIVITY_VARIANTS = ("CE", "KD", "KD+act", "KD+logits")
+# (grid, variant, reference, metrics): each variant against the cell it adds one ingredient to, per T
+COMPARISONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("enof", "+L_AF", "baseline", ("top1",)),
+    ("enof", "+RepAct", "baseline", ("top1",)),
+    ("enof", "both", "+L_AF", ("top1",)),
+    ("enof", "both", "+RepAct", ("top1",)),
+    ("activity", "KD", "CE", ("top1", "spikes_per_sample")),
+    ("activity", "KD+act", "KD", ("top1", "spikes_per_sample")),
+    ("activity", "KD+logits", "KD", ("top1", "spikes_per_sample")),
+)
+RECOMMENDED_SEEDS = 5
 
 
 class AblateConfig(BaseModel):
@@ -42,13 +62,27 @@ class AblateConfig(BaseModel):
 
     grid: Literal["enof", "activity", "both"] = "enof"
     T: list[int] = Field(default_factory=lambda: [1, 2, 4], description="enof: every T; activity: the largest")
-    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(default_factory=lambda: [0])
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(
+        default_factory=lambda: list(range(RECOMMENDED_SEEDS)), min_length=1,
+        description="each cell once per seed; the same seed gives every variant the same data order and "
+        "calibration images, so variants are compared paired on it")
+    ci: float = Field(0.95, gt=0, lt=1, description="confidence level of every interval")
     train: DistillConfig = Field(default_factory=DistillConfig, description="the shared recipe and budget")
     kd_alpha: float = Field(0.5, gt=0, le=1, description="KD weight in the activity grid")
     act_reg: float = Field(0.1, gt=0, description="activation-regularizer weight in the activity grid")
     logit_reg: float = Field(0.01, gt=0, description="logits-regularizer weight in the activity grid")
     variants: list[str] | None = Field(None, description="only these variants of the grid(s) (None = all): "
                                        "e.g. the best one again with a larger budget")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        seen = set()
+        for seed in v:
+            if seed in seen:
+                raise ValueError(f"seed {seed} is given twice; each seed once")
+            seen.add(seed)
+        return v
 
     @field_validator("variants")
     @classmethod
@@ -74,26 +108,55 @@ class Cell(BaseModel):
 
 
 class Row(BaseModel):
+    """One variant at one T over its seeds: means, standard deviations and the CIs (None for one seed)."""
+
     grid: str
     variant: str
     T: int
     n: int
     top1_mean: float
     top1_std: float
+    top1_lo: float | None = None
+    top1_hi: float | None = None
     spikes_mean: float
     spikes_std: float
+    spikes_lo: float | None = None
+    spikes_hi: float | None = None
     spikes_vs_ce_pct: float | None = None
     vs_teacher: float | None = Field(None, description="top1_mean minus the teacher's top-1 on the same samples")
 
 
+class Comparison(BaseModel):
+    """``variant`` minus ``reference`` (same grid and T) on ``metric``, paired on the seeds both ran."""
+
+    grid: str
+    T: int
+    variant: str
+    reference: str
+    metric: Literal["top1", "spikes_per_sample"]
+    seeds: list[int]
+    diff: float = Field(description="mean over the seeds of variant - reference (top1: a fraction)")
+    lo: float | None = Field(None, description="the CI of diff (None for one seed)")
+    hi: float | None = None
+    verdict: stats.Verdict = Field(description="helps / hurts: the CI excludes 0 (for spikes fewer is better)")
+    mde: float | None = Field(None, description="minimum detectable effect at 80 % power (None for one seed)")
+    boot_lo: float | None = Field(None, description="top1: the paired bootstrap interval over seeds and test "
+                                  "images (None without every cell's per-image correctness, or one seed)")
+    boot_hi: float | None = None
+
+
+ABLATION_SCHEMA_VERSION = 2
+
+
 class AblationResult(BaseModel):
-    schema_version: int = 1
+    schema_version: Literal[2] = ABLATION_SCHEMA_VERSION  # 2: CIs, paired comparisons, verdicts, MDE
     teacher: str
     teacher_top1: float | None = Field(description="on the cells' test samples (measured by `ablate`)")
     test_samples: int | None = Field(None, description="test samples behind every accuracy (--limit-test)")
     config: AblateConfig
     cells: list[Cell]
     rows: list[Row]
+    comparisons: list[Comparison] = Field(default_factory=list)
 
 
 def plan(cfg: AblateConfig) -> list[tuple[str, str, int, int, DistillConfig]]:
@@ -130,18 +193,33 @@ def _slug(grid: str, variant: str, T: int, seed: int) -> str:
     return f"{grid}_{v}_T{T}_s{seed}.safetensors"
 
 
-def summarize(cells: list[Cell], teacher_top1: float | None = None) -> list[Row]:
+_ORDER = {"enof": list(ENOF_VARIANTS), "activity": list(ACTIVITY_VARIANTS)}
+
+
+def _groups(cells: list[Cell]) -> dict[tuple[str, str, int], list[Cell]]:
+    """The cells by (grid, variant, T), in the tables' order (grid, T, variant), each group in seed order: the
+    same statistics whatever order the cells come in."""
+    def key(c: Cell):
+        grid = list(_ORDER).index(c.grid) if c.grid in _ORDER else len(_ORDER)
+        names = _ORDER.get(c.grid, [])
+        return grid, c.grid, c.T, names.index(c.variant) if c.variant in names else len(names), c.variant, c.seed
+
     groups: dict[tuple[str, str, int], list[Cell]] = {}
-    for c in cells:
+    for c in sorted(cells, key=key):
         groups.setdefault((c.grid, c.variant, c.T), []).append(c)
+    return groups
+
+
+def summarize(cells: list[Cell], teacher_top1: float | None = None, level: float = 0.95) -> list[Row]:
+    """One row per (grid, variant, T): mean, standard deviation and CI over the seeds."""
     rows = []
-    for (grid, variant, T), cs in groups.items():
-        top1 = [c.top1 for c in cs]
-        spikes = [c.spikes_per_sample for c in cs]
-        rows.append(Row(grid=grid, variant=variant, T=T, n=len(cs), top1_mean=statistics.fmean(top1),
-                        top1_std=statistics.stdev(top1) if len(cs) > 1 else 0.0,
-                        spikes_mean=statistics.fmean(spikes),
-                        spikes_std=statistics.stdev(spikes) if len(cs) > 1 else 0.0))
+    for (grid, variant, T), cs in _groups(cells).items():
+        top1 = stats.interval([c.top1 for c in cs], level)
+        spikes = stats.interval([c.spikes_per_sample for c in cs], level)
+        rows.append(Row(grid=grid, variant=variant, T=T, n=len(cs), top1_mean=top1.mean,
+                        top1_std=stats.std([c.top1 for c in cs]), top1_lo=top1.lo, top1_hi=top1.hi,
+                        spikes_mean=spikes.mean, spikes_std=stats.std([c.spikes_per_sample for c in cs]),
+                        spikes_lo=spikes.lo, spikes_hi=spikes.hi))
     ce = {r.T: r.spikes_mean for r in rows if r.grid == "activity" and r.variant == "CE"}
     for r in rows:
         if r.grid == "activity" and ce.get(r.T):
@@ -149,6 +227,45 @@ def summarize(cells: list[Cell], teacher_top1: float | None = None) -> list[Row]
         if teacher_top1 is not None:
             r.vs_teacher = r.top1_mean - teacher_top1
     return rows
+
+
+Correct = dict[tuple[str, str, int, int], np.ndarray]  # (grid, variant, T, seed): bool per test image
+
+
+def compare(cells: list[Cell], level: float = 0.95, correct: Correct | None = None) -> list[Comparison]:
+    """Every comparison of ``COMPARISONS`` whose two variants ran at a T, paired on their common seeds; with
+    ``correct`` holding every cell of a top-1 comparison, also its paired bootstrap interval."""
+    groups, correct = _groups(cells), correct or {}
+    out = []
+    for grid, variant, reference, metrics in COMPARISONS:
+        for T in sorted({T for g, _, T in groups if g == grid}):
+            a, b = groups.get((grid, variant, T)), groups.get((grid, reference, T))
+            if not a or not b or not {c.seed for c in a} & {c.seed for c in b}:
+                continue
+            for metric in metrics:
+                p = stats.paired({c.seed: getattr(c, metric) for c in a}, {c.seed: getattr(c, metric) for c in b},
+                                 level, higher_is_better=metric == "top1")
+                boot = None
+                va = {s: correct.get((grid, variant, T, s)) for s in p.seeds}
+                vb = {s: correct.get((grid, reference, T, s)) for s in p.seeds}
+                if metric == "top1" and all(v is not None for v in (*va.values(), *vb.values())):
+                    boot = stats.paired_bootstrap(va, vb, level)
+                out.append(Comparison(grid=grid, T=T, variant=variant, reference=reference, metric=metric,
+                                      seeds=list(p.seeds), diff=p.diff.mean, lo=p.diff.lo, hi=p.diff.hi,
+                                      verdict=p.verdict, mde=p.mde, boot_lo=boot and boot[0],
+                                      boot_hi=boot and boot[1]))
+    return out
+
+
+def seed_warning(seeds: list[int]) -> str | None:
+    """A warning for too few seeds to judge an ablation (None: enough)."""
+    if len(seeds) < 2:
+        return (f"--seeds {','.join(map(str, seeds))}: one seed gives no confidence interval, so no verdict; "
+                f"use {RECOMMENDED_SEEDS} seeds")
+    if len(seeds) < RECOMMENDED_SEEDS:
+        return (f"--seeds: {len(seeds)} seeds; ablation verdicts need {RECOMMENDED_SEEDS} (intervals from fewer "
+                "are wide and the MDE large)")
+    return None
 
 
 def best_row(result: AblationResult, T: int | None = None) -> Row | None:
@@ -175,10 +292,40 @@ def _finished(path: Path, dcfg: DistillConfig) -> Manifest | None:
 _NO_EFFECT = {"workers": None, "log_every": None}  # options that change no result: any value will do
 
 
+def correct_path(artifact: str | Path) -> Path:
+    """A cell's per-test-image correctness, beside its artifact: ``NAME.correct.bin`` (numpy.packbits of one
+    bool per test image, in test-split order)."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name.removesuffix(".safetensors") + ".correct.bin")
+
+
+@torch.no_grad()
+def per_image_correct(model, split, device, spec, limit: int | None) -> np.ndarray:
+    """Whether ``model``'s top-1 is right on each test image (the first ``limit``), in split order."""
+    model.eval()
+    out = [(logits_of(model, x).argmax(1) == y).cpu()
+           for x, y in batches_on(split, device, spec.mean, spec.std, batch_size=256, limit=limit)]
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=bool)
+
+
+def read_correct(artifact: str | Path, samples: int | None) -> np.ndarray | None:
+    """A cell's per-image correctness (None: no sidecar, or not ``samples`` images: e.g. a cell of an older run)."""
+    path = correct_path(artifact)
+    if samples is None or not path.is_file() or path.stat().st_size != (samples + 7) // 8:
+        return None
+    return np.unpackbits(np.frombuffer(path.read_bytes(), dtype=np.uint8), count=samples).astype(bool)
+
+
 def train_cell(dcfg: DistillConfig, src: DistillInputs, path: Path) -> Manifest:
-    """One cell: a student distilled from the loaded teacher and data, written to ``path``."""
+    """One cell: a student distilled from the loaded teacher and data, written to ``path``, with its per-image
+    correctness beside it (`correct_path`, for the paired bootstrap)."""
     trained = distill_student(dcfg, src)
-    return save_trained(path, trained, Ranks.here(resolve_device(dcfg.device))).manifest
+    device = resolve_device(dcfg.device)
+    test = data_at(src.data, trained.model.T).test  # event data: at the student's T
+    correct = per_image_correct(trained.model, test, device, trained.manifest.model, dcfg.limit_test)
+    ranks = Ranks.here(device)
+    ranks.on_main(lambda: atomic_write(correct_path(path), lambda tmp: tmp.write_bytes(np.packbits(correct).tobytes())))
+    return save_trained(path, trained, ranks).manifest
 
 
 def run_cells(todo: list, src: DistillInputs, runs: Path, on_cell: CellFn | None) -> list[Cell]:
@@ -218,6 +365,9 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
     todo = plan(cfg)
     if not todo:
         raise UsageError(f"--variants {','.join(cfg.variants or [])}: none is in --grid {cfg.grid}")
+    few = seed_warning(cfg.seeds)
+    if few:
+        warnings.warn(few, StageWarning, stacklevel=2)
     t_art = artifacts.load(teacher, expect="teacher")  # the right kind, before anything is measured or trained
     tm = t_art.manifest
     src = DistillInputs(FrozenTeacher.of(t_art), load_dataset(tm.data.dataset, cfg.train.data_dir or tm.data.data_dir,
@@ -227,5 +377,15 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
                     EvalConfig(limit=cfg.train.limit_test, speed_batches=0))
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     cells = run_cells(todo, src, out_dir / "runs", on_cell)
-    return AblationResult(teacher=str(teacher), teacher_top1=t_run.top1, test_samples=t_run.samples, config=cfg,
-                          cells=cells, rows=summarize(cells, t_run.top1))
+    correct = {(c.grid, c.variant, c.T, c.seed): read_correct(c.artifact, t_run.samples) for c in cells}
+    return result_of(cfg, str(teacher), t_run.top1, t_run.samples, cells,
+                     {k: v for k, v in correct.items() if v is not None})
+
+
+def result_of(cfg: AblateConfig, teacher: str, teacher_top1: float | None, test_samples: int | None,
+              cells: list[Cell], correct: Correct | None = None) -> AblationResult:
+    """The result of finished cells: rows and comparisons computed from them (and their per-image correctness,
+    for the bootstrap) alone (`summarize`, `compare`)."""
+    return AblationResult(teacher=teacher, teacher_top1=teacher_top1, test_samples=test_samples, config=cfg,
+                          cells=cells, rows=summarize(cells, teacher_top1, cfg.ci),
+                          comparisons=compare(cells, cfg.ci, correct))

@@ -38,6 +38,8 @@ class TrainConfig(BaseModel):
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = Field(True, description="SGD with Nesterov momentum (False: plain momentum, as the EnOF "
+                           "authors' code)")
     weight_decay: float = Field(5e-4, ge=0, description="not applied to norm weights and biases")
     warmup_epochs: int = Field(0, ge=0)
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up over this many steps, added to "
@@ -52,7 +54,9 @@ class TrainConfig(BaseModel):
     amp: bool = Field(False, description="bfloat16 autocast for the training forward pass (CUDA only)")
     seed: int = Field(0, ge=0, lt=2**32, description="seeds Python, NumPy and torch (NumPy takes 32 bits)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    limit_train: int | None = Field(None, ge=1, description="use only this many training samples (smoke runs)")
+    limit_train: int | None = Field(None, ge=1, description="train on one fixed, stratified subset of this many "
+                                    "training samples, drawn once with the seed and the same every epoch (smoke "
+                                    "runs; the manifest's data.train_subset records it)")
     limit_test: int | None = Field(None, ge=1, description="test on the first N test samples only (CPU-budget "
                                    "runs; the recorded accuracy then covers only those)")
     sync_bn: bool = Field(False, description="SyncBatchNorm across ranks under torchrun (CUDA)")
@@ -202,7 +206,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 

@@ -206,9 +206,13 @@ def _fold(student: SpikingNet, record, batches: list[torch.Tensor]):
 
 
 def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertConfig,
-                    progress: ProgressFn | None = None) -> tuple[SpikingNet, Manifest]:
-    """The spiking student of a loaded teacher and its manifest (not yet written)."""
+                    progress: ProgressFn | None = None, fresh: bool = False) -> tuple[SpikingNet, Manifest]:
+    """The spiking student of a loaded teacher and its manifest (not yet written). ``fresh``: the teacher's
+    architecture with freshly initialized weights and BatchNorm (drawn with ``cfg.seed``) instead of its
+    weights (`distill --init scratch`; surrogate students without calibration only)."""
     _check(teacher, cfg)
+    if fresh and (cfg.method != "surrogate" or cfg.calibrate):
+        raise UsageError("a freshly initialized student is a surrogate student without calibration")
     spec, data_ref = cfg.spiking_spec(), teacher.manifest.data
     if data_ref.frames is not None:  # event data: frame t at step t, the frames binned at the student's T
         spec = spec.model_copy(update={"encoding": "event"})
@@ -216,7 +220,12 @@ def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertCo
     bad = next((k for k, v in teacher.tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise ArtifactError(f"{teacher.path}: tensor {bad!r} holds non-finite values; a student of it cannot compute")
-    ann = teacher.build_ann()
+    if fresh:
+        with torch.random.fork_rng(devices=[]):  # its own draws: the run's random state stays as it was
+            torch.manual_seed(cfg.seed)
+            ann = teacher.ann_skeleton()
+    else:
+        ann = teacher.build_ann()
     student = make_spiking(ann, spec, teacher.manifest.model.input_size)
     if cfg.method == "cq" and cfg.weight_bits is not None:
         from enofctl.spiking.cq import quantize_weights

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, data_at, data_on, dataset_info, load_dataset, split_validation
+from enofctl.data import Data, data_at, data_on, dataset_info, limit_train, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import UsageError
 from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill_loss
@@ -60,6 +60,10 @@ class DistillConfig(TrainConfig):
         "batch", description="BatchNorm while training: 'batch' normalizes with each batch's statistics and "
         "updates the running ones (the usual); 'frozen' keeps the running statistics the student was converted "
         "(and calibrated) with, training only the scale and shift")
+    init: Literal["teacher", "scratch"] = Field(
+        "teacher", description="the student's start when converting: 'teacher' = the teacher's weights (and "
+        "calibration); 'scratch' = the teacher's architecture freshly initialized, BatchNorm included, no "
+        "calibration, the teacher used only for the losses (the EnOF authors' code)")
     data_dir: str | None = None
     download: bool = Field(False, description="let torchvision download the dataset")
 
@@ -69,6 +73,39 @@ class DistillConfig(TrainConfig):
             laf_lambda=self.laf_lambda, laf_tau=self.laf_tau, act_reg=self.act_reg,
             act_reg_kind=self.act_reg_kind, act_reg_weights=dict(self.act_reg_weights), logit_reg=self.logit_reg,
         )
+
+
+# Recipe presets: config overrides, applied under the options given explicitly (`with_recipe`).
+RECIPES: dict[str, dict[str, Any]] = {
+    # the EnOF authors' group's CIFAR recipe (yfguo91/MPBN; docs/ablate.md): from scratch, Dspike, L_AF and RepAct.
+    # Cutout's side (16, DeVries & Taylor's CIFAR-10 value) is unconfirmed for their code; their AvgDown
+    # shortcut, zero-initialized bn2 and BatchNorm3d over time are not part of the preset.
+    "enof-cifar": {
+        "epochs": 400, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4,
+        "batch_size": 128, "warmup_epochs": 0, "augment": True, "autoaugment": True, "cutout": 16,
+        "init": "scratch", "neuron": {"surrogate": "dspike", "alpha": None}, "laf_tau": 20.0, "laf_lambda": 0.1,
+        "repact": True,
+    },
+}
+
+
+def with_recipe(name: str | None, fields: dict[str, Any], given: set[str] = frozenset()) -> dict[str, Any]:
+    """``fields`` (DistillConfig keyword arguments) with the preset ``name``'s values, except those in
+    ``given`` (explicitly chosen: they override the preset). A nested preset entry (``neuron``) is merged
+    per sub-field, ``given`` naming them ``neuron.surrogate``. ``name`` None: ``fields``."""
+    if name is None:
+        return fields
+    if name not in RECIPES:
+        raise UsageError(f"--recipe {name}: unknown recipe; recipes: {', '.join(RECIPES)}")
+    out = dict(fields)
+    for key, value in RECIPES[name].items():
+        if isinstance(value, dict):
+            base = out.get(key)
+            base = base.model_dump() if isinstance(base, BaseModel) else dict(base or {})
+            out[key] = {**base, **{k: v for k, v in value.items() if f"{key}.{k}" not in given}}
+        elif key not in given:
+            out[key] = value
+    return out
 
 
 def check_pair(teacher: Artifact, student_manifest: Manifest, student: SpikingNet, t_model) -> None:
@@ -137,11 +174,14 @@ def _start(cfg: DistillConfig, src: DistillInputs,
            progress: ProgressFn | None = None) -> tuple[SpikingNet, Manifest, list[ParentRef]]:
     """The student to train, its manifest so far and the parents of the result."""
     t_art = src.teacher.artifact
+    if src.student is not None and cfg.init == "scratch":
+        raise UsageError("--init scratch builds a fresh student: not with --student (which is trained as it is)")
     if src.student is None:
+        scratch = cfg.init == "scratch"
         conv = SurrogateConvertConfig(T=cfg.T or default_T(t_art.manifest), neuron=cfg.neuron, repact=cfg.repact,
-                                      calibrate=cfg.calibrate,
+                                      calibrate=0 if scratch else cfg.calibrate,
                                       seed=cfg.seed, data_dir=cfg.data_dir, device=cfg.device)
-        s_model, s_manifest = convert_teacher(t_art, conv, progress)
+        s_model, s_manifest = convert_teacher(t_art, conv, progress, fresh=scratch)
         return s_model, s_manifest, [t_art.parent_ref()]
     s_model = src.student.build()
     if cfg.T:
@@ -181,6 +221,7 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
                          f"{spec.in_chans} channels)")
     data = data_at(src.data, s_model.T)  # event data: binned at the student's T (the same data for images)
     data = split_validation(data, cfg.val_fraction, cfg.seed) if data.val is None else data
+    data = limit_train(data, cfg.limit_train, cfg.seed)  # one fixed subset for every epoch
     data = data_on(data, device, cfg.workers)  # once, for training and the final test
     s_model.to(device)
     rates, hooks = _rate_hooks(s_model, cfg)
@@ -209,7 +250,8 @@ def _inputs(teacher: Artifact, student: Artifact | None) -> dict[str, str]:
 
 
 def _data_ref(ref: DataRef, data: Data) -> DataRef:
-    """The student's data record: for event data, with the frames it was trained on."""
+    """The student's data record: its --limit-train subset and, for event data, the frames it was trained on."""
+    ref = ref.model_copy(update={"train_subset": data.train_subset})
     return ref if data.frames is None else ref.model_copy(update={"frames": data.frames})
 
 

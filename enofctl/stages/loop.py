@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from enofctl import signals
-from enofctl.data import Augment, Data, data_on, split_validation
+from enofctl.data import Augment, Data, data_on, limit_train, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import TrainingError, UsageError
 from enofctl.models.norm import batch_norms, recompute_bn
@@ -132,7 +132,7 @@ class Loop:
         sums = LossSums(device)
         augment = Augment(crop_flip=cfg.augment, autoaugment=cfg.autoaugment, cutout=cfg.cutout)
         it = batches_on(self.data.train, device, self.trainee.mean, self.trainee.std, batch_size=cfg.batch_size,
-                        shuffle=True, augment=augment, generator=st.generator, limit=cfg.limit_train,
+                        shuffle=True, augment=augment, generator=st.generator,
                         drop_last=True, shard=self.ranks.shard)
         for step, (x, y) in enumerate(it):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
@@ -273,7 +273,7 @@ def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io
     check_recipe(cfg, device, data.info)
     if cfg.val_fraction and data.val is None:
         data = split_validation(data, cfg.val_fraction, cfg.seed)
-    data = data_on(data, device, cfg.workers)
+    data = data_on(limit_train(data, cfg.limit_train, cfg.seed), device, cfg.workers)  # a no-op when done before
     ranks = Ranks.here(device)
     check_batches(trainee.model, len(data.train), cfg, ranks.size)
     loop = build_loop(trainee, data, cfg, ranks, io.progress)

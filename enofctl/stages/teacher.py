@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, DatasetInfo, data_on, dataset_info, load_dataset, split_validation
+from enofctl.data import Data, DatasetInfo, data_on, dataset_info, limit_train, load_dataset, split_validation
 from enofctl.distributed import Ranks
 from enofctl.errors import ConversionError, DataError, UsageError
 from enofctl.io import regular_file
@@ -140,6 +140,7 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
     device = resolve_device(cfg.device)
     if cfg.val_fraction and data.val is None:
         data = split_validation(data, cfg.val_fraction, cfg.seed)
+    data = limit_train(data, cfg.limit_train, cfg.seed)  # one fixed subset for every epoch
     data = data_on(data, device, cfg.workers)  # once, for training and the final test
     seed_everything(cfg.seed)
     spec, model = _teacher_model(cfg, data, init)
@@ -154,7 +155,8 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
                              **best_metrics(history))
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
-        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes), frames=data.frames),
+        data=DataRef(dataset=cfg.dataset, data_dir=cfg.data_dir, classes=list(data.classes), frames=data.frames,
+                     train_subset=data.train_subset),
         config=cfg.model_dump(), metrics=metrics, history=history,
         parents=[init.parent_ref()] if init is not None else [],
     )
