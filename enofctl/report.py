@@ -194,12 +194,15 @@ def markdown(report: Report, plots: list[str], layers_at: int | None = None) -> 
     r0 = report.results[0]
     parts += [f"## Paste-ready summary (per image; E_MAC = {r0.e_mac} pJ, E_AC = {r0.e_ac} pJ)\n",
               _md_table(PAPER_HEADER, paper_rows(results)), ""]
-    for title, header, rows in tables(results, layers_at):
-        parts += [f"## {title}\n", _md_table(header, rows), ""]
-    parts.append(LEGEND.format(e_mac=r0.e_mac, e_ac=r0.e_ac))
+    ours = tables(results, layers_at)
+    nb = [t for t in ours if t[1] is NEUROBENCH_HEADER]  # beside the summary
     versions = sorted({run.neurobench.version for _, run in _runs(results) if run.neurobench is not None})
-    if versions:
-        parts.append(NEUROBENCH_LEGEND.format(version=", ".join(versions)))
+    for title, header, rows in nb:
+        parts += [f"## {title}\n", _md_table(header, rows), "", NEUROBENCH_LEGEND.format(version=", ".join(versions))]
+    for title, header, rows in ours:
+        if header is not NEUROBENCH_HEADER:
+            parts += [f"## {title}\n", _md_table(header, rows), ""]
+    parts.append(LEGEND.format(e_mac=r0.e_mac, e_ac=r0.e_ac))
     parts += [f"![{p}]({p})\n" for p in plots]
     return "\n".join(parts)
 
