@@ -1,23 +1,41 @@
-"""Synaptic operations, multiply-accumulates and the energy estimate of every conv / linear layer.
+"""Synaptic operations, multiply-accumulates, activation sparsity and the energy estimate of a network.
 
-Conventions (those of the energy figures in SNN papers; README.md, "Reading `eval`"):
+One rule for every conv / linear layer (README.md, "Reading `eval`"): **a layer is counted on the input it
+actually receives, at every call**, so a count is one of a computation the network does.
 
-- a layer whose input is binary (every element 0 or 1: spikes) does one accumulate per input spike and
-  per synapse it reaches: SOPs = sum over input spikes of their fan-out;
-- a layer whose input is analog (the directly encoded first conv, a conv after an average pool...) does
-  the dense count of multiply-accumulates (MACs), at every step it runs;
-- a spiking net's classifier runs once, on the feature averaged over T. With RepAct that feature is the
-  ReLU's real-valued output, so it is counted once, as MACs. Without RepAct the feature is the last
-  neuron's spikes (pooled): the classifier is counted as if it ran at every step on those spikes, the
-  (linear) pool folded into it: SOPs = the last neuron's spikes x out_features;
+- an input that is binary (every element 0 or one same positive amplitude: spikes) costs one accumulate per
+  input spike and per synapse it reaches: SOPs (= ACs) = sum over input spikes of their fan-out;
+- an input that is analog (the directly encoded image, a conv after an average pool, a classifier fed the
+  time-averaged feature) costs multiply-accumulates, in two conventions:
+  *dense* MACs (``macs``): every tap of every output, zero-padding taps and zero inputs included (the count
+  of the SNN energy papers, what an accelerator without zero skipping does);
+  *effective* MACs (``macs_effective``): only the pairs of a non-zero input and a non-zero weight, padding
+  taps excluded (NeuroBench's ``Effective_MACs``, what a zero-skipping accelerator does);
+- ``synapses``: the dense count of every layer whatever its input, padding taps excluded and zero weights
+  included (NeuroBench's ``Dense``);
+- the classifier of a SpikingNet runs once per sample on the feature averaged over T, so it is counted once,
+  on that input: with RepAct the ReLU's real-valued output, without RepAct the time-averaged (pooled) spikes;
+  both are analog (multiples of 1/T), hence MACs (a classifier whose averaged input happens to be 0/1 at
+  T = 1 reads spikes and does ACs);
+- under direct encoding the first layers run at every step (the papers' convention, whatever shortcut
+  training takes); event counts fed to the first layer cost one accumulate per event;
 - energy = MACs * E_MAC + SOPs * E_AC, with Horowitz (2014), 45 nm, 32-bit float: E_MAC = 4.6 pJ,
-  E_AC = 0.9 pJ. The ANN's energy is its MACs * E_MAC (see ``dense_macs``).
+  E_AC = 0.9 pJ; ``energy_pj`` uses dense MACs, ``energy_effective_pj`` effective ones. The ANN's energy is
+  its dense MACs * E_MAC (see ``dense_macs``).
 
-Biases, norms, pools and neurons are not counted. A conv's exact SOP count, without a loop over spikes:
-sum the input over the channels of each group, convolve with an all-ones kernel ``[G, 1, *k]`` using the
-layer's stride / padding / dilation and ``groups=G``, so each output position holds the spikes of its
-receptive field; the sum over output positions is the number of (spike, output position) pairs, and every
-such pair feeds the ``out_channels / G`` output channels of the group.
+Biases, norms, pools and neurons are not counted. SOPs count every synapse a spike reaches (zero weights
+included); NeuroBench's ``Effective_ACs`` skips zero weights, so the two are equal when no conv / linear
+weight is exactly 0 (connection sparsity 0, as in the digits networks of
+benchmarks/neurobench_digits.md). A conv's exact SOP count,
+without a loop over spikes: sum the input over the channels of each group, convolve with an all-ones kernel
+``[G, 1, *k]`` using the layer's stride / padding / dilation and ``groups=G``, so each output position holds
+the spikes of its receptive field; the sum over output positions is the number of (spike, output position)
+pairs, and every such pair feeds the ``out_channels / G`` output channels of the group. Effective MACs
+convolve the non-zero mask of the input with the non-zero mask of the weights.
+
+Activation sparsity (``activation_sparsity``) is the fraction of zero outputs of the activation modules
+(``ACTIVATIONS``): of the spiking neurons only, and of every activation (RepAct's ReLU, an ANN's ReLUs)
+as NeuroBench counts it.
 """
 
 from __future__ import annotations
@@ -31,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from enofctl.models.acts import BOUNDED
 from enofctl.spiking import SpikingNet, SpikingNeuron
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
@@ -39,6 +58,8 @@ E_AC_PJ = 0.9  # pJ per 32-bit float accumulate, 45 nm (Horowitz 2014)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 Kind = Literal["spikes", "analog", "mixed"]
+# the modules whose outputs are activations (activation sparsity; NeuroBench is told of the same ones)
+ACTIVATIONS: tuple[type[nn.Module], ...] = (SpikingNeuron, nn.ReLU, nn.ReLU6, nn.Sigmoid, *BOUNDED)
 
 
 class LayerOps(BaseModel):
@@ -49,9 +70,16 @@ class LayerOps(BaseModel):
     name: str
     type: Literal["conv", "linear"]
     input_kind: Kind = Field(description="spikes: binary input on every call; analog: never; mixed: both")
-    sops_per_sample: float = Field(description="accumulates triggered by input spikes")
-    macs_per_sample: float = Field(description="multiply-accumulates on analog input")
-    energy_pj_per_sample: float = Field(description="macs * e_mac + sops * e_ac, picojoules")
+    sops_per_sample: float = Field(description="accumulates triggered by input spikes (each spike x fan-out)")
+    macs_per_sample: float = Field(description="dense multiply-accumulates on analog input: every tap of "
+                                   "every output, padding taps and zero inputs included")
+    macs_effective_per_sample: float = Field(0.0, description="multiply-accumulates of a non-zero analog "
+                                             "input and a non-zero weight (padding taps excluded)")
+    synapses_per_sample: float = Field(0.0, description="every (input, weight) pair of every call, padding "
+                                       "taps excluded, whatever the input (NeuroBench's Dense)")
+    energy_pj_per_sample: float = Field(description="macs * e_mac + sops * e_ac (dense MACs), picojoules")
+    energy_effective_pj_per_sample: float = Field(0.0, description="macs_effective * e_mac + sops * e_ac, "
+                                                  "picojoules")
 
 
 def is_binary(x: torch.Tensor) -> bool:
@@ -83,6 +111,27 @@ def conv_macs(conv: nn.modules.conv._ConvNd, out: torch.Tensor) -> int:
     return out.numel() * (conv.in_channels // conv.groups) * math.prod(conv.kernel_size)
 
 
+def conv_effective_macs(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> int:
+    """Multiply-accumulates of ``conv`` on ``x`` that pair a non-zero input with a non-zero weight (padding taps
+    hold no input, so they are not counted): the non-zero masks convolved, summed."""
+    _check_conv(conv)
+    nd = len(conv.kernel_size)
+    if x.dim() == nd + 1:
+        x = x.unsqueeze(0)
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        pairs = _CONV_FN[nd]((x.detach() != 0).float(), (conv.weight.detach() != 0).float(), stride=conv.stride,
+                             padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+        return round(pairs.sum(dtype=torch.float64).item())  # each element <= C*k: exact in float32
+
+
+def conv_synapses(conv: nn.modules.conv._ConvNd, x: torch.Tensor) -> int:
+    """Every (input, weight) pair ``conv`` reads on an input of ``x``'s shape, padding taps excluded."""
+    nd = len(conv.kernel_size)
+    n = 1 if x.dim() == nd + 1 else x.shape[0]
+    one = x.new_ones(1, *x.shape[-(nd + 1):])
+    return n * conv_sops(conv, one)
+
+
 def linear_sops(linear: nn.Linear, x: torch.Tensor) -> int:
     """Accumulates of ``linear`` on a binary input of any leading shape: each spike reaches out_features."""
     with torch.no_grad():
@@ -93,6 +142,14 @@ def linear_sops(linear: nn.Linear, x: torch.Tensor) -> int:
 def linear_macs(linear: nn.Linear, x: torch.Tensor) -> int:
     """Dense multiply-accumulates of ``linear`` on an input of any leading shape ``[..., in_features]``."""
     return (x.numel() // linear.in_features) * linear.in_features * linear.out_features
+
+
+def linear_effective_macs(linear: nn.Linear, x: torch.Tensor) -> int:
+    """Multiply-accumulates of ``linear`` on ``x`` that pair a non-zero input with a non-zero weight."""
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        nz = (x.detach() != 0).reshape(-1, linear.in_features).float()  # [N, in]
+        fan = (linear.weight.detach() != 0).sum(0, dtype=torch.float32)  # [in]: non-zero weights per input
+        return round((nz @ fan.to(nz.dtype)).sum(dtype=torch.float64).item())
 
 
 def event_sops(layer: nn.Module, counts: torch.Tensor) -> int:
@@ -117,22 +174,28 @@ def _check_conv(conv: nn.modules.conv._ConvNd) -> None:
 
 
 class OpsMeter:
-    """Counts SOPs (binary input) and MACs (analog input) of every conv and linear layer, by forward hooks.
+    """Counts SOPs (binary input) and MACs (analog input: dense and effective) of every conv and linear layer,
+    by forward hooks, each on the input the layer receives (the module docstring's rule).
 
     Counts accumulate over all forward calls until ``reset()``; a spiking net's layers see ``[T*B, ...]``,
     so its counts cover all T steps. Layer names are relative to ``root`` (default: ``model.body`` for a
-    SpikingNet, so they match the teacher's; otherwise ``model``).
+    SpikingNet, so they match the teacher's; otherwise ``model``). ``force_analog``: every input counts as
+    analog (an ANN multiplies in every layer, whatever its input happens to be); ``effective=False`` skips
+    the effective counts (one conv per analog call).
 
     While attached, a SpikingNet runs its first layers at every step (``stem_once`` off): the figures follow
     the papers' convention that every layer computes at every step, whatever shortcut training takes.
     """
 
-    def __init__(self, model: nn.Module, root: nn.Module | None = None, force_analog: bool = False):
+    def __init__(self, model: nn.Module, root: nn.Module | None = None, force_analog: bool = False,
+                 effective: bool = True):
         if root is None:
             root = model.body if isinstance(model, SpikingNet) else model
-        self.force_analog = force_analog
+        self.force_analog, self.effective = force_analog, effective
         self.sops: dict[str, int] = {}
         self.macs: dict[str, int] = {}
+        self.macs_effective: dict[str, int] = {}
+        self.synapses: dict[str, int] = {}
         self.calls: dict[str, int] = {}
         self.kinds: dict[str, set[str]] = {}
         self.types: dict[str, Literal["conv", "linear"]] = {}
@@ -140,10 +203,6 @@ class OpsMeter:
         if self._net is not None:
             self._net.stem_once = False
         rel = {id(m): n for n, m in root.named_modules()}
-        # a classifier read from spikes (no RepAct): counted from the spikes of the last neuron of the forward
-        spiking_head = isinstance(model, SpikingNet) and not model.spec.repact
-        self._head = model.get_classifier() if spiking_head else None
-        self._last_spikes: torch.Tensor | None = None
         # the outputs of neurons whose spikes carry per-channel amplitudes (a calibrated student), by storage,
         # kept alive until the model's next forward: a layer reading one (or a view of it) reads spikes
         self._scaled: dict[int, torch.Tensor] = {}
@@ -157,8 +216,6 @@ class OpsMeter:
             if isinstance(m, SpikingNeuron) and m.scaling == "channel":
                 self._hooks.append(m.register_forward_hook(
                     lambda mod, inp, out: self._scaled.__setitem__(out.data_ptr(), out)))
-            if isinstance(m, SpikingNeuron) and self._head is not None:
-                self._hooks.append(m.register_forward_hook(lambda mod, inp, out: self._keep_last(out)))
         for name, m in model.named_modules():
             if not isinstance(m, _CONVS + (nn.Linear,)):
                 continue
@@ -171,51 +228,40 @@ class OpsMeter:
         """A new forward: the tensors recorded for the last one are no longer inputs."""
         self._scaled.clear()
         self._events.clear()
-        self._last_spikes = None
-
-    def _keep_last(self, spk: torch.Tensor) -> None:
-        self._last_spikes = spk
-
-    def _head_sops(self, mod: nn.Module) -> int | None:
-        """SOPs of a classifier read from spikes: each spike of the last neuron (over all steps) reaches
-        every output; None when ``mod`` is not such a classifier or its feature is not that neuron's."""
-        spk = self._last_spikes
-        if mod is not self._head or not isinstance(mod, nn.Linear) or spk is None or spk.dim() < 2:
-            return None
-        if spk.shape[1] != mod.in_features and spk[0].numel() != mod.in_features:  # pooled, or flattened
-            return None
-        return int(torch.count_nonzero(spk)) * mod.out_features
 
     def _hook(self, name: str):
         @torch.no_grad()
         def fn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
-            head_sops = None if self.force_analog else self._head_sops(mod)
-            if head_sops is not None:
-                self._count(name, "linear", head_sops, 0, "spikes")
-                return
             x = inp[0]
+            linear = isinstance(mod, nn.Linear)
+            type_ = "linear" if linear else "conv"
+            synapses = linear_macs(mod, x) if linear else conv_synapses(mod, x)
             if not self.force_analog and _is_counts(self._events.get(x.data_ptr()), x):
-                self._count(name, "linear" if isinstance(mod, nn.Linear) else "conv", event_sops(mod, x), 0, "spikes")
+                self._count(name, type_, event_sops(mod, x), 0, 0, synapses, "spikes")
                 return
             scaled = self._scaled.get(x.data_ptr())
             from_neuron = scaled is not None and scaled.numel() == x.numel()
             binary = not self.force_analog and (from_neuron or is_binary(x))
             if binary:
                 x = (x != 0).to(x.dtype)  # count events, whatever their amplitude
-            if isinstance(mod, nn.Linear):
-                self.types[name] = "linear"
-                sops, macs = (linear_sops(mod, x), 0) if binary else (0, linear_macs(mod, x))
-            else:
-                self.types[name] = "conv"
-                sops, macs = (conv_sops(mod, x), 0) if binary else (0, conv_macs(mod, out))
-            self._count(name, self.types[name], sops, macs, "spikes" if binary else "analog")
+                sops = linear_sops(mod, x) if linear else conv_sops(mod, x)
+                self._count(name, type_, sops, 0, 0, synapses, "spikes")
+                return
+            macs = linear_macs(mod, x) if linear else conv_macs(mod, out)
+            eff = 0
+            if self.effective:
+                eff = linear_effective_macs(mod, x) if linear else conv_effective_macs(mod, x)
+            self._count(name, type_, 0, macs, eff, synapses, "analog")
 
         return fn
 
-    def _count(self, name: str, type_: Literal["conv", "linear"], sops: int, macs: int, kind: str) -> None:
+    def _count(self, name: str, type_: Literal["conv", "linear"], sops: int, macs: int, macs_effective: int,
+               synapses: int, kind: str) -> None:
         self.types[name] = type_
         self.sops[name] = self.sops.get(name, 0) + sops
         self.macs[name] = self.macs.get(name, 0) + macs
+        self.macs_effective[name] = self.macs_effective.get(name, 0) + macs_effective
+        self.synapses[name] = self.synapses.get(name, 0) + synapses
         self.calls[name] = self.calls.get(name, 0) + 1
         self.kinds.setdefault(name, set()).add(kind)
 
@@ -224,7 +270,7 @@ class OpsMeter:
         return "mixed" if len(kinds) > 1 else next(iter(kinds))  # type: ignore[return-value]
 
     def reset(self) -> None:
-        for d in (self.sops, self.macs, self.calls, self.kinds, self.types):
+        for d in (self.sops, self.macs, self.macs_effective, self.synapses, self.calls, self.kinds, self.types):
             d.clear()
 
     def close(self) -> None:
@@ -248,20 +294,38 @@ class OpsMeter:
         out = []
         for name in self.calls:
             sops, macs = self.sops[name] / samples, self.macs[name] / samples
+            eff = self.macs_effective[name] / samples
             out.append(LayerOps(name=name, type=self.types[name], input_kind=self.input_kind(name),
-                                sops_per_sample=sops, macs_per_sample=macs,
-                                energy_pj_per_sample=macs * e_mac + sops * e_ac))
+                                sops_per_sample=sops, macs_per_sample=macs, macs_effective_per_sample=eff,
+                                synapses_per_sample=self.synapses[name] / samples,
+                                energy_pj_per_sample=macs * e_mac + sops * e_ac,
+                                energy_effective_pj_per_sample=eff * e_mac + sops * e_ac))
         return out
 
 
 def totals(rows: Iterable[LayerOps]) -> dict[str, float]:
-    """Per-sample totals over layers: ``{"sops", "macs", "energy_pj"}``."""
+    """Per-sample totals over layers: ``{"sops", "macs", "energy_pj"}`` (dense MACs) and ``{"macs_effective",
+    "synapses", "energy_effective_pj"}``."""
     rows = list(rows)
     return {
         "sops": sum(r.sops_per_sample for r in rows),
         "macs": sum(r.macs_per_sample for r in rows),
         "energy_pj": sum(r.energy_pj_per_sample for r in rows),
+        "macs_effective": sum(r.macs_effective_per_sample for r in rows),
+        "synapses": sum(r.synapses_per_sample for r in rows),
+        "energy_effective_pj": sum(r.energy_effective_pj_per_sample for r in rows),
     }
+
+
+def footprint(model: nn.Module) -> dict[str, float]:
+    """Static figures of ``model``: ``footprint_bytes`` (parameters and buffers, as stored), ``parameters``
+    and ``connection_sparsity`` (the fraction of conv / linear weights that are exactly 0)."""
+    size = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    weights = [m.weight for m in model.modules() if isinstance(m, _CONVS + (nn.Linear,))]
+    n = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return {"footprint_bytes": size, "parameters": sum(p.numel() for p in model.parameters()),
+            "connection_sparsity": zeros / n if n else 0.0}
 
 
 def dense_macs(model: nn.Module, input_size: tuple[int, ...], root: nn.Module | None = None,
@@ -282,7 +346,7 @@ def dense_macs(model: nn.Module, input_size: tuple[int, ...], root: nn.Module | 
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    meter = OpsMeter(model, root, force_analog=True)
+    meter = OpsMeter(model, root, force_analog=True, effective=False)
     was_training, repeats = model.training, [n.repeat_input for n in neurons]
     try:
         model.eval()

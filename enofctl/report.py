@@ -38,9 +38,14 @@ def _runs(results: list[EvalResult]):
 
 # Each table: (title, header, rows). Short headers so the tables fit a 100-column terminal.
 SUMMARY_HEADER = ["artifact", "kind", "T", "top1 %", "top5 %", "spikes/img", "rate %", "img/s", "ms/batch"]
-ENERGY_HEADER = ["artifact", "T", "SOPs/img", "MACs/img", "RepAct MACs", "energy uJ/img", "x ANN"]
+ENERGY_HEADER = ["artifact", "T", "SOPs/img", "MACs dense", "MACs eff.", "RepAct MACs", "uJ dense", "uJ eff.",
+                 "x ANN"]
 LAYER_HEADER = ["layer", "neurons", "rate %", "spikes/img", "silent %", "saturated %"]
-OPS_HEADER = ["layer", "input", "SOPs/img", "MACs/img", "energy nJ/img", "ANN nJ/img"]
+OPS_HEADER = ["layer", "input", "SOPs/img", "MACs dense", "MACs eff.", "nJ dense", "ANN nJ"]
+NEUROBENCH_HEADER = ["artifact", "T", "accuracy %", "act. sparsity %", "Effective_ACs", "Effective_MACs", "Dense",
+                     "membrane upd.", "footprint B", "conn. sparsity", "params", "= enofctl"]
+PAPER_HEADER = ["artifact", "T", "top-1 %", "spikes/img", "sparsity % (SNN / all)", "SOPs (ACs)/img",
+                "MACs dense/img", "MACs effective/img", "energy uJ/img (dense MACs)", "energy uJ/img (effective)"]
 
 
 def summary_rows(results: list[EvalResult]) -> list[list[str]]:
@@ -52,9 +57,54 @@ def summary_rows(results: list[EvalResult]) -> list[list[str]]:
 
 
 def energy_rows(results: list[EvalResult]) -> list[list[str]]:
-    return [[artifact_label(r, results), _num(run.T, "d"), _num(run.sops), _num(run.macs), _num(run.repact_macs),
-             _num(run.energy_pj / 1e6, ".3f"), _num(run.energy_ratio, ".3f")]
+    return [[artifact_label(r, results), _num(run.T, "d"), _num(run.sops), _num(run.macs), _num(run.macs_effective),
+             _num(run.repact_macs), _num(run.energy_pj / 1e6, ".3f"), _num(run.energy_effective_pj / 1e6, ".3f"),
+             _num(run.energy_ratio, ".3f")]
             for r, run in _runs(results)]
+
+
+def agreement(run: EvalRun) -> list[str]:
+    """Which of NeuroBench's figures differ from enofctl's on the same run (empty: all agree). NeuroBench
+    rounds connection sparsity to 4 decimals and averages accuracy over batches in float32, so accuracy agrees
+    when both give the same number of correct images."""
+    nb = run.neurobench
+    if nb is None or nb.error is not None:
+        return []
+    pairs = {"Effective_ACs": (nb.effective_acs, run.sops), "Effective_MACs": (nb.effective_macs, run.macs_effective),
+             "Dense": (nb.dense, run.synapses), "activation_sparsity": (nb.activation_sparsity,
+                                                                        run.activation_sparsity_all),
+             "footprint": (nb.footprint_bytes, run.footprint_bytes), "parameters": (nb.parameter_count,
+                                                                                   run.parameters),
+             "connection_sparsity": (nb.connection_sparsity, round(run.connection_sparsity, 4))}
+    differ = [k for k, (a, b) in pairs.items() if a is None or abs(a - b) > 1e-9 * max(1.0, abs(b))]
+    if round(nb.classification_accuracy * run.samples) != round(run.top1 * run.samples):
+        differ.append("accuracy")
+    return differ
+
+
+def neurobench_rows(results: list[EvalResult]) -> list[list[str]]:
+    rows = []
+    for r, run in _runs(results):
+        nb = run.neurobench
+        if nb is None:
+            continue
+        label = artifact_label(r, results)
+        if nb.error is not None:
+            rows.append([label, _num(run.T, "d"), f"not measured: {nb.error}"] + [""] * 9)
+            continue
+        diff = agreement(run)
+        rows.append([label, _num(run.T, "d"), _pct(nb.classification_accuracy), _pct(nb.activation_sparsity),
+                     _num(nb.effective_acs), _num(nb.effective_macs), _num(nb.dense), _num(nb.membrane_updates),
+                     _num(nb.footprint_bytes), _num(nb.connection_sparsity, ".4f"), _num(nb.parameter_count),
+                     "yes" if not diff else "differs: " + ", ".join(diff)])
+    return rows
+
+
+def paper_rows(results: list[EvalResult]) -> list[list[str]]:
+    return [[artifact_label(r, results), _num(run.T, "d"), _pct(run.top1), _num(run.spikes_per_sample),
+             f"{_pct(run.activation_sparsity)} / {_pct(run.activation_sparsity_all)}", _num(run.sops),
+             _num(run.macs), _num(run.macs_effective), _num(run.energy_pj / 1e6, ".3f"),
+             _num(run.energy_effective_pj / 1e6, ".3f")] for r, run in _runs(results)]
 
 
 def layer_rows(run: EvalRun) -> list[list[str]]:
@@ -68,7 +118,7 @@ def ops_rows(run: EvalRun) -> list[list[str]]:
     for o in run.ops:
         label = f"{o.name} (RepAct)" if run.repact_macs is not None and o.name == run.classifier else o.name
         rows.append([label, o.input_kind, _num(o.sops_per_sample), _num(o.macs_per_sample),
-                     _num(o.energy_pj_per_sample / 1e3, ",.1f"),
+                     _num(o.macs_effective_per_sample), _num(o.energy_pj_per_sample / 1e3, ",.1f"),
                      _num(ann[o.name] / 1e3, ",.1f") if o.name in ann else "-"])
     return rows
 
@@ -86,6 +136,11 @@ def tables(results: list[EvalResult], layers_at: int | None = None) -> list[tupl
         if run.T is not None:
             out.append((f"Per-layer operations: {artifact_label(r, results)} (T={run.T})", OPS_HEADER,
                         ops_rows(run)))
+    nb = neurobench_rows(results)
+    if nb:
+        versions = sorted({run.neurobench.version for _, run in _runs(results) if run.neurobench is not None})
+        out.append((f"NeuroBench {', '.join(versions)} (its own Benchmark and metrics, per image)", NEUROBENCH_HEADER,
+                    nb))
     return out
 
 
@@ -102,13 +157,28 @@ def what_rows(results: list[EvalResult], layers_at: int | None = None) -> list[l
 LEGEND = """\
 Columns: top1/top5 % = accuracy on the test split; spikes/img = spikes of all spiking layers over all T
 steps for one input; rate % = spikes / (neurons x T); img/s and ms/batch = measured inference speed on the
-evaluating device; SOPs = accumulates triggered by input spikes (each spike x its fan-out); MACs =
-multiply-accumulates of layers fed analog values (the directly encoded first layer at every step, RepAct's
-classifier once on the time-averaged feature, convs after an average pool at every step); a classifier
-without RepAct reads spikes: its SOPs are the last neuron's spikes x its outputs; BatchNorm, pools, biases
-and neurons are not counted; energy = MACs x E_MAC + SOPs x E_AC (E_MAC = {e_mac} pJ, E_AC = {e_ac} pJ,
-Horowitz 2014, 45 nm); x ANN = energy relative to the same network run as an ANN (its MACs x E_MAC);
-silent / saturated % = neurons that never fired / fired at every step on the evaluated samples.
+evaluating device. Every conv / linear layer is counted on the input it receives, at every call: SOPs (ACs)
+= accumulates triggered by input spikes (each spike x its fan-out); MACs = multiply-accumulates of layers fed
+analog values (the directly encoded first layer at every step, convs after an average pool at every step,
+the classifier once on the time-averaged feature: RepAct's ReLU output, or without RepAct the averaged
+spikes), *dense* (every tap, zero-padding taps and zero inputs included) and *effective* (only a non-zero
+input x a non-zero weight, padding excluded: NeuroBench's Effective_MACs); BatchNorm, pools, biases and
+neurons are not counted; energy = MACs x E_MAC + SOPs x E_AC (E_MAC = {e_mac} pJ, E_AC = {e_ac} pJ,
+Horowitz 2014, 45 nm), with dense or effective MACs as the column says; x ANN = dense energy relative to the
+same network run as an ANN (its dense MACs x E_MAC); sparsity % = zero outputs of the spiking neurons / of
+every activation, non-spiking ones (RepAct's ReLU) included; silent / saturated % = neurons that never fired
+/ fired at every step on the evaluated samples.
+"""
+
+NEUROBENCH_LEGEND = """\
+NeuroBench {version}: its own `Benchmark` with the static metrics Footprint, ConnectionSparsity and
+ParameterCount and the workload metrics ClassificationAccuracy, ActivationSparsity (every activation layer),
+SynapticOperations (Effective_ACs, Effective_MACs, Dense: every synapse, padding excluded) and MembraneUpdates
+(NeuroBench 2.3 reads the membrane of snnTorch neurons only: 0 for enofctl's neurons), run through
+`enofctl/neurobench_adapter.py`; *= enofctl* says whether its figures equal enofctl's (Effective_ACs = SOPs,
+Effective_MACs = effective MACs, Dense = synapses, activation sparsity with non-spiking layers, footprint,
+parameters, accuracy). NeuroBench skips zero weights in Effective_ACs, enofctl's SOPs do not: they agree
+when connection sparsity is 0.
 """
 
 
@@ -124,9 +194,17 @@ def markdown(report: Report, plots: list[str], layers_at: int | None = None) -> 
              _md_table(WHAT_HEADER, what_rows(results, layers_at)), "",
              "Per-layer tables and figures are at the T in the last column (the student's own T when evaluated, "
              "else the largest; `--layers-at T` picks another); report.json holds every T's.\n"]
-    for title, header, rows in tables(results, layers_at):
-        parts += [f"## {title}\n", _md_table(header, rows), ""]
     r0 = report.results[0]
+    parts += [f"## Paste-ready summary (per image; E_MAC = {r0.e_mac} pJ, E_AC = {r0.e_ac} pJ)\n",
+              _md_table(PAPER_HEADER, paper_rows(results)), ""]
+    ours = tables(results, layers_at)
+    nb = [t for t in ours if t[1] is NEUROBENCH_HEADER]  # beside the summary
+    versions = sorted({run.neurobench.version for _, run in _runs(results) if run.neurobench is not None})
+    for title, header, rows in nb:
+        parts += [f"## {title}\n", _md_table(header, rows), "", NEUROBENCH_LEGEND.format(version=", ".join(versions))]
+    for title, header, rows in ours:
+        if header is not NEUROBENCH_HEADER:
+            parts += [f"## {title}\n", _md_table(header, rows), ""]
     parts.append(LEGEND.format(e_mac=r0.e_mac, e_ac=r0.e_ac))
     parts += [f"![{p}]({p})\n" for p in plots]
     return "\n".join(parts)

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,nir,events]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,nir,events,neurobench]"
 .venv/bin/python -m ruff check .
 exec .venv/bin/python -m pytest -q "$@"

@@ -21,6 +21,7 @@ from clihelp import QUICK, TINY, Pipeline, assert_one_error_line, listing, manif
 
 from enofctl import artifacts
 from enofctl.schema import SCHEMA_VERSION
+from enofctl.stages.evaluate import REPORT_SCHEMA_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_eval_report(pipe: Pipeline, tmp_path: Path) -> None:
     assert "top1" in out  # the tables go to stdout
     assert (folder / "report.md").is_file()
     report = json.loads((folder / "report.json").read_text())
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == REPORT_SCHEMA_VERSION == 2
     [res] = report["results"]
     assert res["artifact"] == str(pipe.student) and res["T"] == 2
     assert all(0.0 <= v <= 1.0 for v in res["firing_rates"].values())

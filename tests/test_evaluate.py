@@ -79,8 +79,18 @@ def test_measure_counts_energy_from_spikes() -> None:
     spikes = 0 + 1 + 2 + 4  # per sample over T steps
     assert run.samples == 3 and run.T == T
     assert run.spikes_per_sample == pytest.approx(spikes)
-    # no RepAct: the classifier reads the spikes at every step: each of the 7 spikes reaches its 2 outputs
-    assert run.sops == pytest.approx(2 * spikes) and run.macs == 0
-    assert run.energy_pj == pytest.approx(2 * spikes * 0.9)
+    # no RepAct: the classifier runs once per sample on the spikes averaged over T (rates 0, 1/4, 2/4, 4/4:
+    # analog), so it is counted as what it computes: 4 x 2 dense MACs, of which 3 x 2 pair a non-zero input
+    # (the first input never fires) with a non-zero weight. Before report schema 2 this counted the 7 spikes
+    # x 2 outputs as SOPs at every step, a computation the student does not do.
+    assert run.sops == 0 and run.macs == 8 and run.macs_effective == 6
+    assert run.synapses == 8
+    assert run.energy_pj == pytest.approx(8 * 4.6)
+    assert run.energy_effective_pj == pytest.approx(6 * 4.6)
     assert run.ann_energy_pj == pytest.approx(8 * 4.6)
     assert run.repact_macs is None  # RepAct off
+    # activation sparsity: 7 of the 4 x 4 neuron-steps fire
+    assert run.activation_sparsity == pytest.approx(1 - 7 / 16)
+    assert run.activation_sparsity_all == run.activation_sparsity  # no non-spiking activation
+    assert run.activation_sparsity_by_layer == {"act": pytest.approx(1 - 7 / 16)}
+    assert run.footprint_bytes == 8 * 4 and run.parameters == 8 and run.connection_sparsity == 0

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -127,7 +128,11 @@ def test_zero_spikes_give_zero_sops():
     meter.close()
     rows = meter.rows(samples=2)
     assert [(r.input_kind, r.sops_per_sample, r.macs_per_sample) for r in rows] == [("spikes", 0, 0)] * 2
-    assert totals(rows) == {"sops": 0, "macs": 0, "energy_pj": 0}
+    tot = totals(rows)
+    assert tot == {"sops": 0, "macs": 0, "energy_pj": 0, "macs_effective": 0, "energy_effective_pj": 0,
+                   "synapses": tot["synapses"]}
+    # the dense count is every synapse, padding taps excluded: 5x5 output, pad 1, 3x3: 13 taps per axis
+    assert tot["synapses"] == 13 * 13 * 3 * 4 + 100 * 2
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -302,25 +307,63 @@ def test_dense_macs_of_a_fresh_student_is_its_teachers(tiny_resnet20):
     assert [r.macs_per_sample for r in dense_macs(snn, input_size)] == ann
 
 
-def test_classifier_without_repact_counts_the_last_neurons_spikes(tiny_resnet20):
-    """No RepAct: the classifier reads (pooled) spikes at every step: SOPs = those spikes x out_features,
-    counted here by hand from the last neuron's output."""
+def test_classifier_without_repact_counts_what_runs(tiny_resnet20):
+    """No RepAct: the classifier runs once per sample, on the pooled spikes averaged over T (analog: multiples
+    of 1/T), so it is counted once as MACs: dense = in x out, effective = non-zero features x non-zero weights,
+    counted here by hand from the classifier's input. (Until report schema 2 it was counted as the last
+    neuron's spikes x out_features at every step, a computation the student does not do.)"""
     from enofctl.schema import SpikingSpec
     from enofctl.spiking import make_spiking
 
     teacher, input_size = tiny_resnet20
     snn = make_spiking(teacher, SpikingSpec(T=2, repact=False, neuron=NeuronSpec(v_th=0.05)), input_size).eval()
-    last = {}
-    hooks = [m.register_forward_hook(lambda mod, i, o: last.__setitem__("spk", o.detach().clone()))
-             for m in snn.neurons().values()]
+    seen = {}
+    hook = snn.get_classifier().register_forward_hook(lambda mod, i, o: seen.__setitem__("x", i[0].detach().clone()))
     meter = run(snn, torch.rand(3, *input_size))
-    for h in hooks:
-        h.remove()
+    hook.remove()
     rows = {r.name: r for r in meter.rows(samples=3)}
-    spikes = int((last["spk"] != 0).sum())
-    assert spikes > 0
-    assert rows["fc"].input_kind == "spikes" and rows["fc"].macs_per_sample == 0
-    assert rows["fc"].sops_per_sample == pytest.approx(spikes * 10 / 3)
+    feat = seen["x"]  # [3, 64]: the mean over T of the pooled last spikes
+    assert feat.shape == (3, 64) and not torch.equal(feat, (feat != 0).float())  # analog
+    w = snn.get_classifier().weight
+    assert rows["fc"].input_kind == "analog" and rows["fc"].sops_per_sample == 0
+    assert rows["fc"].macs_per_sample == 64 * 10
+    effective = sum(int((w[:, feat[b] != 0] != 0).sum()) for b in range(3))
+    assert 0 < effective < 3 * 64 * 10
+    assert rows["fc"].macs_effective_per_sample == pytest.approx(effective / 3)
     with_repact = make_spiking(teacher, SpikingSpec(T=2, repact=True), input_size).eval()
     head = {r.name: r for r in run(with_repact, torch.rand(3, *input_size)).rows(samples=3)}["fc"]
     assert head.input_kind == "analog" and head.macs_per_sample == 64 * 10  # once, on the mean feature
+
+
+def test_effective_macs_match_brute_force_pairs():
+    """Effective MACs: the (non-zero input, non-zero weight) pairs of a conv, padding taps excluded, counted by
+    a loop over output positions and taps; linear likewise."""
+    conv = nn.Conv2d(2, 3, 3, stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight[0, 1] = 0  # a few exact zero weights
+        conv.weight[2, 0, 1, 1] = 0
+    x = torch.randn(2, 2, 5, 6)
+    x[x.abs() < 0.5] = 0  # zero inputs
+    meter = run(conv, x)
+    pad = F.pad(x, (1, 1, 1, 1))
+    inside = F.pad(torch.ones_like(x), (1, 1, 1, 1))
+    want = 0
+    ho, wo = _out_len(5, 3, 2, 1, 1), _out_len(6, 3, 2, 1, 1)
+    for n in range(2):
+        for o in range(3):
+            for i in range(ho):
+                for j in range(wo):
+                    for c in range(2):
+                        for ki in range(3):
+                            for kj in range(3):
+                                xi, xj = 2 * i + ki, 2 * j + kj
+                                if inside[n, c, xi, xj] and pad[n, c, xi, xj] != 0 and conv.weight[o, c, ki, kj] != 0:
+                                    want += 1
+    assert meter.input_kind("") == "analog"
+    assert meter.macs_effective[""] == want
+    assert meter.macs[""] == 2 * 3 * ho * wo * 2 * 9 > want
+    linear = nn.Linear(4, 3)
+    with torch.no_grad():
+        linear.weight[1, 2] = 0
+    xl = torch.tensor([[0.5, 0.0, -1.0, 2.0]])
+    assert run(linear, xl).macs_effective[""] == 3 * 3 - 1  # 3 non-zero inputs x 3 outputs, one zero weight

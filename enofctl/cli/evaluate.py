@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from enofctl import neurobench_adapter
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, err, print_table, progress
 from enofctl.errors import GateError
@@ -60,6 +61,9 @@ def evaluate(
     max_energy_ratio: Annotated[float | None, typer.Option(min=0.0, help="Gate: exit 3 if a student's energy "
                                                            "relative to its ANN is above this.",
                                                            show_default="off")] = None,
+    neurobench: Annotated[bool, typer.Option("--neurobench", help="Also run NeuroBench's own Benchmark and "
+                                             "metrics on every artifact and T (extra: pip install "
+                                             "'enofctl[neurobench]').")] = EVAL.neurobench,
     json_: o.Json = False,
     quiet: o.Quiet = False,
 ) -> None:
@@ -69,13 +73,21 @@ def evaluate(
         raise typer.BadParameter(f"{layers_at} is not one of --T {T}", param_hint="--layers-at")
     if report is not None:
         check_report_dir(report)
+    if neurobench:
+        neurobench_adapter.require()  # the extra is missing: one line, exit 1, before anything is measured
     cfg = EvalConfig(T=Ts, limit_test=limit_test if limit_test is not None else limit, batch_size=batch_size,
                      dataset=dataset, data_dir=o.path_str(data_dir), download=download, device=device.value,
-                     workers=workers, e_mac=e_mac, e_ac=e_ac, speed_batches=speed_batches)
+                     workers=workers, e_mac=e_mac, e_ac=e_ac, speed_batches=speed_batches,
+                     neurobench=neurobench)
     results = []
     for path in artifacts:
         with progress(quiet or json_, f"eval {path.name}") as cb:
             results.append(run(path, cfg, progress=cb))
+        for r in results[-1].runs:
+            if r.neurobench is not None and r.neurobench.error is not None:
+                at = f" at T={r.T}" if r.T is not None else ""
+                err.print(f"NeuroBench could not measure {path.name}{at}: {r.neurobench.error}", markup=False,
+                          highlight=False, soft_wrap=True)
     if report is not None:
         write_report(results, report, layers_at)
     fails = gate_failures(results, Gates(min_top1=min_top1, max_spikes_per_sample=max_spikes_per_sample,

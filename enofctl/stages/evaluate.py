@@ -11,16 +11,18 @@ import torch
 import torch.nn as nn
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from enofctl import artifacts
+from enofctl import artifacts, neurobench_adapter
 from enofctl.artifacts import Artifact
 from enofctl.data import Data, data_at, default_workers, load_dataset, split_on
 from enofctl.errors import UsageError
-from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
+from enofctl.neurobench_adapter import NeuroBenchRun
+from enofctl.ops import ACTIVATIONS, E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, footprint, totals
 from enofctl.schema import ModelSpec
 from enofctl.spiking import SpikingNet, SpikingNeuron, logits_of
 from enofctl.stages.common import ProgressEvent, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: effective MACs, synapses, sparsity, footprint, NeuroBench; the
+# classifier of a student without RepAct counted once on its time-averaged input (MACs), not as SOPs per step
 
 
 class EvalConfig(BaseModel):
@@ -42,6 +44,8 @@ class EvalConfig(BaseModel):
                          "folders (0: this one); default: the cores this process may use but one, at most 8")
     speed_batches: int = Field(5, ge=0, description="timed passes over one batch for throughput/latency, after "
                                "two warm-up passes; the median counts (0: skip)")
+    neurobench: bool = Field(False, description="also run NeuroBench's own Benchmark (extra `neurobench`) on "
+                             "every evaluated artifact and T")
 
 
 class LayerActivity(BaseModel):
@@ -72,15 +76,32 @@ class EvalRun(BaseModel):
     firing_rates: dict[str, float]
     layers: list[LayerActivity]
     sops: float = Field(description="synaptic operations (accumulates triggered by spikes) per sample")
-    macs: float = Field(description="multiply-accumulates (layers fed analog values) per sample")
-    energy_pj: float = Field(description="macs * e_mac + sops * e_ac per sample, picojoules")
-    ann_energy_pj: float = Field(description="energy of the same network as an ANN: its macs * e_mac")
+    macs: float = Field(description="dense multiply-accumulates (layers fed analog values; every tap, padding "
+                        "and zero inputs included) per sample")
+    macs_effective: float = Field(0.0, description="multiply-accumulates of a non-zero input and a non-zero "
+                                  "weight (padding excluded) per sample")
+    synapses: float = Field(0.0, description="every (input, weight) pair of every layer call, padding excluded, "
+                            "per sample (NeuroBench's Dense)")
+    energy_pj: float = Field(description="macs * e_mac + sops * e_ac per sample (dense MACs), picojoules")
+    energy_effective_pj: float = Field(0.0, description="macs_effective * e_mac + sops * e_ac per sample, "
+                                       "picojoules")
+    ann_energy_pj: float = Field(description="energy of the same network as an ANN: its dense macs * e_mac")
     energy_ratio: float = Field(description="energy_pj / ann_energy_pj")
+    activation_sparsity: float | None = Field(None, description="zero outputs / outputs of the spiking neurons "
+                                              "(1 - mean firing rate); None for an ANN")
+    activation_sparsity_all: float | None = Field(None, description="zero outputs / outputs of every activation "
+                                                  "module, non-spiking ones (RepAct's ReLU, an ANN's ReLUs) "
+                                                  "included: NeuroBench's activation_sparsity")
+    activation_sparsity_by_layer: dict[str, float] = Field(default_factory=dict)
+    footprint_bytes: int = Field(0, description="parameters and buffers, bytes")
+    parameters: int = 0
+    connection_sparsity: float = Field(0.0, description="fraction of conv / linear weights that are exactly 0")
     classifier: str | None = Field(None, description="name of the classifier layer")
     repact_macs: float | None = Field(None, description="MACs of the classifier fed RepAct's analog feature")
     ops: list[LayerOps]
     ann_ops: list[LayerOps] = Field(default_factory=list, description="a student's network run as an ANN")
     speed: Speed | None = None
+    neurobench: NeuroBenchRun | None = Field(None, description="NeuroBench's own figures (eval --neurobench)")
 
 
 class EvalResult(BaseModel):
@@ -104,7 +125,9 @@ class EvalResult(BaseModel):
     firing_rates: dict[str, float]
     sops: float
     macs: float
+    macs_effective: float = 0.0
     energy_pj: float
+    energy_effective_pj: float = 0.0
     energy_ratio: float
     e_mac: float
     e_ac: float
@@ -125,11 +148,36 @@ class ActivityMeter:
     def __init__(self, model: nn.Module):
         self.counts: dict[str, torch.Tensor] = {}  # per neuron: spikes over all steps and samples
         self.rows: dict[str, int] = {}  # T * samples seen
+        # every activation module (spiking or not): [non-zero outputs, outputs] over all calls
+        self.density: dict[str, list[int]] = {}
+        self.spiking: set[str] = set()
         root = model.body if isinstance(model, SpikingNet) else model  # layer names as in the teacher
         self._hooks = [
             m.register_forward_hook(self._hook(name, m))
             for name, m in root.named_modules() if isinstance(m, SpikingNeuron)
         ]
+        for name, m in root.named_modules():
+            if isinstance(m, ACTIVATIONS):
+                self._hooks.append(m.register_forward_hook(self._density(name)))
+                if isinstance(m, SpikingNeuron):
+                    self.spiking.add(name)
+
+    def _density(self, name: str):
+        def fn(_mod, _inp, out):
+            d = self.density.setdefault(name, [0, 0])
+            d[0] += int(torch.count_nonzero(out.detach()))
+            d[1] += out.numel()
+
+        return fn
+
+    def sparsity(self, spiking_only: bool) -> float | None:
+        """Zero outputs / outputs over the activation modules seen (only the spiking ones: ``spiking_only``)."""
+        seen = [d for n, d in self.density.items() if n in self.spiking or not spiking_only]
+        total = sum(d[1] for d in seen)
+        return 1 - sum(d[0] for d in seen) / total if total else None
+
+    def sparsity_by_layer(self) -> dict[str, float]:
+        return {n: 1 - d[0] / d[1] for n, d in self.density.items() if d[1]}
 
     def _hook(self, name: str, neuron: SpikingNeuron):
         def fn(_mod, _inp, out):
@@ -196,7 +244,7 @@ def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg:
     model.eval().to(device)
     spiking = isinstance(model, SpikingNet)
     meter = ActivityMeter(model)
-    ops = OpsMeter(model) if spiking else None
+    ops = OpsMeter(model, force_analog=not spiking)  # an ANN multiplies in every layer, whatever its input
     c1 = c5 = n = 0
     steps = n_batches(split, batch_size, limit)
     try:
@@ -208,8 +256,7 @@ def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg:
                 progress(ProgressEvent("eval", 1, 1, i + 1, steps))
     finally:
         meter.close()
-        if ops:
-            ops.close()
+        ops.close()
     T = model.T if spiking else None
     layers = meter.layers(max(n, 1), T or 1) if spiking else []
     total = sum(layer.spikes_per_sample for layer in layers)
@@ -218,9 +265,9 @@ def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg:
     frames = getattr(split, "frames", None)
     if frames is not None:  # event data: the ANN runs once per frame, T frames per sample
         ann_rows = [_times(r, frames.T) for r in ann_rows]
-    # an ANN multiplies in every layer, whatever its input happens to be (ReLU outputs can be 0/1)
-    op_rows = ops.rows(max(n, 1), e_mac, e_ac) if ops else ann_rows
+    op_rows = ops.rows(max(n, 1), e_mac, e_ac) if n or spiking else ann_rows
     tot, ann = totals(op_rows), totals(ann_rows)
+    static = footprint(model)
     head = _classifier_name(model)
     repact_macs = next((r.macs_per_sample for r in op_rows if r.name == head), None) \
         if spiking and model.spec.repact else None
@@ -229,8 +276,13 @@ def measure(model: nn.Module, split, device: torch.device, spec: ModelSpec, cfg:
         spikes_per_sample=total if spiking else None,
         mean_firing_rate=total / (neurons * T) if spiking and neurons else None,
         firing_rates={layer.name: layer.firing_rate for layer in layers}, layers=layers,
-        sops=tot["sops"], macs=tot["macs"], energy_pj=tot["energy_pj"], ann_energy_pj=ann["energy_pj"],
+        sops=tot["sops"], macs=tot["macs"], macs_effective=tot["macs_effective"], synapses=tot["synapses"],
+        energy_pj=tot["energy_pj"], energy_effective_pj=tot["energy_effective_pj"], ann_energy_pj=ann["energy_pj"],
         energy_ratio=tot["energy_pj"] / ann["energy_pj"] if ann["energy_pj"] else float("nan"),
+        activation_sparsity=meter.sparsity(spiking_only=True) if spiking else None,
+        activation_sparsity_all=meter.sparsity(spiking_only=False),
+        activation_sparsity_by_layer=meter.sparsity_by_layer(), footprint_bytes=static["footprint_bytes"],
+        parameters=static["parameters"], connection_sparsity=static["connection_sparsity"],
         classifier=head, repact_macs=repact_macs, ops=op_rows, ann_ops=ann_rows if spiking else [],
         speed=measure_speed(model, split, device, spec, cfg),
     )
@@ -264,13 +316,20 @@ def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: Progr
             model.set_T(T)
         split = data_at(data, T or data.frames.T).test if data.frames is not None else data.test  # events: T frames
         split = split_on(split, device, cfg.workers)  # (itself when already there)
-        runs.append(measure(model, split, device, m.model, cfg, progress))
+        run = measure(model, split, device, m.model, cfg, progress)
+        if cfg.neurobench:
+            run.neurobench = neurobench_adapter.benchmark(
+                model, lambda split=split: batches_on(split, device, m.model.mean, m.model.std,
+                                                      batch_size=cfg.batch_size, limit=cfg.limit_test),
+                samples=run.samples, n_batches=n_batches(split, cfg.batch_size, cfg.limit_test))
+        runs.append(run)
     first = headline_run(runs, m.spiking.T if m.spiking is not None else None)
     return EvalResult(
         artifact=str(art.path), sha256=art.sha256, kind=m.kind, model=m.model.name, dataset=data.info.name,
         top1=first.top1, top5=first.top5, samples=first.samples, T=first.T,
         spikes_per_sample=first.spikes_per_sample, firing_rates=first.firing_rates, sops=first.sops,
-        macs=first.macs, energy_pj=first.energy_pj, energy_ratio=first.energy_ratio, e_mac=cfg.e_mac,
+        macs=first.macs, macs_effective=first.macs_effective, energy_pj=first.energy_pj,
+        energy_effective_pj=first.energy_effective_pj, energy_ratio=first.energy_ratio, e_mac=cfg.e_mac,
         e_ac=cfg.e_ac, runs=runs,
     )
 
@@ -283,6 +342,8 @@ def headline_run(runs: list[EvalRun], own_T: int | None) -> EvalRun:
 
 def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     """`eval`: read the artifact and its data (``cfg.dataset`` overrides the manifest's), measure it."""
+    if cfg.neurobench:
+        neurobench_adapter.require()  # before any work: the extra is missing
     art = artifacts.load(path)
     m = art.manifest
     name = cfg.dataset or m.data.dataset
