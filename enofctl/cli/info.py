@@ -16,13 +16,14 @@ from enofctl.cli.display import print_table
 def inspect(
     artifact: Annotated[Path, typer.Argument(help="Artifact to describe.")],
     json_: o.Json = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only validate: print nothing, exit 0 if the "
-                                        "artifact is sound.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only validate (as every stage that loads it "
+                                        "does: manifest, tensors, the model they build): print nothing, exit 0 "
+                                        "if the artifact is sound.")] = False,
 ) -> None:
-    """Print an artifact's manifest (after validating the whole file)."""
+    """Print an artifact's manifest, after validating the whole file and the model it builds."""
     from enofctl import artifacts
 
-    art = artifacts.load(artifact)
+    art = artifacts.verify(artifact)
     if quiet:
         return
     data = {"path": str(art.path), "sha256": art.sha256, "manifest": art.manifest.model_dump(mode="json")}

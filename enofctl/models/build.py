@@ -4,6 +4,7 @@ it cannot build with; and a dry run that says whether a model can take its input
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import timm
@@ -34,9 +35,28 @@ def build_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, An
         raise UsageError(f"model {name!r} cannot be built with {kwargs}: {first_line(e)}") from e
 
 
+# The model kwargs a manifest or --model-arg may pass to timm.create_model: scalars that shape the network. The
+# registered models (resnet20/19, vgg7) take width, drop_rate and global_pool; timm's own take the drop rates and
+# channel/width/depth multipliers. Anything else is refused: a name like checkpoint_path, pretrained_cfg, file,
+# url or hf_hub_id would make timm read (or download) what a forged manifest names.
+SAFE_MODEL_KWARGS = frozenset({"width", "width_multiplier", "channel_multiplier", "depth_multiplier", "drop_rate",
+                               "drop_path_rate", "drop_block_rate", "global_pool"})
+_POOL_NAME = re.compile(r"[a-z]{1,16}")
+
+
 def check_model_kwargs(kwargs: dict[str, Any]) -> None:
-    """Refuse option values no model can use: non-finite numbers, and drop rates outside [0, 1)."""
+    """Refuse option names outside ``SAFE_MODEL_KWARGS``, values that are not numbers (``global_pool``: a short
+    name), non-finite numbers, and drop rates outside [0, 1)."""
     for key, value in kwargs.items():
+        if key not in SAFE_MODEL_KWARGS:
+            raise UsageError(f"model option {key!r} is not allowed (enofctl passes only "
+                             f"{', '.join(sorted(SAFE_MODEL_KWARGS))} to the model; never a file, URL or hub id)")
+        if key == "global_pool":
+            if not (isinstance(value, str) and _POOL_NAME.fullmatch(value)):
+                raise UsageError(f"model option global_pool={value!r}: give a pooling name such as avg")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UsageError(f"model option {key}={value!r}: give a number")
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"model option {key}={value}: not a finite number")
         if key.endswith("drop_rate") or key.endswith("drop_path_rate") or key.endswith("drop_block_rate"):

@@ -86,6 +86,28 @@ def forged_input_size(c: Ctx) -> Path:
     return path
 
 
+def forged(c: Ctx, src: Path | None = None, tensors: dict | None = None, **model: object) -> Path:
+    """The pipeline's teacher (or ``src``) re-signed with ``model`` fields changed and/or other ``tensors``: a
+    manifest whose sha256 matches, describing something else."""
+    src = src or c.pipe.teacher
+    art = artifacts.load(src)
+    spec = art.manifest.model.model_copy(update=model)
+    path = c.dir / "forged.safetensors"
+    artifacts.save(path, art.manifest.model_copy(update={"model": spec}),
+                   load_file(str(src)) if tensors is None else tensors)
+    return path
+
+
+def forged_kwargs(c: Ctx, **kwargs: object) -> Path:
+    return forged(c, kwargs={**artifacts.load(c.pipe.teacher).manifest.model.kwargs, **kwargs})
+
+
+def _load_cmd(cmd: str, path: Path, c: Ctx) -> tuple:
+    """A command that loads ``path`` and would do cheap work with it."""
+    return {"eval": ("eval", path, "--limit", "8"), "inspect": ("inspect", path, "--quiet"),
+            "convert": ("convert", path, "--no-calibrate", "--out", c.out)}[cmd]
+
+
 def copy_of(c: Ctx, src: Path, name: str) -> Path:
     path = c.dir / name
     path.write_bytes(src.read_bytes())
@@ -182,6 +204,28 @@ CASES = [
          ("cannot run on its own input size",)),
     Case("forged-input-size-convert", lambda c: ("convert", forged_input_size(c), "--no-calibrate", "--out", c.out),
          1, ("cannot run on its own input size",)),
+    # a re-signed manifest whose tensors do not fit its model: inspect checks what every loading stage checks
+    Case("forged-no-tensors-inspect", lambda c: ("inspect", forged(c, tensors={}), "--quiet"), 1,
+         ("tensors do not match", "missing")),
+    Case("forged-no-tensors-eval", lambda c: ("eval", forged(c, tensors={}), "--limit", "8"), 1, ("missing",)),
+    Case("forged-width-inspect", lambda c: ("inspect", forged_kwargs(c, width=0.25), "--quiet"), 1,
+         ("the model expects",)),
+    Case("forged-width-inspect-json", lambda c: ("inspect", forged_kwargs(c, width=0.25), "--json"), 1,
+         ("the model expects",)),
+    Case("forged-student-width-inspect", lambda c: ("inspect", forged(c, c.pipe.student, kwargs={"width": 0.25}),
+                                                    "--quiet"), 1, ("the model expects",)),
+    Case("forged-input-size-inspect", lambda c: ("inspect", forged_input_size(c), "--quiet"), 1,
+         ("cannot run on its own input size",)),
+    # a re-signed manifest naming a file (or URL, hub id) for timm to read: refused on load, naming the field
+    *(Case(f"forged-kwarg-{key}-{cmd}", lambda c, key=key, value=value, cmd=cmd: _load_cmd(
+        cmd, forged_kwargs(c, **{key: value}), c), 1, ("model.kwargs", key))
+      for key, value in (("checkpoint_path", "evil.pt"), ("pretrained_cfg_overlay", {"file": "evil.pt"}),
+                         ("pretrained", True), ("hf_hub_id", "evil/model"), ("url", "http://evil"))
+      for cmd in (("eval", "convert", "inspect") if key == "checkpoint_path" else ("eval",))),
+    Case("forged-kwarg-width-list", lambda c: ("eval", forged_kwargs(c, width=[0.125]), "--limit", "8"), 1,
+         ("model.kwargs", "width")),
+    Case("model-arg-checkpoint-path", lambda c: (*TRAIN, "--model-arg", "checkpoint_path=evil.pt", "--out", c.out),
+         2, ("checkpoint_path", "not allowed")),
     # options that pass a type check but cannot work: refused before any work
     Case("seed-negative", lambda c: (*TRAIN, "--seed", "-1", "--out", c.out), 2, ("--seed",)),
     Case("seed-2^32", lambda c: (*TRAIN, "--seed", "4294967296", "--out", c.out), 2, ("--seed",)),
