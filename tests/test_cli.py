@@ -92,7 +92,7 @@ def test_convert_keeps_the_teacher_weights(pipe: Pipeline) -> None:
 def test_eval_student_json(pipe: Pipeline) -> None:
     code, out, err = run("eval", pipe.student, "--json", "--limit", "64")
     assert code == 0, err
-    assert err == ""  # --json: no progress
+    assert err == ""  # a fast eval into a pipe: no progress line (--json itself does not silence it)
     r = json.loads(out)
     assert {"top1", "top5", "spikes_per_sample", "firing_rates", "T", "artifact"} <= set(r)
     assert r["artifact"] == str(pipe.student)

@@ -74,7 +74,7 @@ def evaluate(
                      workers=workers, e_mac=e_mac, e_ac=e_ac, speed_batches=speed_batches)
     results = []
     for path in artifacts:
-        with progress(quiet or json_, f"eval {path.name}") as cb:
+        with progress(quiet, f"eval {path.name}") as cb:
             results.append(run(path, cfg, progress=cb))
     if report is not None:
         write_report(results, report, layers_at)

@@ -74,7 +74,7 @@ def convert(
                 raise typer.BadParameter("applies to --method cq only", param_hint=flag)
         cfg = convert_config(method="surrogate", neuron=neuron, repact=repact, percentile=percentile,
                              readout_ridge=readout_ridge, **common)
-    with progress(quiet or json_, "calibrate") as cb:
+    with progress(quiet, "calibrate") as cb:
         res = run_convert(teacher, cfg, out, progress=cb)
     result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
               "repact": res.manifest.spiking.repact}
@@ -146,7 +146,7 @@ def distill(
         **({"calibrate": calibrate} if calibrate is not None else {}),
         download=download,
     )
-    with progress(quiet or json_, "distill") as cb:
+    with progress(quiet, "distill") as cb:
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
     emit({"artifact": str(res.path), "kind": "student", "metrics": res.manifest.metrics.model_dump()}, json_,
          str(res.path))

@@ -71,7 +71,7 @@ def train(
     cfg = TeacherConfig(**recipe, dataset=dataset, data_dir=o.path_str(data_dir), download=download, model=model,
                         model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels),
                         for_snn=for_snn, frames=o.frame_spec(dataset, frames, bins.value, event_size))
-    with progress(quiet or json_, "teacher") as cb, warnings_to_stderr():
+    with progress(quiet, "teacher") as cb, warnings_to_stderr():
         res = train_teacher(cfg, out, resume=resume, progress=cb)
     emit(_result_json(res), json_, str(res.path))
 

@@ -241,6 +241,8 @@ def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io
         state.load(io.checkpoint, trainee.stage, config)
     if cfg.eval_before and not state.history:
         state.history.append(loop.epoch_zero())
+        if loop.progress:
+            loop.progress(ProgressEvent(trainee.stage, 0, cfg.epochs, 0, 0, before=state.history[0]))
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         row = loop.epoch(epoch)
         state.record(row)
