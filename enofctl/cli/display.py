@@ -36,7 +36,8 @@ out = Console(soft_wrap=True, highlight=False)
 
 
 def _fmt(metrics: dict) -> str:
-    keep = {k: v for k, v in metrics.items() if k not in ("epoch", "seconds", "train_seconds", "test_top5", "val_top5")}
+    keep = {k: v for k, v in metrics.items() if k not in ("epoch", "seconds", "train_seconds", "test_top5", "val_top5",
+                                                    "schedule_epochs", "lr")}
     return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in keep.items())
 
 

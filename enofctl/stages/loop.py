@@ -174,9 +174,12 @@ class Loop:
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """Train and evaluate one epoch: its history row (``seconds`` with evaluation, ``train_seconds`` the
-        training time of the whole run so far, without)."""
+        training time of the whole run so far, without; ``schedule_epochs`` the length of the cosine schedule
+        this epoch ran under, which a ``--resume`` with other ``--epochs`` changes, and ``lr`` the learning
+        rate after its last step)."""
         t0 = time.perf_counter()
         row = self.train_epoch(epoch)
+        row.update(schedule_epochs=self.cfg.epochs, lr=float(self.state.optimizer.param_groups[0]["lr"]))
         trained = time.perf_counter() - t0
         check_finite(self.state.model, f"after epoch {epoch}")
         row.update(self.evaluate_splits())
