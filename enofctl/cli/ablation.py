@@ -44,7 +44,7 @@ def ablate(
         BnMode(TRAIN.bn)),
     *,
     neuron: o.Neuron,
-    calibrate: o.Calibration = None,
+    calibrate: o.StudentCalibration = None,
     limit_train: o.LimitTrain = TRAIN.limit_train,
     limit_test: o.LimitTest = TRAIN.limit_test,
     device: o.DeviceOpt = o.Device(TRAIN.device),

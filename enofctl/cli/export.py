@@ -85,4 +85,4 @@ def export_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export_cmd)
+    app.command("export", cls=o.Command)(export_cmd)

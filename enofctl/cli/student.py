@@ -127,7 +127,7 @@ def distill(
         BnMode(DISTILL.bn)),
     *,
     neuron: o.Neuron,
-    calibrate: o.Calibration = None,
+    calibrate: o.StudentCalibration = None,
     recipe: o.DistillRecipe,
     data_dir: o.DataDir = None,
     download: o.Download = DISTILL.download,
