@@ -379,6 +379,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     ``frames``: how an event dataset's recordings become frames (None: its default; ignored for images)."""
     info = dataset_info(name)
     root = Path(data_dir) if data_dir else None
+    if root is not None and name not in ("digits", "synthetic") and not root.is_dir() and not download:
+        raise UsageError(f"--data-dir {root}: no such directory")  # never another copy found elsewhere
     if name in EVENT_DATASETS:
         from enofctl.events import load_events
 
@@ -488,7 +490,7 @@ def _mnist_candidates(info: DatasetInfo, root: Path | None) -> list[Path]:
     out = []
     for b in bases:
         out += [b, b / info.name, b / tv_name / "raw"]
-    if info.name == "fashion-mnist":
+    if info.name == "fashion-mnist" and root is None:  # a --data-dir is the only place looked in
         out.append(DEBIAN_FASHION_MNIST)
     return out
 
@@ -531,6 +533,10 @@ def _cifar(info: DatasetInfo, root: Path | None, download: bool) -> Data:
         tr = cls(str(base), train=True, download=download)
         te = cls(str(base), train=False, download=download)
     except RuntimeError as e:
+        bad = _corrupt_cifar_file(cls, base)
+        if bad is not None:
+            raise DataError(f"{info.name} under {base} is corrupted: {bad} fails torchvision's md5 check; replace "
+                            "it (or download again with --download into an empty --data-dir)") from e
         raise DataError(
             f"{info.name} not found under {base}; pass --data-dir with the torchvision CIFAR folder, or --download"
         ) from e
@@ -542,6 +548,21 @@ def _cifar(info: DatasetInfo, root: Path | None, download: bool) -> Data:
         return x, torch.tensor(ds.targets, dtype=torch.long)
 
     return _tensor_data(info, *tensors(tr), *tensors(te), tuple(tr.classes))
+
+
+def _corrupt_cifar_file(cls, base: Path) -> Path | None:
+    """The first file of a torchvision CIFAR folder under ``base`` that is there but fails its md5 (None: the
+    folder or a file is missing, or all pass)."""
+    from torchvision.datasets.utils import check_integrity
+
+    folder = base / cls.base_folder
+    if not folder.is_dir():
+        return None
+    for name, md5 in (*cls.train_list, *cls.test_list):
+        path = folder / name
+        if path.is_file() and not check_integrity(str(path), md5):
+            return path
+    return None
 
 
 def _imagefolder(info: DatasetInfo, root: Path | None) -> Data:

@@ -140,8 +140,11 @@ def test_mnist_like_from_a_folder_and_missing(tmp_path) -> None:
         (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx_bytes(rng.integers(0, 10, (n,))))
     data = load_dataset("mnist", tmp_path)
     assert len(data.train) == 12 and len(data.test) == 6 and data.train.x.shape[1:] == (1, 28, 28)
-    with pytest.raises(DataError, match="--data-dir"):
+    with pytest.raises(UsageError, match="--data-dir .*nothing: no such directory"):  # not found elsewhere
         load_dataset("mnist", tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("fashion-mnist", tmp_path / "empty")  # not the system's copy: --data-dir is where to look
     with pytest.raises(UsageError):
         load_dataset("no-such-set")
 

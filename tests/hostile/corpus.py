@@ -179,6 +179,15 @@ def image_folder(c: Ctx) -> Path:
     return root
 
 
+def cifar_dir(c: Ctx) -> Path:
+    """A torchvision CIFAR-10 python folder whose files are all there but fail the md5 check."""
+    d = c.dir / "cifar" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"):
+        (d / name).write_bytes(pickle.dumps({"not": "cifar"}))
+    return d.parent
+
+
 def teacher_copy(c: Ctx) -> Path:
     return copy_of(c, c.pipe.teacher, "t.safetensors")
 
@@ -280,6 +289,13 @@ CASES = [
                                                   image_folder(c), "--model", "resnet20", *TINY, "--batch-size", "2",
                                                   "--quiet", "--out", c.out), 1,
          ("cannot read an image", "corrupt.png")),
+    Case("data-dir-missing", lambda c: ("teacher", "train", "--dataset", "fashion-mnist", "--data-dir",
+                                        c.dir / "nonexistent", *TINY, "--out", c.out), 2,
+         ("--data-dir", "nonexistent", "no such directory")),
+    Case("eval-data-dir-missing", lambda c: ("eval", c.pipe.teacher, "--dataset", "mnist", "--data-dir",
+                                             c.dir / "nonexistent"), 2, ("--data-dir", "nonexistent")),
+    Case("cifar-md5-mismatch", lambda c: ("teacher", "train", "--dataset", "cifar10", "--data-dir", cifar_dir(c),
+                                          *TINY, "--out", c.out), 1, ("corrupted", "data_batch_1", "md5")),
     Case("idx-not-idx", lambda c: (*mnist(_junk_idx(c)), "--out", c.out), 1, ("IDX",)),
     # training checkpoints given to --resume
     Case("resume-empty-checkpoint", lambda c: (*RESUME, "--out", checkpoint(c, b"")), 1, ("empty",)),
