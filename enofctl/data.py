@@ -379,8 +379,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     ``frames``: how an event dataset's recordings become frames (None: its default; ignored for images)."""
     info = dataset_info(name)
     root = Path(data_dir) if data_dir else None
+    # a folder named is the only place looked in (the CLI refuses a --data-dir that does not exist, exit 2)
     if root is not None and name not in ("digits", "synthetic") and not root.is_dir() and not download:
-        raise UsageError(f"--data-dir {root}: no such directory")  # never another copy found elsewhere
+        raise DataError(f"{name}: its data folder {root} does not exist; pass --data-dir")
     if name in EVENT_DATASETS:
         from enofctl.events import load_events
 

@@ -140,7 +140,7 @@ def test_mnist_like_from_a_folder_and_missing(tmp_path) -> None:
         (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx_bytes(rng.integers(0, 10, (n,))))
     data = load_dataset("mnist", tmp_path)
     assert len(data.train) == 12 and len(data.test) == 6 and data.train.x.shape[1:] == (1, 28, 28)
-    with pytest.raises(UsageError, match="--data-dir .*nothing: no such directory"):  # not found elsewhere
+    with pytest.raises(DataError, match="data folder .*nothing does not exist"):  # not found elsewhere
         load_dataset("mnist", tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="--data-dir"):

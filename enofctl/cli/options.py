@@ -75,7 +75,16 @@ Grid = choices("Grid", literal(AblateConfig, "grid"))
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Artifact to write (.safetensors); written atomically.")]
 Dataset = Annotated[str, typer.Option(help="Dataset name (see `enofctl datasets`).")]
-DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are.",
+def existing_dir(value: Path | None) -> Path | None:
+    """A folder option that must exist: refused, never looked for elsewhere."""
+    if value is not None and not value.is_dir():
+        what = "not a directory" if value.exists() else "no such directory (for --download, create it first)"
+        raise typer.BadParameter(f"{value}: {what}")
+    return value
+
+
+DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are (an existing folder).",
+                                              callback=existing_dir,
                                               show_default="the dataset's usual place, or the artifact's")]
 LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on the first N samples only.",
                                                 show_default="all")]

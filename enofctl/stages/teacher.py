@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ from enofctl import artifacts
 from enofctl.artifacts import Artifact
 from enofctl.data import Data, DatasetInfo, data_on, dataset_info, load_dataset, split_validation
 from enofctl.distributed import Ranks
-from enofctl.errors import ConversionError, DataError, UsageError
+from enofctl.errors import ConversionError, DataError, UsageError, first_sentence
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
+from enofctl.models.build import check_model_kwargs
 from enofctl.schema import ActSpec, DataRef, FrameSpec, Manifest, ModelSpec, TeacherMetrics
 from enofctl.spiking import logits_of
 from enofctl.spiking.convert import activation_order
@@ -187,23 +189,81 @@ class FetchConfig(BaseModel):
 
 
 def _pretrained(cfg: FetchConfig, info: DatasetInfo) -> nn.Module:
-    """The timm model with its pretrained weights (from ``cfg.checkpoint`` or the hub), for ``info``'s classes."""
+    """The timm model with its pretrained weights (from ``cfg.checkpoint`` or the hub), for ``info``'s classes.
+    Without a network the hub is not asked at all (offline mode: only its local cache), so the failure is one
+    line within seconds, not a minute of retries."""
     import timm
 
     if not timm.is_model(cfg.model):
         build_model(cfg.model, 1, 1)  # raises the unknown-model error
+    check_model_kwargs(cfg.model_kwargs)
     if cfg.checkpoint:
         regular_file(cfg.checkpoint)  # a FIFO would block the reader
     overlay = {"file": str(Path(cfg.checkpoint).resolve())} if cfg.checkpoint else None
     try:
-        return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,
-                                 num_classes=info.num_classes, in_chans=info.in_chans, **cfg.model_kwargs)
+        with _quiet_hub(offline=not cfg.checkpoint and not hub_reachable()):
+            return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,
+                                     num_classes=info.num_classes, in_chans=info.in_chans, **cfg.model_kwargs)
     except Exception as e:  # network errors, missing weights, bad checkpoints: many types
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        first = first_sentence(e)
         if cfg.checkpoint:
             raise DataError(f"cannot load weights for {cfg.model} from {cfg.checkpoint}: {first}") from e
         raise DataError(f"cannot download pretrained weights for {cfg.model} ({first}); offline? pass "
                         "--checkpoint PATH (.safetensors or a timm/torch checkpoint)") from e
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``) answers a TCP connection within ``timeout`` seconds;
+    True behind a proxy (which this check cannot see through) and when the hub is set offline already."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _quiet_hub(offline: bool):
+    """huggingface_hub's retry and warning logs silenced (the failure becomes one line); with ``offline``, its
+    offline mode (``HF_HUB_OFFLINE``) for the call, so only its local cache is read."""
+    import logging
+    import os
+
+    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "timm")]
+    levels = [lg.level for lg in loggers]
+    saved_env = os.environ.get("HF_HUB_OFFLINE")
+    try:
+        import huggingface_hub.constants as hub_constants
+    except ImportError:
+        hub_constants = None
+    saved_const = getattr(hub_constants, "HF_HUB_OFFLINE", None)
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR + 10)
+        if offline:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            if hub_constants is not None:
+                hub_constants.HF_HUB_OFFLINE = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if offline:
+            if saved_env is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = saved_env
+            if hub_constants is not None:
+                hub_constants.HF_HUB_OFFLINE = saved_const
 
 
 def describe_fetched(cfg: FetchConfig, model: nn.Module, info: DatasetInfo, data: Data | None) -> Trained:

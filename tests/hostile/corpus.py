@@ -294,6 +294,8 @@ CASES = [
          ("--data-dir", "nonexistent", "no such directory")),
     Case("eval-data-dir-missing", lambda c: ("eval", c.pipe.teacher, "--dataset", "mnist", "--data-dir",
                                              c.dir / "nonexistent"), 2, ("--data-dir", "nonexistent")),
+    Case("data-dir-is-a-file", lambda c: ("teacher", "train", "--dataset", "mnist", "--data-dir", teacher_copy(c),
+                                          *TINY, "--out", c.out), 2, ("--data-dir", "not a directory")),
     Case("cifar-md5-mismatch", lambda c: ("teacher", "train", "--dataset", "cifar10", "--data-dir", cifar_dir(c),
                                           *TINY, "--out", c.out), 1, ("corrupted", "data_batch_1", "md5")),
     Case("idx-not-idx", lambda c: (*mnist(_junk_idx(c)), "--out", c.out), 1, ("IDX",)),
