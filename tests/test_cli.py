@@ -97,6 +97,8 @@ def test_eval_student_json(pipe: Pipeline) -> None:
     assert {"top1", "top5", "spikes_per_sample", "firing_rates", "T", "artifact"} <= set(r)
     assert r["artifact"] == str(pipe.student)
     assert r["kind"] == "student" and r["T"] == 2 and r["samples"] == 64
+    # the shape of several artifacts' output too: results and gates_failed (one artifact's keys also on top)
+    assert r["gates_failed"] == [] and r["results"] == [{k: r[k] for k in r if k not in ("results", "gates_failed")}]
     assert 0.0 <= r["top1"] <= r["top5"] <= 1.0
     assert isinstance(r["spikes_per_sample"], float) and r["spikes_per_sample"] > 0
     rates = r["firing_rates"]

@@ -251,9 +251,14 @@ def _classifier_name(model: nn.Module) -> str | None:
 def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     """The core of `eval`: a loaded artifact measured on ``data``'s test split, at each of ``cfg.T``."""
     m = art.manifest
-    if data.info.num_classes != m.model.num_classes or data.info.in_chans != m.model.in_chans:
+    size = (data.info.in_chans, *data.info.image_size)
+    other_size = data.info.name != m.data.dataset and size != tuple(m.model.input_size)  # its MACs would be wrong
+    if data.info.num_classes != m.model.num_classes or data.info.in_chans != m.model.in_chans or other_size:
+        h, w = m.model.input_size[1:]
         raise UsageError(f"{art.path} was made for {m.data.dataset} ({m.model.num_classes} classes, "
-                         f"{m.model.in_chans} channels); {data.info.name} does not fit it")
+                         f"{m.model.in_chans} channels, {h}x{w}); {data.info.name} ({data.info.num_classes} "
+                         f"classes, {data.info.in_chans} channels, {'x'.join(map(str, data.info.image_size))}) "
+                         "does not fit it")
     device = resolve_device(cfg.device)
     model = art.build()
     runs = []

@@ -98,6 +98,18 @@ def forged(c: Ctx, src: Path | None = None, tensors: dict | None = None, **model
     return path
 
 
+def digits_manifest(c: Ctx) -> Path:
+    """The pipeline's teacher re-signed as a digits teacher (1x8x8, 10 classes); its tensors are not read before
+    the dataset check."""
+    art = artifacts.load(c.pipe.teacher)
+    model = art.manifest.model.model_copy(update={"num_classes": 10, "in_chans": 1, "input_size": (1, 8, 8),
+                                                  "mean": (0.5,), "std": (0.5,)})
+    data = art.manifest.data.model_copy(update={"dataset": "digits", "classes": [str(i) for i in range(10)]})
+    path = c.dir / "digits_teacher.safetensors"
+    artifacts.save(path, art.manifest.model_copy(update={"model": model, "data": data}), load_file(str(c.pipe.teacher)))
+    return path
+
+
 def forged_kwargs(c: Ctx, **kwargs: object) -> Path:
     return forged(c, kwargs={**artifacts.load(c.pipe.teacher).manifest.model.kwargs, **kwargs})
 
@@ -289,6 +301,8 @@ CASES = [
                                                   image_folder(c), "--model", "resnet20", *TINY, "--batch-size", "2",
                                                   "--quiet", "--out", c.out), 1,
          ("cannot read an image", "corrupt.png")),
+    Case("eval-other-image-size", lambda c: ("eval", digits_manifest(c), "--dataset", "mnist", "--data-dir",
+                                             mnist_dir(c)), 2, ("made for digits", "8x8", "28x28", "does not fit")),
     Case("data-dir-missing", lambda c: ("teacher", "train", "--dataset", "fashion-mnist", "--data-dir",
                                         c.dir / "nonexistent", *TINY, "--out", c.out), 2,
          ("--data-dir", "nonexistent", "no such directory")),
