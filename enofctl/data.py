@@ -374,10 +374,17 @@ EVENT_DATASETS = ("nmnist", "cifar10-dvs", "dvs-gesture")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
-                 frames: FrameSpec | None = None) -> Data:
+                 frames: FrameSpec | None = None, image_size: int | None = None) -> Data:
     """Load a dataset by name. Raises UsageError for an unknown name, DataError if it is not available.
-    ``frames``: how an event dataset's recordings become frames (None: its default; ignored for images)."""
+    ``frames``: how an event dataset's recordings become frames (None: its default; ignored for images).
+    ``image_size``: the side an ``imagefolder``'s images are resized to (None: 224); other datasets have their
+    own size (a UsageError)."""
     info = dataset_info(name)
+    if image_size is not None and image_size != info.image_size[-1]:
+        if name != "imagefolder":
+            raise UsageError(f"--image-size {image_size}: {name}'s images are {'x'.join(map(str, info.image_size))}; "
+                             "only imagefolder is resized")
+        info = replace(info, image_size=(image_size, image_size))
     root = Path(data_dir) if data_dir else None
     # a folder named is the only place looked in (the CLI refuses a --data-dir that does not exist, exit 2)
     if root is not None and name not in ("digits", "synthetic") and not root.is_dir() and not download:
@@ -395,6 +402,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     if name in ("cifar10", "cifar100"):
         return _cifar(info, root, download)
     return _imagefolder(info, root)
+
+
+def recorded_image_size(name: str, input_size: tuple[int, ...]) -> int | None:
+    """For `load_dataset`: the ``image_size`` an artifact of ``name`` was made with (its manifest's input
+    size: an ``imagefolder`` teacher trained with --image-size), None for other datasets."""
+    return int(input_size[-1]) if name == "imagefolder" else None
 
 
 def data_at(data: Data, T: int) -> Data:

@@ -28,7 +28,12 @@ def build_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, An
     except EnofError:
         raise
     except TypeError as e:
-        raise UsageError(f"model {name!r} does not accept these options {kwargs}: {e}") from e
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if unknown:
+            key = unknown.group(1)
+            hint = " (--width is an option of resnet20, resnet19 and vgg7)" if key == "width" else ""
+            raise UsageError(f"model {name!r} takes no option {key!r}{hint}") from e
+        raise UsageError(f"model {name!r} does not accept these options {kwargs}: {first_line(e)}") from e
     except MemoryError as e:
         raise UsageError(f"model {name!r} with {kwargs} does not fit in memory") from e
     except Exception as e:  # timm's models check their arguments with asserts, ValueErrors, ...

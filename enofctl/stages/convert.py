@@ -111,11 +111,12 @@ def _check(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertConfig) -> 
 def _calibration_batches(teacher: Artifact, cfg: _CalibrationData, n: int,
                          device: torch.device) -> list[torch.Tensor]:
     """``n`` normalized batches of the teacher's training split, drawn by a seeded shuffle."""
-    from enofctl.data import load_dataset, normalize
+    from enofctl.data import load_dataset, normalize, recorded_image_size
 
     m = teacher.manifest
     frames = m.data.frames.model_copy(update={"T": cfg.T}) if m.data.frames else None  # event data: T frames
-    data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir, frames=frames)
+    data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir, frames=frames,
+                        image_size=recorded_image_size(m.data.dataset, m.model.input_size))
     gen = torch.Generator().manual_seed(cfg.seed)
     limit = n * cfg.batch_size
     return [normalize(x.to(device), m.model.mean, m.model.std)

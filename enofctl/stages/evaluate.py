@@ -13,7 +13,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, data_at, default_workers, load_dataset, split_on
+from enofctl.data import Data, data_at, default_workers, load_dataset, recorded_image_size, split_on
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, totals
 from enofctl.schema import ModelSpec
@@ -292,7 +292,8 @@ def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = No
     m = art.manifest
     name = cfg.dataset or m.data.dataset
     data = load_dataset(name, cfg.data_dir or m.data.data_dir, cfg.download,
-                        frames=m.data.frames if name == m.data.dataset else None)
+                        frames=m.data.frames if name == m.data.dataset else None,
+                        image_size=recorded_image_size(name, m.model.input_size))
     result = measure_artifact(art, data, cfg, progress)
     result.artifact = str(path)  # as given
     return result

@@ -68,6 +68,8 @@ class TeacherConfig(TrainConfig):
                           "student (its activations can spike; no clamped residual network)")
     frames: FrameSpec | None = Field(None, description="event datasets: frames per sample, binning and size "
                                      "(None: the dataset's default); the teacher averages its logits over them")
+    image_size: int | None = Field(None, ge=8, le=1024, description="imagefolder: the side its images are "
+                                   "resized to (None: 224), recorded as the model's input size")
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
@@ -169,7 +171,7 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
     out = artifacts.check_output_path(out, inputs=(cfg.init,), checkpoint=True)
     device = resolve_device(cfg.device)
     check_recipe(cfg, device, dataset_info(cfg.dataset))  # before any data is read or downloaded
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, frames=cfg.frames)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, frames=cfg.frames, image_size=cfg.image_size)
     init = artifacts.load(cfg.init, expect="teacher") if cfg.init else None
     inputs = {"init": init.sha256} if init is not None else {}
     trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress, inputs))
