@@ -172,6 +172,7 @@ def test_inspect(pipe: Pipeline) -> None:
 def test_datasets() -> None:
     out = ok("datasets")
     assert "digits" in out and "synthetic" in out
+    assert "needs enofctl[events])" in out  # not read as rich markup
 
     rows = {r["name"]: r for r in json.loads(ok("datasets", "--json"))}
     assert rows["digits"]["available"] is True
