@@ -34,6 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = _temp_name(path, os.getpid())
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # as any new file (a writer may create its file 0600)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -48,6 +49,21 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc where there is one: setting it to read it back is not
+    thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_dir(folder: str | Path, fill: Callable[[Path], object]) -> Path:

@@ -158,3 +158,19 @@ def test_an_earlier_report_is_replaced_and_a_folder_of_other_files_refused(pipe,
     (folder / "notes.txt").write_text("mine")
     assert_one_error_line(*run("eval", pipe.teacher, *REPORT, folder), 2, "other files", "notes.txt")
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    """A writer that creates its file 0600 (as a temporary file is): the result has 0666 & ~umask."""
+    def private(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"x")
+        os.close(fd)
+
+    old = os.umask(umask)
+    try:
+        path = atomic_write(tmp_path / "a.bin", private)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
