@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from enofctl.cli import options as o
-from enofctl.cli.display import emit, progress
+from enofctl.cli.display import emit, progress, warnings_to_stderr
 from enofctl.schema import NeuronSpec
 from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, convert_config
 from enofctl.stages import convert as run_convert
@@ -146,7 +146,7 @@ def distill(
         **({"calibrate": calibrate} if calibrate is not None else {}),
         download=download,
     )
-    with progress(quiet, "distill") as cb:
+    with progress(quiet, "distill") as cb, warnings_to_stderr():
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
     emit({"artifact": str(res.path), "kind": "student", "metrics": res.manifest.metrics.model_dump()}, json_,
          str(res.path))

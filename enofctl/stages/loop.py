@@ -4,6 +4,7 @@ validation epoch, write a checkpoint; before the first step, the untrained model
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from enofctl.errors import TrainingError, UsageError
 from enofctl.stages.common import (
     ProgressEvent,
     ProgressFn,
+    StageWarning,
     TrainConfig,
     accuracy,
     batches_on,
@@ -242,6 +244,9 @@ def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io
     state, config = loop.state, run_config(cfg, io)
     if io.resume and io.checkpoint is not None and io.checkpoint.exists():
         state.load(io.checkpoint, trainee.stage, config)
+    elif io.resume:
+        warnings.warn(f"--resume: no checkpoint {io.checkpoint} to continue from; starting from the first epoch",
+                      StageWarning, stacklevel=2)
     if cfg.eval_before and not state.history:
         state.history.append(loop.epoch_zero())
         if loop.progress:
