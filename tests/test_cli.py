@@ -51,8 +51,11 @@ def test_pipeline_leaves_only_artifacts(pipe: Pipeline) -> None:
 
 def test_training_stages_log_epochs_on_stderr(pipe: Pipeline) -> None:
     assert "teacher epoch 1/1" in pipe.stderr["teacher"]
-    assert "distill epoch 1/1" in pipe.stderr["distill"]
-    assert pipe.stderr["convert"] == ""
+    assert "distill epoch 1/1" in pipe.stderr["distill"] and "distill done: 1 epoch in" in pipe.stderr["distill"]
+    lines = pipe.stderr["convert"].splitlines()  # into a log: a line per calibrated layer, then what it scores
+    assert lines[0].startswith("calibrate layer 1/") and lines[-2].startswith("calibrate layer") and \
+        lines[-2].split()[2].split("/")[0] == lines[-2].split()[2].split("/")[1]
+    assert lines[-1].startswith("convert: the student scores top-1") and "epoch" not in pipe.stderr["convert"]
 
 
 def test_manifests_chain_the_stages(pipe: Pipeline) -> None:
@@ -87,6 +90,10 @@ def test_convert_keeps_the_teacher_weights(pipe: Pipeline) -> None:
     assert s0.manifest.spiking.scaling == "channel" and cal.layers and cal.readout_ridge is not None
     changed = {k for k, v in t.tensors.items() if not torch.equal(v, s0.tensors[k])}
     assert changed <= {"fc.weight", "fc.bias"}
+    # and convert measured what it wrote: the student's accuracy before training, said on stderr too
+    met = s0.manifest.metrics
+    assert 0 <= met.top1 <= met.top5 <= 1 and met.samples > 0 and met.teacher_top1 == t.manifest.metrics.top1
+    assert f"top-1 {100 * met.top1:.2f} % on {met.samples} test images before training" in pipe.stderr["convert"]
 
 
 def test_eval_student_json(pipe: Pipeline) -> None:

@@ -163,6 +163,8 @@ def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
             bar.console.print(text)
 
     def on_calibrate(ev: ProgressEvent) -> None:
+        if ev.step == 0:  # the first layer begins (data read, the plain copy's agreement measured)
+            layer["t"] = time.monotonic()
         if ev.step > layer["done"] and beat is not None:
             now = time.monotonic()
             line(f"calibrate layer {ev.step}/{ev.steps}" + (" and the readout" if ev.step == ev.steps else "")

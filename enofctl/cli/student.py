@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -82,6 +83,13 @@ def convert(
     if cal is not None and cal.agreement_after is not None:
         result["calibration"] = {"samples": cal.samples, "agreement_before": cal.agreement_before,
                                  "agreement_after": cal.agreement_after}
+    met = res.manifest.metrics
+    if met.top1 is not None:
+        result["metrics"] = met.model_dump()
+        if not quiet:
+            teacher_top1 = f" (teacher {100 * met.teacher_top1:.2f} %)" if met.teacher_top1 is not None else ""
+            print(f"convert: the student scores top-1 {100 * met.top1:.2f} % on {met.samples} test images before "
+                  f"training{teacher_top1}", file=sys.stderr)
     emit(result, json_, str(res.path))
 
 
