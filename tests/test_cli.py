@@ -235,8 +235,9 @@ def test_convert_json_and_odd_file_name(pipe: Pipeline, tmp_path: Path) -> None:
     assert ok("convert", pipe.teacher, "--T", "3", "--out", out) == f"{out}\n"
     assert manifest(out).spiking.T == 3
     data = json.loads(ok("convert", pipe.teacher, "--T", "3", "--out", out, "--json"))
-    cal = data.pop("calibration")
+    cal, met = data.pop("calibration"), data.pop("metrics")
     assert data == {"artifact": str(out), "kind": "student", "T": 3, "method": "surrogate", "repact": True}
+    assert met == manifest(out).metrics.model_dump() and 0 <= met["top1"] <= 1
     assert cal["samples"] == 512 and 0 <= cal["agreement_before"] <= 1 and 0 <= cal["agreement_after"] <= 1
 
 
