@@ -26,7 +26,7 @@ from enofctl.errors import ArtifactError, UsageError, WriteError
 from enofctl.io import atomic_write, file_kind, loads_bounded, regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
-from enofctl.models.build import check_model_kwargs
+from enofctl.models.build import check_recorded_kwargs
 from enofctl.schema import (
     SCHEMA_VERSION,
     DataRef,
@@ -299,7 +299,7 @@ def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) 
         raise ArtifactError(f"{path}: {e}") from e
     for key, value in manifest.model.kwargs.items():  # never a file, URL or hub id for timm to read
         try:
-            check_model_kwargs({key: value})
+            check_recorded_kwargs({key: value})
         except UsageError as e:
             raise ArtifactError(f"{path}: manifest field model.kwargs.{key} refused: {e}") from e
     if expect is not None and manifest.kind != expect:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
@@ -21,7 +21,7 @@ from enofctl.errors import ConversionError, DataError, UsageError, first_sentenc
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
-from enofctl.models.build import check_model_kwargs
+from enofctl.models.build import check_recorded_kwargs
 from enofctl.schema import ActSpec, DataRef, FrameSpec, Manifest, ModelSpec, TeacherMetrics
 from enofctl.spiking import logits_of
 from enofctl.spiking.convert import activation_order
@@ -70,6 +70,12 @@ class TeacherConfig(TrainConfig):
                                      "(None: the dataset's default); the teacher averages its logits over them")
     image_size: int | None = Field(None, ge=8, le=1024, description="imagefolder: the side its images are "
                                    "resized to (None: 224), recorded as the model's input size")
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _recordable(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        check_recorded_kwargs(kwargs)  # a UsageError: numbers only, never a file, URL or hub id
+        return kwargs
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
@@ -198,7 +204,7 @@ def _pretrained(cfg: FetchConfig, info: DatasetInfo) -> nn.Module:
 
     if not timm.is_model(cfg.model):
         build_model(cfg.model, 1, 1)  # raises the unknown-model error
-    check_model_kwargs(cfg.model_kwargs)
+    check_recorded_kwargs(cfg.model_kwargs)
     if cfg.checkpoint:
         regular_file(cfg.checkpoint)  # a FIFO would block the reader
     overlay = {"file": str(Path(cfg.checkpoint).resolve())} if cfg.checkpoint else None
