@@ -245,6 +245,12 @@ CASES = [
       for cmd in (("eval", "convert", "inspect") if key == "checkpoint_path" else ("eval",))),
     Case("forged-kwarg-width-list", lambda c: ("eval", forged_kwargs(c, width=[0.125]), "--limit", "8"), 1,
          ("model.kwargs", "width")),
+    Case("model-arg-pretrained-1", lambda c: (*TRAIN, "--model-arg", "pretrained=1", "--out", c.out), 2,
+         ("pretrained", "not allowed")),
+    Case("model-arg-string", lambda c: (*TRAIN, "--model-arg", "stem_type=deep", "--out", c.out), 2,
+         ("stem_type", "numbers")),
+    Case("fetch-model-arg-file", lambda c: ("teacher", "fetch", "resnet18", "--model-arg", "file=evil.pt",
+                                            "--out", c.out), 2, ("file", "not allowed")),
     Case("model-arg-checkpoint-path", lambda c: (*TRAIN, "--model-arg", "checkpoint_path=evil.pt", "--out", c.out),
          2, ("checkpoint_path", "not allowed")),
     # options that pass a type check but cannot work: refused before any work
