@@ -26,6 +26,7 @@ from enofctl.errors import ArtifactError, UsageError, WriteError
 from enofctl.io import atomic_write, file_kind, loads_bounded, regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
+from enofctl.models.build import check_recorded_kwargs
 from enofctl.schema import (
     SCHEMA_VERSION,
     DataRef,
@@ -44,7 +45,7 @@ from enofctl.spiking import make_spiking
 __all__ = [
     "DIGEST_KEY", "METADATA_KEY", "SCHEMA_VERSION", "Artifact", "DataRef", "Manifest", "ModelSpec", "ParentRef",
     "Saved", "StudentMetrics", "TeacherMetrics", "Versions", "check_output_path", "current_versions", "file_sha256",
-    "load", "manifest_metadata", "read_header", "save", "seal", "tensors_digest",
+    "load", "manifest_metadata", "read_header", "save", "seal", "tensors_digest", "verify",
 ]
 
 METADATA_KEY = "enofctl"
@@ -201,9 +202,20 @@ class Artifact:
         model = self.ann_skeleton()
         spec = self.manifest.spiking
         if spec is not None:
-            model = make_spiking(model, spec, self.manifest.model.input_size)
+            try:
+                model = make_spiking(model, spec, self.manifest.model.input_size)
+            except UsageError as e:
+                raise ArtifactError(f"{self.path}: its manifest describes a student that cannot be built ({e})") from e
         _load_checked(model.body if spec is not None else model, self.tensors, self.path)
         return self._check_runs(model.eval(), spec.T if spec is not None and spec.encoding == "event" else None)
+
+
+def verify(path: str | Path) -> Artifact:
+    """`load` plus what every loading stage checks next: the model the manifest describes builds, takes every
+    tensor (names, shapes, dtypes) and runs on its own input size. What `inspect` reports on."""
+    art = load(path)
+    art.build()
+    return art
 
 
 def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -285,6 +297,11 @@ def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) 
         raise ArtifactError(f"{path}: invalid manifest at {where}: {err['msg']}") from e
     except ArtifactError as e:
         raise ArtifactError(f"{path}: {e}") from e
+    for key, value in manifest.model.kwargs.items():  # never a file, URL or hub id for timm to read
+        try:
+            check_recorded_kwargs({key: value})
+        except UsageError as e:
+            raise ArtifactError(f"{path}: manifest field model.kwargs.{key} refused: {e}") from e
     if expect is not None and manifest.kind != expect:
         raise UsageError(f"{path} is a {manifest.kind} artifact; a {expect} is expected here")
     try:

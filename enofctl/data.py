@@ -405,11 +405,21 @@ EVENT_DATASETS = ("nmnist", "cifar10-dvs", "dvs-gesture")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = False,
-                 frames: FrameSpec | None = None) -> Data:
+                 frames: FrameSpec | None = None, image_size: int | None = None) -> Data:
     """Load a dataset by name. Raises UsageError for an unknown name, DataError if it is not available.
-    ``frames``: how an event dataset's recordings become frames (None: its default; ignored for images)."""
+    ``frames``: how an event dataset's recordings become frames (None: its default; ignored for images).
+    ``image_size``: the side an ``imagefolder``'s images are resized to (None: 224); other datasets have their
+    own size (a UsageError)."""
     info = dataset_info(name)
+    if image_size is not None and image_size != info.image_size[-1]:
+        if name != "imagefolder":
+            raise UsageError(f"--image-size {image_size}: {name}'s images are {'x'.join(map(str, info.image_size))}; "
+                             "only imagefolder is resized")
+        info = replace(info, image_size=(image_size, image_size))
     root = Path(data_dir) if data_dir else None
+    # a folder named is the only place looked in (the CLI refuses a --data-dir that does not exist, exit 2)
+    if root is not None and name not in ("digits", "synthetic") and not root.is_dir() and not download:
+        raise DataError(f"{name}: its data folder {root} does not exist; pass --data-dir")
     if name in EVENT_DATASETS:
         from enofctl.events import load_events
 
@@ -423,6 +433,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None, download: bool =
     if name in ("cifar10", "cifar100"):
         return _cifar(info, root, download)
     return _imagefolder(info, root)
+
+
+def recorded_image_size(name: str, input_size: tuple[int, ...]) -> int | None:
+    """For `load_dataset`: the ``image_size`` an artifact of ``name`` was made with (its manifest's input
+    size: an ``imagefolder`` teacher trained with --image-size), None for other datasets."""
+    return int(input_size[-1]) if name == "imagefolder" else None
 
 
 def data_at(data: Data, T: int) -> Data:
@@ -519,7 +535,7 @@ def _mnist_candidates(info: DatasetInfo, root: Path | None) -> list[Path]:
     out = []
     for b in bases:
         out += [b, b / info.name, b / tv_name / "raw"]
-    if info.name == "fashion-mnist":
+    if info.name == "fashion-mnist" and root is None:  # a --data-dir is the only place looked in
         out.append(DEBIAN_FASHION_MNIST)
     return out
 
@@ -562,6 +578,10 @@ def _cifar(info: DatasetInfo, root: Path | None, download: bool) -> Data:
         tr = cls(str(base), train=True, download=download)
         te = cls(str(base), train=False, download=download)
     except RuntimeError as e:
+        bad = _corrupt_cifar_file(cls, base)
+        if bad is not None:
+            raise DataError(f"{info.name} under {base} is corrupted: {bad} fails torchvision's md5 check; replace "
+                            "it (or download again with --download into an empty --data-dir)") from e
         raise DataError(
             f"{info.name} not found under {base}; pass --data-dir with the torchvision CIFAR folder, or --download"
         ) from e
@@ -573,6 +593,21 @@ def _cifar(info: DatasetInfo, root: Path | None, download: bool) -> Data:
         return x, torch.tensor(ds.targets, dtype=torch.long)
 
     return _tensor_data(info, *tensors(tr), *tensors(te), tuple(tr.classes))
+
+
+def _corrupt_cifar_file(cls, base: Path) -> Path | None:
+    """The first file of a torchvision CIFAR folder under ``base`` that is there but fails its md5 (None: the
+    folder or a file is missing, or all pass)."""
+    from torchvision.datasets.utils import check_integrity
+
+    folder = base / cls.base_folder
+    if not folder.is_dir():
+        return None
+    for name, md5 in (*cls.train_list, *cls.test_list):
+        path = folder / name
+        if path.is_file() and not check_integrity(str(path), md5):
+            return path
+    return None
 
 
 def _imagefolder(info: DatasetInfo, root: Path | None) -> Data:

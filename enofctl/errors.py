@@ -74,5 +74,18 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return lines[0][:limit] if lines else type(e).__name__
 
 
+def first_sentence(e: BaseException, limit: int = 200) -> str:
+    """``first_line(e)`` within ``limit`` characters without cutting a sentence: whole sentences that fit, else
+    whole words and an ellipsis."""
+    line = first_line(e, limit=10_000)
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    end = max(cut.rfind(". "), cut.rfind("; "))
+    if end > 0:
+        return cut[: end + 1] if cut[end] == "." else cut[:end]
+    return cut.rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
 class MissingDependencyError(EnofError):
     """An optional package a command needs is not installed; the message names the extra to install."""

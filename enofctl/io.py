@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     tmp = _temp_name(path, os.getpid())
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # as any new file (a writer may create its file 0600)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -49,15 +51,65 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where there is one: setting it to read it back is not
+    thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_dir(folder: str | Path, fill: Callable[[Path], object]) -> Path:
+    """Write the folder ``folder`` as a whole or not at all: ``fill(tmp)`` writes its files into a temporary
+    folder beside it (``.NAME.PID.tmp``), each file is fsynced, then the folder is renamed into place. An
+    existing ``folder`` is swapped out (renamed to ``.NAME.PID.old``, the new one renamed in, the old one
+    removed), so a reader sees the old folder or the new one; the caller decides whether it may be replaced.
+    On any failure or interrupt the temporary folder is removed and ``folder`` is as it was."""
+    folder = Path(folder)
+    remove_stale_temps(folder)
+    tmp, old = _temp_name(folder, os.getpid()), folder.with_name(f".{folder.name}.{os.getpid()}.old")
+    swapped = False
+    try:
+        tmp.mkdir()
+        fill(tmp)
+        for p in sorted(tmp.iterdir()):
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if folder.is_dir():
+            os.replace(folder, old)
+            swapped = True
+        os.replace(tmp, folder)
+    except BaseException as e:  # the disk, the writer, Ctrl-C, SIGTERM: put everything back as it was
+        if swapped and not folder.exists():
+            os.replace(old, folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and not isinstance(e, EnofError):
+            raise write_error(folder, e) from e
+        raise
+    if swapped:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(folder.parent)
+    return folder
+
+
 def _temp_name(path: Path, pid: int) -> Path:
     return path.with_name(f".{path.name}.{pid}.tmp")
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Remove the temporary files `atomic_write` left beside ``path`` in processes that no longer run (a
-    SIGKILL mid-write); returns them. A live process's file (another writer, this one) is left alone."""
+    """Remove the temporary files (or folders) `atomic_write` and `atomic_write_dir` left beside ``path`` in
+    processes that no longer run (a SIGKILL mid-write); returns them. A live process's (another writer's, this
+    one's) is left alone."""
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp")
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.(?:tmp|old)")
     removed = []
     try:
         names = os.listdir(path.parent)
@@ -67,7 +119,10 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
         m = pattern.fullmatch(name)
         if m and not _alive(int(m.group(1))):
             stale = path.with_name(name)
-            stale.unlink(missing_ok=True)
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
 

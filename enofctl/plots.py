@@ -69,48 +69,51 @@ def accuracy_limits(values: list[float]) -> tuple[float, float]:
 
 
 def accuracy_vs_T(results: list[EvalResult]) -> bytes | None:
-    """Top-1 (filled circles, left axis) and spikes per image (open squares, right axis) against T, one color per
-    student; the teachers' top-1 as horizontal lines. A single T gives markers only (no line to draw)."""
+    """Two panels over the same T axis: top-1 (the teachers' top-1 as horizontal lines) above, spikes per image
+    below, one color per student; a single T gives markers only (no line to draw)."""
     students = [r for r in results if r.kind == "student"]
     if not students:
         return None
-    plt, fig, ax = _figure()
-    ax2 = ax.twinx()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, ax2) = plt.subplots(2, 1, sharex=True, figsize=(8.0, 6.5), dpi=110, height_ratios=(3, 2))
     accuracies = []
     for i, r in enumerate(students):
         Ts, color = [run.T for run in r.runs], f"C{i % 10}"
         accuracies += [100 * run.top1 for run in r.runs]
-        lines = len(Ts) > 1  # one T: markers only, in the plot and in the legend
-        ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", ls="-" if lines else "none", color=color,
-                markersize=7, label=f"{artifact_label(r, results)}: top-1")
-        ax2.plot(Ts, [run.spikes_per_sample for run in r.runs], marker="s", ls="--" if lines else "none", color=color,
-                 markerfacecolor="none", markersize=7, alpha=0.7, label=f"{artifact_label(r, results)}: spikes/img")
+        ls = "-" if len(Ts) > 1 else "none"  # one T: markers only, in the plot and in the legend
+        ax.plot(Ts, [100 * run.top1 for run in r.runs], marker="o", ls=ls, color=color, markersize=7,
+                label=artifact_label(r, results))
+        ax2.plot(Ts, [run.spikes_per_sample for run in r.runs], marker="s", ls=ls, color=color, markersize=6)
     styles = [":", "-.", (0, (1, 3)), (0, (5, 2))]
     for i, r in enumerate(x for x in results if x.kind == "teacher"):
         accuracies.append(100 * r.top1)
         ax.axhline(100 * r.top1, color=("gray", "black")[i % 2], ls=styles[i % len(styles)],
-                   label=f"{artifact_label(r, results)} (ANN): top-1")
-    ax.set_xscale("log", base=2)
+                   label=f"{artifact_label(r, results)} (ANN)")
     all_T = sorted({run.T for r in students for run in r.runs})
-    ax.set_xlim(all_T[0] / 1.5, all_T[-1] * 1.5)
-    ax.set_xticks(all_T, [str(t) for t in all_T])
-    ax.minorticks_off()
+    ax2.set_xscale("log", base=2)
+    ax2.set_xlim(all_T[0] / 1.5, all_T[-1] * 1.5)
+    ax2.set_xticks(all_T, [str(t) for t in all_T])
+    ax2.minorticks_off()
     ax.set_ylim(*accuracy_limits(accuracies))
     ax2.set_ylim(bottom=0)
-    ax.set_xlabel("time steps T")
-    ax.set_ylabel("top-1 accuracy (%), filled circles")
-    ax2.set_ylabel("spikes per image, open squares")
+    ax2.set_xlabel("time steps T")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax2.set_ylabel("spikes per image")
     ax.set_title("Accuracy and activity vs. time steps" if len(all_T) > 1 else
                  f"Accuracy and activity at T = {all_T[0]} (evaluate several T, e.g. --T 1,2,4,8, for a curve)")
-    ax.grid(alpha=0.3)
-    h1, l1 = ax.get_legend_handles_labels()
-    h2, l2 = ax2.get_legend_handles_labels()
+    for a in (ax, ax2):
+        a.grid(alpha=0.3)
+    entries = len(ax.get_legend_handles_labels()[1])
     if len(students) <= 2:  # a few entries fit in the corner the curves usually leave free
-        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower right", framealpha=0.9)
+        ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
         return _png(plt, fig)
-    # more would cover points: below the axes, in two columns, the figure grown to hold them
-    fig.set_figheight(fig.get_figheight() + 0.22 * ((len(l1) + len(l2) + 1) // 2))
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+    # more would cover points: below the panels, in two columns, the figure grown to hold them
+    fig.set_figheight(fig.get_figheight() + 0.22 * ((entries + 1) // 2))
+    ax2.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     return _png(plt, fig)
 
 
@@ -128,10 +131,9 @@ def energy_per_layer(results: list[EvalResult], layers_at: int | None = None) ->
     for i, (label, energy) in enumerate(series):
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(names))]
         ax.bar(xs, [energy.get(n, 0.0) / 1e3 for n in names], width, label=label)
-    ax.set_yscale("log")
     ax.set_xticks(range(len(names)), [f"{n} (RepAct)" if n == ref.classifier and ref.repact_macs is not None
                                       else n for n in names], rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("energy per image (nJ, log scale)")
+    ax.set_ylabel("energy per image (nJ)")  # a linear axis: a bar's height is its energy
     ax.set_xlabel("layer (conv / linear)")
     ax.set_title(f"Energy per layer: MACs x {students[0][0].e_mac} pJ + SOPs x {students[0][0].e_ac} pJ")
     ax.grid(axis="y", alpha=0.3)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from enofctl import __version__
 from enofctl.errors import UsageError
-from enofctl.io import atomic_write
+from enofctl.io import atomic_write, atomic_write_dir
 from enofctl.plots import artifact_label, layer_run
 from enofctl.stages.ablate import AblationResult, best_row
 from enofctl.stages.evaluate import REPORT_SCHEMA_VERSION, EvalResult, EvalRun
@@ -215,12 +215,24 @@ def _atomic_write(path: Path, data: str | bytes) -> None:
 
 
 def check_report_dir(folder: str | Path) -> Path:
+    """``folder`` if `write_report` may write it: absent (its parent exists), empty, or an earlier report (only
+    report.json, report.md and PNGs in it), which is replaced as a whole. A folder holding anything else is
+    refused: replacing it would delete what is not ours."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--report {folder} exists and is not a directory")
     if not folder.parent.is_dir():
         raise UsageError(f"--report {folder}: directory {folder.parent} does not exist")
+    if folder.is_dir():
+        other = sorted(p.name for p in folder.iterdir() if not _report_file(p))
+        if other:
+            raise UsageError(f"--report {folder} holds other files than a report ({', '.join(other[:3])}); it "
+                             "would be replaced as a whole: give a new or empty folder")
     return folder
+
+
+def _report_file(p: Path) -> bool:
+    return p.is_file() and not p.is_symlink() and (p.name in ("report.json", "report.md") or p.suffix == ".png")
 
 
 def _what(results: list[EvalResult]) -> str:
@@ -230,20 +242,26 @@ def _what(results: list[EvalResult]) -> str:
 
 
 def write_report(results: list[EvalResult], folder: str | Path, layers_at: int | None = None) -> Path:
-    """report.json, report.md and the plots into ``folder`` (created if its parent exists); per-layer tables
-    and figures at ``layers_at`` (default: each student's own T, else its largest)."""
+    """report.json, report.md and the plots as the folder ``folder``, written whole or not at all (see
+    `check_report_dir` for an existing one); per-layer tables and figures at ``layers_at`` (default: each
+    student's own T, else its largest)."""
     from enofctl import plots
 
     folder = check_report_dir(folder)
-    folder.mkdir(exist_ok=True)
     report = Report(results=results)
-    made = []
-    for name, png in plots.all_plots(results, layers_at).items():
-        _atomic_write(folder / name, png)
-        made.append(name)
-    _atomic_write(folder / "report.json", report.model_dump_json(indent=2))
-    _atomic_write(folder / "report.md", markdown(report, made, layers_at))
-    return folder
+    figures = plots.all_plots(results, layers_at)  # drawn before anything is written
+
+    def fill(tmp: Path) -> None:
+        for name, png in figures.items():
+            _write(tmp / name, png)
+        _write(tmp / "report.json", report.model_dump_json(indent=2))
+        _write(tmp / "report.md", markdown(report, list(figures), layers_at))
+
+    return atomic_write_dir(folder, fill)  # all of it or none of it; an earlier report is swapped out
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def _level(cfg) -> str:

@@ -52,8 +52,11 @@ def test_pipeline_leaves_only_artifacts(pipe: Pipeline) -> None:
 
 def test_training_stages_log_epochs_on_stderr(pipe: Pipeline) -> None:
     assert "teacher epoch 1/1" in pipe.stderr["teacher"]
-    assert "distill epoch 1/1" in pipe.stderr["distill"]
-    assert pipe.stderr["convert"] == ""
+    assert "distill epoch 1/1" in pipe.stderr["distill"] and "distill done: 1 epoch in" in pipe.stderr["distill"]
+    lines = pipe.stderr["convert"].splitlines()  # into a log: a line per calibrated layer, then what it scores
+    assert lines[0].startswith("calibrate layer 1/") and lines[-2].startswith("calibrate layer") and \
+        lines[-2].split()[2].split("/")[0] == lines[-2].split()[2].split("/")[1]
+    assert lines[-1].startswith("convert: the student scores top-1") and "epoch" not in pipe.stderr["convert"]
 
 
 def test_manifests_chain_the_stages(pipe: Pipeline) -> None:
@@ -88,16 +91,22 @@ def test_convert_keeps_the_teacher_weights(pipe: Pipeline) -> None:
     assert s0.manifest.spiking.scaling == "channel" and cal.layers and cal.readout_ridge is not None
     changed = {k for k, v in t.tensors.items() if not torch.equal(v, s0.tensors[k])}
     assert changed <= {"fc.weight", "fc.bias"}
+    # and convert measured what it wrote: the student's accuracy before training, said on stderr too
+    met = s0.manifest.metrics
+    assert 0 <= met.top1 <= met.top5 <= 1 and met.samples > 0 and met.teacher_top1 == t.manifest.metrics.top1
+    assert f"top-1 {100 * met.top1:.2f} % on {met.samples} test images before training" in pipe.stderr["convert"]
 
 
 def test_eval_student_json(pipe: Pipeline) -> None:
     code, out, err = run("eval", pipe.student, "--json", "--limit", "64")
     assert code == 0, err
-    assert err == ""  # --json: no progress
+    assert err == ""  # a fast eval into a pipe: no progress line (--json itself does not silence it)
     r = json.loads(out)
     assert {"top1", "top5", "spikes_per_sample", "firing_rates", "T", "artifact"} <= set(r)
     assert r["artifact"] == str(pipe.student)
     assert r["kind"] == "student" and r["T"] == 2 and r["samples"] == 64
+    # the shape of several artifacts' output too: results and gates_failed (one artifact's keys also on top)
+    assert r["gates_failed"] == [] and r["results"] == [{k: r[k] for k in r if k not in ("results", "gates_failed")}]
     assert 0.0 <= r["top1"] <= r["top5"] <= 1.0
     assert isinstance(r["spikes_per_sample"], float) and r["spikes_per_sample"] > 0
     rates = r["firing_rates"]
@@ -171,6 +180,7 @@ def test_inspect(pipe: Pipeline) -> None:
 def test_datasets() -> None:
     out = ok("datasets")
     assert "digits" in out and "synthetic" in out
+    assert "needs enofctl[events])" in out  # not read as rich markup
 
     rows = {r["name"]: r for r in json.loads(ok("datasets", "--json"))}
     assert rows["digits"]["available"] is True
@@ -226,8 +236,9 @@ def test_convert_json_and_odd_file_name(pipe: Pipeline, tmp_path: Path) -> None:
     assert ok("convert", pipe.teacher, "--T", "3", "--out", out) == f"{out}\n"
     assert manifest(out).spiking.T == 3
     data = json.loads(ok("convert", pipe.teacher, "--T", "3", "--out", out, "--json"))
-    cal = data.pop("calibration")
+    cal, met = data.pop("calibration"), data.pop("metrics")
     assert data == {"artifact": str(out), "kind": "student", "T": 3, "method": "surrogate", "repact": True}
+    assert met == manifest(out).metrics.model_dump() and 0 <= met["top1"] <= 1
     assert cal["samples"] == 512 and 0 <= cal["agreement_before"] <= 1 and 0 <= cal["agreement_after"] <= 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,37 @@ def test_fetch_offline_without_checkpoint(tmp_path: Path, monkeypatch: pytest.Mo
     assert_one_error_line(*run("teacher", "fetch", "resnet18", "--dataset", "cifar10", "--out", out), 1,
                           "--checkpoint")
     assert listing(tmp_path) == set()
+
+
+def test_fetch_without_a_network_is_one_line_within_seconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network (every connection refused) and HF_HUB_OFFLINE not set: the hub is not retried for a minute;
+    one whole line, and the process's offline setting is as it was afterwards."""
+    import socket
+    import time
+
+    def refused(*_a, **_kw):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(socket, "create_connection", refused)
+    monkeypatch.setattr(socket.socket, "connect", refused)
+    t0 = time.monotonic()
+    line = assert_one_error_line(*run("teacher", "fetch", "resnet18", "--dataset", "synthetic", "--out",
+                                      tmp_path / "x.safetensors"), 1, "cannot download", "--checkpoint PATH")
+    assert time.monotonic() - t0 < 20, "retried the hub"
+    assert line.endswith("(.safetensors or a timm/torch checkpoint)")
+    assert "HF_HUB_OFFLINE" not in os.environ and listing(tmp_path) == set()
+
+
+def test_first_sentence_never_cuts_one() -> None:
+    from enofctl.errors import first_sentence
+
+    long = "The file is not in the local cache. " + "x" * 300
+    assert first_sentence(ValueError(long)) == "The file is not in the local cache."
+    words = "word " * 100
+    assert first_sentence(ValueError(words)).endswith("word…") and len(first_sentence(ValueError(words))) <= 201
 
 
 def test_fetch_bad_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,14 +189,18 @@ def test_cli_interrupt_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_non_finite_loss_is_a_runtime_error(tmp_path: Path) -> None:
     out = tmp_path / "t.safetensors"
     assert_one_error_line(*run("teacher", "train", "--dataset", "synthetic", *TINY, "--limit-train", "128",
-                               "--lr", "1e30", "--out", out), 1, "non-finite loss")
+                               "--lr", "1e30", "--quiet", "--out", out), 1, "non-finite loss")  # (without --quiet:
+    # the epoch-0 line before it)
     assert listing(tmp_path) == set()
 
 
 def test_resume_without_checkpoint_starts_fresh(tmp_path: Path) -> None:
     out = tmp_path / "t.safetensors"
-    assert ok("teacher", "train", "--dataset", "synthetic", *TINY, "--limit-train", "64", "--resume",
-              "--quiet", "--out", out) == f"{out}\n"
+    code, stdout, err = run("teacher", "train", "--dataset", "synthetic", *TINY, "--limit-train", "64", "--resume",
+                            "--quiet", "--out", out)
+    assert code == 0 and stdout == f"{out}\n"
+    assert err == f"enofctl: warning: --resume: no checkpoint {out}.ckpt to continue from; starting from the first " \
+        "epoch\n"  # said, not silent
     assert [h["epoch"] for h in manifest(out).history] == [0, 1]
 
 

@@ -7,12 +7,24 @@ import re
 
 import pytest
 from clihelp import assert_one_error_line, ok, run
+from typer.main import get_command
 
+import enofctl.cli
 from enofctl import __version__
 from enofctl.data import default_workers
 
-COMMANDS = [("teacher", "train"), ("teacher", "fetch"), ("convert",), ("distill",), ("eval",), ("ablate",),
-            ("inspect",), ("datasets",)]
+
+def _walk(cmd, path: tuple[str, ...] = ()):
+    """Every command the Typer app registers, as (path, click command), groups included."""
+    yield path, cmd
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield from _walk(sub, (*path, name))
+
+
+ALL = list(_walk(get_command(enofctl.cli.app)))
+COMMANDS = [path for path, cmd in ALL if path and not getattr(cmd, "commands", None)]
+# options of another command a help text may name: "a --act cq teacher" (teacher train's)
+CROSS_REFERENCES = {"--act"}
 
 
 def help_of(*path: str) -> str:
@@ -32,11 +44,26 @@ def test_teacher_is_listed_first() -> None:
     assert listed[:4] == ["teacher", "convert", "distill", "eval"], listed
 
 
-@pytest.mark.parametrize("path", COMMANDS)
-def test_help_shows_no_bool_type_and_no_stray_period(path: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("path, cmd", ALL, ids=[" ".join(p) or "enofctl" for p, _ in ALL])
+def test_every_help_renders_true(path: tuple[str, ...], cmd, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command and group the app registers (walked, not listed): help renders, no ``<bool>`` type on a
+    flag, no stray period, no ``[x>=0.0]`` range beside a "(> 0)", and no option the command does not have."""
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: nothing cut mid-name
     out = help_of(*path)
+    assert "Usage: enofctl" in out
     assert "<bool>" not in out
     assert not re.search(r"\s\.\s*(│|$)", out, re.M), out
+    assert not re.search(r"x>=0(\.0)?\].*\(> 0\)", out), out
+    if getattr(cmd, "commands", None):
+        return
+    own = {name for p in cmd.params for name in (*p.opts, *p.secondary_opts)} | {"--help"}
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", out))
+    assert named - own - CROSS_REFERENCES == set(), out
+
+
+def test_the_walk_finds_every_command() -> None:
+    assert {("teacher", "train"), ("teacher", "fetch"), ("convert",), ("distill",), ("eval",), ("ablate",),
+            ("inspect",), ("datasets",), ("export",)} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("path,option,shown", [

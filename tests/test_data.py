@@ -4,6 +4,7 @@ AutoAugment), the IDX reader, image folders."""
 from __future__ import annotations
 
 import gzip
+import json
 import struct
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from clihelp import assert_one_error_line, ok, run
 
+from enofctl import artifacts
 from enofctl.data import (
     DATASETS,
     Augment,
@@ -140,8 +142,11 @@ def test_mnist_like_from_a_folder_and_missing(tmp_path) -> None:
         (tmp_path / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx_bytes(rng.integers(0, 10, (n,))))
     data = load_dataset("mnist", tmp_path)
     assert len(data.train) == 12 and len(data.test) == 6 and data.train.x.shape[1:] == (1, 28, 28)
-    with pytest.raises(DataError, match="--data-dir"):
+    with pytest.raises(DataError, match="data folder .*nothing does not exist"):  # not found elsewhere
         load_dataset("mnist", tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("fashion-mnist", tmp_path / "empty")  # not the system's copy: --data-dir is where to look
     with pytest.raises(UsageError):
         load_dataset("no-such-set")
 
@@ -161,3 +166,16 @@ def test_imagefolder_teacher(tmp_path) -> None:
        "--width", "0.0625", "--epochs", "1", "--batch-size", "4", "--quiet", "--out", out)
     assert_one_error_line(*run("teacher", "train", "--dataset", "imagefolder", "--out", tmp_path / "x.safetensors"),
                           1, "--data-dir")
+    # --image-size: recorded as the model's input size, and every later stage reads the folder at it
+    small = tmp_path / "t16.safetensors"
+    ok("teacher", "train", "--dataset", "imagefolder", "--data-dir", tmp_path / "imgs", "--model", "resnet20",
+       "--width", "0.0625", "--epochs", "1", "--batch-size", "4", "--image-size", "16", "--quiet", "--out", small)
+    m = artifacts.load(small).manifest
+    assert m.model.input_size == (3, 16, 16) and m.config["image_size"] == 16
+    assert json.loads(ok("eval", small, "--speed-batches", "0", "--json"))["samples"] == 6
+    assert_one_error_line(*run("teacher", "train", "--dataset", "digits", "--image-size", "16", "--out", out), 2,
+                          "--image-size 16", "only imagefolder")
+    # its default model (resnet18) has no --width: one line
+    assert_one_error_line(*run("teacher", "train", "--dataset", "imagefolder", "--data-dir", tmp_path / "imgs",
+                               "--width", "0.5", "--epochs", "1", "--out", tmp_path / "w.safetensors"), 2,
+                          "'resnet18' takes no option 'width'", "resnet20")

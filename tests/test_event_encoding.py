@@ -134,7 +134,7 @@ def test_pipeline_on_events_end_to_end(nmnist, tmp_path) -> None:
 def test_event_bad_input_one_line_and_nothing_written(nmnist, tmp_path) -> None:
     out = tmp_path / "t.safetensors"
     base = ("teacher", "train", "--dataset", "nmnist", "--width", 0.125, "--epochs", 1, "--out", out, "--quiet")
-    _error(1, *base, "--data-dir", tmp_path / "nowhere", needle="does not exist")
+    _error(2, *base, "--data-dir", tmp_path / "nowhere", needle="no such directory")  # a usage error
     _error(1, *base, "--data-dir", nmnist, "--frames", 1000, "--bins", "count", needle="lower --T")
     _error(2, "teacher", "train", "--dataset", "digits", "--frames", 4, "--out", out, needle="event datasets")
     (nmnist / "Test" / "4").rename(tmp_path / "moved")

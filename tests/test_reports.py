@@ -129,3 +129,18 @@ def test_accuracy_plot_legend_leaves_the_axes_for_many_students(monkeypatch: pyt
     assert placed[-1]["loc"] == "lower right"
     assert plots.accuracy_vs_T([TEACHER, *others])[:4] == b"\x89PNG"
     assert placed[-1]["loc"] == "upper center" and placed[-1]["bbox_to_anchor"][1] < 0
+
+
+def test_accuracy_and_spikes_on_two_panels_energy_on_a_linear_axis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """accuracy_vs_T: top-1 (with the teacher's line) and spikes on two panels over one T axis, not two
+    unrelated y-axes of one panel; energy_per_layer: bars on a linear axis (a log axis makes bar heights lie)."""
+    figures = []
+    real = plots._png
+    monkeypatch.setattr(plots, "_png", lambda plt, fig: figures.append(fig) or real(plt, fig))
+    plots.accuracy_vs_T([TEACHER, SWEEP])
+    top, bottom = figures[-1].axes
+    assert top.get_ylabel().startswith("top-1") and bottom.get_ylabel() == "spikes per image"
+    assert top.get_shared_x_axes().joined(top, bottom) and top.bbox.y0 > bottom.bbox.y1  # stacked, not twinned
+    assert len(top.get_lines()) == 2 and len(bottom.get_lines()) == 1  # the teacher's line is with the top-1
+    plots.energy_per_layer([TEACHER, SWEEP])
+    assert [a.get_yscale() for a in figures[-1].axes] == ["linear"]

@@ -53,7 +53,7 @@ def ablate(
     recipe: o.Recipe = None,
     *,
     neuron: o.Neuron,
-    calibrate: o.Calibration = None,
+    calibrate: o.StudentCalibration = None,
     limit_train: o.LimitTrain = TRAIN.limit_train,
     limit_test: Annotated[int | None, typer.Option(min=1, help="Test every cell on the first N test samples only.",
                                                    show_default="the whole test set")] = TRAIN.limit_test,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
@@ -23,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from enofctl.stages.common import ProgressEvent, ProgressFn, StageWarning
 
@@ -33,7 +36,8 @@ out = Console(soft_wrap=True, highlight=False)
 
 
 def _fmt(metrics: dict) -> str:
-    keep = {k: v for k, v in metrics.items() if k not in ("epoch", "seconds", "train_seconds", "test_top5", "val_top5")}
+    keep = {k: v for k, v in metrics.items() if k not in ("epoch", "seconds", "train_seconds", "test_top5", "val_top5",
+                                                    "schedule_epochs", "lr")}
     return "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in keep.items())
 
 
@@ -56,58 +60,151 @@ def print_table(table: Table) -> None:
 
 @dataclass
 class RunClock:
-    """The run-level estimate: the time left from the fraction of the run done so far (training events)."""
+    """The run-level estimate: the time left from the fraction of training done so far. It starts at the first
+    training step, so calibration and the epoch-0 evaluation (reported apart) do not count."""
 
-    start: float = field(default_factory=time.monotonic)
+    start: float | None = None
+    done0: float = 0.0  # the fraction done at the first step (a resumed run starts part-way)
     last: ProgressEvent | None = None
     summary: dict = field(default_factory=dict)
 
+    def step(self, ev: ProgressEvent) -> None:
+        if self.start is None:
+            self.start, self.done0 = time.monotonic(), ev.fraction
+        self.last = ev
+
+    def spent(self) -> float:
+        return 0.0 if self.start is None else time.monotonic() - self.start
+
     def eta(self, ev: ProgressEvent) -> float | None:
-        done, spent = ev.fraction, time.monotonic() - self.start
-        return spent * (1 - done) / done if done > 0 and ev.epochs > 1 else None
+        done = ev.fraction - self.done0
+        return self.spent() * (1 - ev.fraction) / done if done > 0 and ev.epochs > 1 else None
 
     def run_text(self, ev: ProgressEvent) -> str:
         eta = self.eta(ev)
-        return "" if eta is None else f"run {duration(time.monotonic() - self.start)}, about {duration(eta)} left"
+        return "" if eta is None else f"run {duration(self.spent())}, about {duration(eta)} left"
+
+
+def progress_interval() -> float:
+    """Seconds between progress lines into a log (``ENOFCTL_PROGRESS_SECONDS``, default 30)."""
+    try:
+        value = float(os.environ.get("ENOFCTL_PROGRESS_SECONDS", "30"))
+    except ValueError:
+        return 30.0
+    return value if value > 0 else 30.0
+
+
+class _Heartbeat:
+    """Into a log (stderr not a terminal): a plain line at least every ``interval`` seconds while a stage runs,
+    saying where it is (the last event), so a long calibration, epoch or evaluation shows a sign of life."""
+
+    def __init__(self, what: str, interval: float):
+        self.what, self.interval = what, interval
+        self.status, self.since = "starting", time.monotonic()
+        self.last_line = self.since
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, name="enofctl-progress", daemon=True)
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            print(line, file=sys.stderr, flush=True)
+            self.last_line = time.monotonic()
+
+    def _run(self) -> None:
+        while not self.stop.wait(min(self.interval, 1.0)):
+            now = time.monotonic()
+            if now - self.last_line >= self.interval:
+                self.say(f"{self.what}: {self.status} ({duration(now - self.since)} since it began)")
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _status(ev: ProgressEvent) -> str:
+    if ev.stage == "calibrate":
+        return f"calibrating layer {min(ev.step + 1, ev.steps)}/{ev.steps}"
+    if ev.stage == "eval":
+        return f"evaluating, batch {ev.step}/{ev.steps}"
+    if ev.epoch == 0:
+        return f"epoch 1/{ev.epochs} starting"
+    if ev.step >= ev.steps:
+        return f"epoch {ev.epoch}/{ev.epochs}: evaluating"
+    return f"epoch {ev.epoch}/{ev.epochs}, step {ev.step}/{ev.steps}"
 
 
 @contextlib.contextmanager
 def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
-    """A callback for the stages' progress events: a bar per epoch (restarted each epoch, with the time left in
-    the epoch and in the whole run), one log line per finished epoch and a closing summary line."""
+    """A callback for the stages' progress events. At a terminal: a bar per epoch (restarted each epoch, with
+    the time left in the epoch and in the whole run). Into a log: a line per calibrated layer and at least one
+    every ``progress_interval()`` seconds (`_Heartbeat`). Both: one line for the epoch-0 evaluation, one per
+    finished epoch and a closing summary line."""
     if quiet or not MAIN_RANK:
         yield None
         return
+    name_of = escape(what)
+    live = err.is_terminal
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[run]}"),
                    console=err, transient=True,
-                   disable=not err.is_terminal)  # no live bar into pipes/logs: it would leave blank lines
-    task, epoch, clock = None, None, RunClock()
+                   disable=not live)  # no live bar into pipes/logs: it would leave blank lines
+    beat = None if live else _Heartbeat(what, progress_interval())
+    task, epoch, clock, layer = None, None, RunClock(), {"t": time.monotonic(), "done": 0}
+
+    def line(text: str) -> None:
+        if beat is not None:
+            beat.say(Text.from_markup(text).plain)
+        else:
+            bar.console.print(text)
+
+    def on_calibrate(ev: ProgressEvent) -> None:
+        if ev.step == 0:  # the first layer begins (data read, the plain copy's agreement measured)
+            layer["t"] = time.monotonic()
+        if ev.step > layer["done"] and beat is not None:
+            now = time.monotonic()
+            line(f"calibrate layer {ev.step}/{ev.steps}" + (" and the readout" if ev.step == ev.steps else "")
+                 + f" done ({now - layer['t']:.1f}s)")
+            layer["t"] = now
+        layer["done"] = ev.step
 
     def on_event(ev: ProgressEvent) -> None:
         nonlocal task, epoch
+        if beat is not None:
+            beat.status = _status(ev)
+        if ev.before:  # the epoch-0 evaluation, before the first step: not part of the run's estimate
+            line(f"[dim]{name_of}[/] epoch 0/{ev.epochs} (before training)  {_fmt(ev.before)}  "
+                 f"({ev.before.get('seconds', 0):.1f}s)")
+            return
         name = "calibrate" if ev.stage == "calibrate" else what  # distill calibrates its converted student first
         desc = f"{name} epoch {ev.epoch}/{ev.epochs}" if ev.epochs > 1 else name
         if task is None:
-            task = bar.add_task(desc, total=ev.steps, run="")
+            task = bar.add_task(escape(desc), total=ev.steps, run="")
         elif (ev.stage, ev.epoch) != epoch:  # a new epoch: a fresh bar, or its clock stops at the first epoch's end
-            bar.reset(task, total=ev.steps, description=desc)
+            bar.reset(task, total=ev.steps, description=escape(desc))
         epoch = (ev.stage, ev.epoch)
-        if ev.stage != "calibrate":
-            clock.last = ev
-        bar.update(task, completed=ev.step, total=ev.steps, description=desc, run=clock.run_text(ev))
+        if ev.stage == "calibrate":
+            on_calibrate(ev)
+        elif ev.stage != "eval":
+            clock.step(ev)
+        bar.update(task, completed=ev.step, total=ev.steps, description=escape(desc), run=clock.run_text(ev))
         if ev.metrics:
             left = clock.eta(ev)
             eta = f", about {duration(left)} left" if left else ""
-            bar.console.print(f"[dim]{what}[/] epoch {ev.epoch}/{ev.epochs}  {_fmt(ev.metrics)}  "
-                              f"({ev.metrics.get('seconds', 0):.1f}s{eta})")
+            line(f"[dim]{name_of}[/] epoch {ev.epoch}/{ev.epochs}  {_fmt(ev.metrics)}  "
+                 f"({ev.metrics.get('seconds', 0):.1f}s{eta})")
             clock.summary = ev.metrics
 
-    with bar:
+    with bar, (beat or contextlib.nullcontext()):
         yield on_event
-    if clock.last is not None and clock.last.epochs > 1:
-        err.print(f"[dim]{what}[/] done: {clock.last.epochs} epochs in {duration(time.monotonic() - clock.start)}"
-                  + (f"  {_fmt(clock.summary)}" if clock.summary else ""))
+    if clock.last is not None:
+        n = clock.last.epochs
+        line(f"[dim]{name_of}[/] done: {n} epoch{'s' if n != 1 else ''} in {duration(clock.spent())}"
+             + (f"  {_fmt(clock.summary)}" if clock.summary else ""))
 
 
 @contextlib.contextmanager

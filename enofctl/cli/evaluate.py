@@ -81,7 +81,7 @@ def evaluate(
                      neurobench=neurobench)
     results = []
     for path in artifacts:
-        with progress(quiet or json_, f"eval {path.name}") as cb:
+        with progress(quiet, f"eval {path.name}") as cb:
             results.append(run(path, cfg, progress=cb))
         for r in results[-1].runs:
             if r.neurobench is not None and r.neurobench.error is not None:
@@ -93,9 +93,9 @@ def evaluate(
     fails = gate_failures(results, Gates(min_top1=min_top1, max_spikes_per_sample=max_spikes_per_sample,
                                          max_energy_ratio=max_energy_ratio))
     if json_:
-        payload = results[0].model_dump(mode="json") if len(results) == 1 else \
-            {"results": [r.model_dump(mode="json") for r in results]}
-        emit({**payload, "gates_failed": fails}, True)
+        rows = [r.model_dump(mode="json") for r in results]
+        flat = rows[0] if len(rows) == 1 else {}  # one artifact: its fields at the top level too, as before
+        emit({**flat, "results": rows, "gates_failed": fails}, True)  # every call: results and gates_failed
     else:
         for i, (title, header, rows) in enumerate(tables(results, layers_at)):
             if i < 2 or not quiet:

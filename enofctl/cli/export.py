@@ -78,11 +78,20 @@ def export_cmd(
                     console.print(f"{r.reader}: {r.error}", markup=False)
         print(res.path)
     if not check.identical:
-        bad = [r.reader for r in check.readers
-               if not (r.error is None and r.agreement == 1.0 and (r.spikes_equal or r.folded_spikes_equal))]
-        raise GateError(f"{res.path}: read back by {', '.join(bad)}, the predictions or spike counts differ from "
-                        "enofctl's")
+        raise GateError(verify_failure(res.path, check))
+
+
+def verify_failure(path: Path, check: VerifyResult) -> str:
+    """The one line for a failed --verify: a reader that could not read or run the file says so (and why);
+    only readers that ran are said to differ."""
+    failed = [r for r in check.readers if r.error is not None]
+    differ = [r.reader for r in check.readers if r.error is None
+              and not (r.agreement == 1.0 and (r.spikes_equal or r.folded_spikes_equal))]
+    parts = [f"{r.reader} could not read it ({r.error})" for r in failed]
+    if differ:
+        parts.append(f"read back by {', '.join(differ)}, the predictions or spike counts differ from enofctl's")
+    return f"{path}: " + "; ".join(parts)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export_cmd)
+    app.command("export", cls=o.Command)(export_cmd)

@@ -7,22 +7,28 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from enofctl.cli import options as o
 from enofctl.cli.display import print_table
 
 
+def _row(t: Table, name: str, value: str) -> None:
+    t.add_row(name, escape(value))  # paths and configs are text, never rich markup ("[events]")
+
+
 def inspect(
     artifact: Annotated[Path, typer.Argument(help="Artifact to describe.")],
     json_: o.Json = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only validate: print nothing, exit 0 if the "
-                                        "artifact is sound.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only validate (as every stage that loads it "
+                                        "does: manifest, tensors, the model they build): print nothing, exit 0 "
+                                        "if the artifact is sound.")] = False,
 ) -> None:
-    """Print an artifact's manifest (after validating the whole file)."""
+    """Print an artifact's manifest, after validating the whole file and the model it builds."""
     from enofctl import artifacts
 
-    art = artifacts.load(artifact)
+    art = artifacts.verify(artifact)
     if quiet:
         return
     data = {"path": str(art.path), "sha256": art.sha256, "manifest": art.manifest.model_dump(mode="json")}
@@ -30,23 +36,24 @@ def inspect(
         print(json.dumps(data))
         return
     m = art.manifest
-    t = Table(title=f"{artifact} ({m.kind}, schema {m.schema_version})", show_header=False, title_justify="left")
+    t = Table(title=escape(f"{artifact} ({m.kind}, schema {m.schema_version})"), show_header=False,
+              title_justify="left")
     t.add_column(style="bold")
     t.add_column()
-    t.add_row("sha256", art.sha256)
-    t.add_row("stage", f"{m.stage}  ({m.created})")
-    t.add_row("model", f"{m.model.name} {json.dumps(m.model.kwargs)}  input {list(m.model.input_size)}, "
+    _row(t, "sha256", art.sha256)
+    _row(t, "stage", f"{m.stage}  ({m.created})")
+    _row(t, "model", f"{m.model.name} {json.dumps(m.model.kwargs)}  input {list(m.model.input_size)}, "
                        f"{m.model.num_classes} classes")
-    t.add_row("data", m.data.dataset)
+    _row(t, "data", m.data.dataset)
     if m.spiking:
         n = m.spiking.neuron
-        t.add_row("spiking", f"T={m.spiking.T}  repact={m.spiking.repact}  {n.kind} decay={n.decay} "
+        _row(t, "spiking", f"T={m.spiking.T}  repact={m.spiking.repact}  {n.kind} decay={n.decay} "
                              f"v_th={n.v_th} reset={n.reset} surrogate={n.surrogate}")
-    t.add_row("metrics", json.dumps(m.metrics.model_dump()))
+    _row(t, "metrics", json.dumps(m.metrics.model_dump()))
     for p in m.parents:
-        t.add_row("parent", f"{p.kind} {p.sha256[:16]}… {p.path}")
-    t.add_row("versions", f"enofctl {m.versions.enofctl}, torch {m.versions.torch}, timm {m.versions.timm}")
-    t.add_row("config", json.dumps(m.config))
+        _row(t, "parent", f"{p.kind} {p.sha256[:16]}… {p.path}")
+    _row(t, "versions", f"enofctl {m.versions.enofctl}, torch {m.versions.torch}, timm {m.versions.timm}")
+    _row(t, "config", json.dumps(m.config))
     print_table(t)
 
 
@@ -69,7 +76,7 @@ def datasets(
     for col in ("name", "here", "description"):
         t.add_column(col)
     for n, a, d in rows:
-        t.add_row(n, "yes" if a else "no", d)
+        t.add_row(escape(n), "yes" if a else "no", escape(d))  # "enofctl[events]" is not markup
     print_table(t)
 
 

@@ -78,7 +78,16 @@ RecipeName = choices("RecipeName", RECIPES)
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Artifact to write (.safetensors); written atomically.")]
 Dataset = Annotated[str, typer.Option(help="Dataset name (see `enofctl datasets`).")]
-DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are.",
+def existing_dir(value: Path | None) -> Path | None:
+    """A folder option that must exist: refused, never looked for elsewhere."""
+    if value is not None and not value.is_dir():
+        what = "not a directory" if value.exists() else "no such directory (for --download, create it first)"
+        raise typer.BadParameter(f"{value}: {what}")
+    return value
+
+
+DataDir = Annotated[Path | None, typer.Option(help="Where the dataset's files are (an existing folder).",
+                                              callback=existing_dir,
                                               show_default="the dataset's usual place, or the artifact's")]
 LimitTrain = Annotated[int | None, typer.Option(min=1, help="Train on one fixed, stratified subset of N training "
                                                 "samples, drawn once with the run's seed and the same every epoch (the "
@@ -100,7 +109,14 @@ BnRecompute = Annotated[int, typer.Option(min=0, help="After each epoch, recompu
 Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]
-Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate (> 0).")]
+def positive(value: float | None) -> float | None:
+    """An option that must be above 0 (its help says "> 0"; click's ranges can only show ">= 0")."""
+    if value is not None and not value > 0:  # NaN too
+        raise typer.BadParameter(f"{value} is not greater than 0")
+    return value
+
+
+Lr = Annotated[float, typer.Option(callback=positive, help="Peak learning rate (> 0).")]
 Optimizer = Annotated[Optim, typer.Option(help="Optimizer.")]
 WeightDecay = Annotated[float, typer.Option(min=0.0, help="Weight decay (not on norm weights and biases).")]
 Warmup = Annotated[int, typer.Option(min=0, help="Linear warm-up epochs before the cosine schedule.")]
@@ -128,7 +144,7 @@ T = Annotated[int, typer.Option("--T", min=1, max=1024, help="Time steps.")]
 OptT = Annotated[int | None, typer.Option("--T", min=1, max=1024, help="Time steps.",
                                             show_default="the student's, or 4")]
 Decay = Annotated[float, typer.Option(min=0.0, max=1.0, help="LIF membrane decay per step (1 = no leak).")]
-Vth = Annotated[float, typer.Option("--v-th", min=0.0, help="Firing threshold (> 0).")]
+Vth = Annotated[float, typer.Option("--v-th", callback=positive, help="Firing threshold (> 0).")]
 ResetOpt = Annotated[Reset, typer.Option(help="Reset after a spike: hard (to 0) or soft (subtract v_th).")]
 SurrogateOpt = Annotated[Surrogate, typer.Option(help="Surrogate gradient of the spike.")]
 SurrogateAlpha = Annotated[float | None, typer.Option(min=0.0, help="Surrogate sharpness/width.",
@@ -258,15 +274,7 @@ def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
     return options
 
 
-def calibration_options(
-    calibrate: Annotated[int | None, typer.Option(
-        max=100_000, show_default=f"{defaults(SurrogateConvertConfig).calibrate} for surrogate students, off for "
-        "--method cq", help="Calibrate on N >= 1 batches of training images (no labels, no gradient step) before "
-        "training or saving: each channel's threshold and spike amplitude are fitted to the teacher (surrogate "
-        "students), or the layer-wise bias (--method cq).")] = None,
-    no_calibrate: Annotated[bool, typer.Option("--no-calibrate", help="Keep the plain copy of the teacher's "
-                                               "weights (no calibration, no data read).")] = False,
-) -> int | None:
+def _calibration_count(calibrate: int | None, no_calibrate: bool) -> int | None:
     """The number of calibration batches the user asked for: None = the stage's default, 0 = off."""
     if calibrate is not None and no_calibrate:
         raise typer.BadParameter("give --calibrate N or --no-calibrate, not both", param_hint="--calibrate")
@@ -276,8 +284,36 @@ def calibration_options(
     return 0 if no_calibrate else calibrate
 
 
+_CALIBRATE_HELP = "Calibrate on N >= 1 batches of training images (no labels, no gradient step) before training or " \
+    "saving: each channel's threshold and spike amplitude are fitted to the teacher"
+_NO_CALIBRATE = typer.Option("--no-calibrate", help="Keep the plain copy of the teacher's weights (no calibration, "
+                             "no data read).")
+
+
+def calibration_options(
+    calibrate: Annotated[int | None, typer.Option(
+        max=100_000, show_default=f"{defaults(SurrogateConvertConfig).calibrate} for surrogate students, off for "
+        "--method cq", help=f"{_CALIBRATE_HELP} (surrogate students), or the layer-wise bias (--method cq).")] = None,
+    no_calibrate: Annotated[bool, _NO_CALIBRATE] = False,
+) -> int | None:
+    """`convert`'s calibration options (both methods)."""
+    return _calibration_count(calibrate, no_calibrate)
+
+
+def student_calibration_options(
+    calibrate: Annotated[int | None, typer.Option(
+        max=100_000, show_default=str(defaults(SurrogateConvertConfig).calibrate),
+        help=f"{_CALIBRATE_HELP}, when the teacher is converted here.")] = None,
+    no_calibrate: Annotated[bool, _NO_CALIBRATE] = False,
+) -> int | None:
+    """The calibration options of the commands that convert a teacher into a surrogate student themselves
+    (`distill`, `ablate`): no --method there."""
+    return _calibration_count(calibrate, no_calibrate)
+
+
 Neuron = Annotated[NeuronSpec, Group(neuron_options)]
 Calibration = Annotated[int | None, Group(calibration_options)]
+StudentCalibration = Annotated[int | None, Group(student_calibration_options)]
 TeacherRecipe = Annotated[dict, Group(recipe_options(TeacherConfig))]
 DistillRecipe = Annotated[dict, Group(recipe_options(DistillConfig))]
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from enofctl.cli import options as o
-from enofctl.cli.display import emit, progress
+from enofctl.cli.display import emit, progress, warnings_to_stderr
 from enofctl.schema import NeuronSpec
 from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, convert_config
 from enofctl.stages import convert as run_convert
@@ -81,7 +82,7 @@ def convert(
                 raise typer.BadParameter("applies to --method cq only", param_hint=flag)
         cfg = convert_config(method="surrogate", neuron=neuron, repact=repact, percentile=percentile,
                              readout_ridge=readout_ridge, fold=fold, bn_reestimate=bn_reestimate, **common)
-    with progress(quiet or json_, "calibrate") as cb:
+    with progress(quiet, "calibrate") as cb:
         res = run_convert(teacher, cfg, out, progress=cb)
     result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
               "repact": res.manifest.spiking.repact}
@@ -89,6 +90,13 @@ def convert(
     if cal is not None and cal.agreement_after is not None:
         result["calibration"] = {"samples": cal.samples, "agreement_before": cal.agreement_before,
                                  "agreement_after": cal.agreement_after}
+    met = res.manifest.metrics
+    if met.top1 is not None:
+        result["metrics"] = met.model_dump()
+        if not quiet:
+            teacher_top1 = f" (teacher {100 * met.teacher_top1:.2f} %)" if met.teacher_top1 is not None else ""
+            print(f"convert: the student scores top-1 {100 * met.top1:.2f} % on {met.samples} test images before "
+                  f"training{teacher_top1}", file=sys.stderr)
     emit(result, json_, str(res.path))
 
 
@@ -137,7 +145,7 @@ def distill(
         BnMode(DISTILL.bn)),
     *,
     neuron: o.Neuron,
-    calibrate: o.Calibration = None,
+    calibrate: o.StudentCalibration = None,
     recipe: o.DistillRecipe,
     data_dir: o.DataDir = None,
     download: o.Download = DISTILL.download,
@@ -164,7 +172,7 @@ def distill(
     if cfg.init == "scratch" and student is not None:
         raise typer.BadParameter(f"--recipe {recipe_preset.value} trains from scratch (--init scratch): not with "
                                  "--student (give --init teacher to fine-tune it)", param_hint="--student")
-    with progress(quiet or json_, "distill") as cb:
+    with progress(quiet, "distill") as cb, warnings_to_stderr():
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
     emit({"artifact": str(res.path), "kind": "student", "metrics": res.manifest.metrics.model_dump()}, json_,
          str(res.path))

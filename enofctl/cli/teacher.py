@@ -56,6 +56,9 @@ def train(
                                          "counts.")] = o.Bins.time,
     event_size: Annotated[int | None, typer.Option(min=1, max=1024, help="Event datasets: scale the sensor "
                                                    "down to NxN pixels (default: the dataset's).")] = None,
+    image_size: Annotated[int | None, typer.Option(min=8, max=1024, help="imagefolder: resize its images to NxN "
+                                                   "(recorded in the manifest; later stages use it).",
+                                                   show_default="224")] = None,
     *,
     recipe: o.TeacherRecipe,
     data_dir: o.DataDir = None,
@@ -70,8 +73,9 @@ def train(
         kwargs["width"] = width
     cfg = TeacherConfig(**recipe, dataset=dataset, data_dir=o.path_str(data_dir), download=download, model=model,
                         model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels),
-                        for_snn=for_snn, frames=o.frame_spec(dataset, frames, bins.value, event_size))
-    with progress(quiet or json_, "teacher") as cb, warnings_to_stderr():
+                        for_snn=for_snn, frames=o.frame_spec(dataset, frames, bins.value, event_size),
+                        image_size=image_size)
+    with progress(quiet, "teacher") as cb, warnings_to_stderr():
         res = train_teacher(cfg, out, resume=resume, progress=cb)
     emit(_result_json(res), json_, str(res.path))
 

@@ -58,6 +58,7 @@ from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence, per_channel
 DEFAULT_GRID = tuple(float(m) for m in torch.logspace(-1.5, 0.25, 12).tolist())
 AGREEMENT_BATCHES = 2  # the record's top-1 agreement with the teacher is measured on the first batches
 FIT_SAMPLES = 1 << 17  # values per channel a fit looks at (the first images' worth; deep layers see all images)
+FIT_T = 16  # above this T a fit looks at FIT_SAMPLES * FIT_T / T values, so its cost stops growing with T
 _NEVER = 1e4  # a threshold this many times a channel's input scale: the channel never fires
 
 
@@ -158,8 +159,8 @@ def _fit_layer(neuron: SpikingNeuron, xs: list[torch.Tensor], targets: list[torc
     """Per-channel threshold and amplitude for ``neuron`` from its inputs ``xs`` and the teacher's activations
     ``targets``, with the relative error before (the spec's threshold, amplitude 1) and after. The grid's
     best multiple is refined per channel with ``2 * refine`` points between its neighbours. At most
-    ``FIT_SAMPLES`` values per channel are used (the first images)."""
-    xs, targets = _first_images(xs, targets, _images_needed(targets), neuron.T, neuron.repeat_input)
+    ``FIT_SAMPLES`` values per channel are used (the first images; fewer above ``FIT_T``)."""
+    xs, targets = _first_images(xs, targets, _images_needed(targets, neuron.T), neuron.T, neuron.repeat_input)
     base = _percentile(xs, percentile).to(xs[0].device)  # [C]
     s_aa = sum(_channel_sum(a * a) for a in targets)
     best_err = torch.full_like(base, float("inf"))
@@ -224,11 +225,14 @@ def _agreement_or_none(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.T
         return None
 
 
-def _images_needed(targets: list[torch.Tensor]) -> int:
-    """How many images give a channel ``FIT_SAMPLES`` values (all of them for small feature maps)."""
+def _images_needed(targets: list[torch.Tensor], T: int) -> int:
+    """How many images give a channel ``FIT_SAMPLES`` values (all of them for small feature maps); above
+    ``FIT_T`` time steps proportionally fewer (at least one batch), so a fit costs about the same at any T
+    (benchmarks/calibration_cost.md)."""
     a = targets[0]
     per_image = a[0].numel() // (a.shape[1] if a.dim() > 1 else 1)
-    return min(sum(len(t) for t in targets), -(-FIT_SAMPLES // per_image))
+    values = FIT_SAMPLES * min(1.0, FIT_T / T)
+    return min(sum(len(t) for t in targets), max(len(a), -(-int(values) // per_image)))
 
 
 @torch.no_grad()
@@ -255,7 +259,7 @@ def calibrate_student(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Te
         if bn_reestimate:  # the BatchNorms before this neuron: statistics of the calibrated student's currents
             recompute_bn(snn, batches, lambda net, x, n=neuron: _seen(net, n, x, "input"))
         targets = [_teacher_target(ann, ann_mods[name], x) for x in batches]
-        n, used = _images_needed(targets), []
+        n, used = _images_needed(targets, neuron.T), []
         for x in batches:  # only the batches the fit looks at
             used.append(x)
             if sum(len(u) for u in used) >= n:

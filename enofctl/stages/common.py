@@ -79,7 +79,9 @@ class ProgressEvent:
     """What a stage's ``progress`` callback receives: ``step`` of ``steps`` in ``epoch`` of ``epochs`` (1-based)
     of ``stage`` ("teacher-train", "distill", "calibrate", "eval"). After each training step ``metrics`` is
     empty; once an epoch has ended and been evaluated the stage sends one more event with ``step == steps``
-    and that epoch's history row as ``metrics`` (``train_loss``, ``test_top1``, ``seconds``, ...)."""
+    and that epoch's history row as ``metrics`` (``train_loss``, ``test_top1``, ``seconds``, ...). The
+    untrained model's evaluation (history row 0) comes as one event with ``epoch == 0``, no steps and the row
+    as ``before`` (``metrics`` empty)."""
 
     stage: str
     epoch: int
@@ -87,6 +89,7 @@ class ProgressEvent:
     step: int
     steps: int
     metrics: dict[str, float] = field(default_factory=dict)
+    before: dict[str, float] = field(default_factory=dict)
 
     @property
     def fraction(self) -> float:
@@ -104,10 +107,13 @@ class StageWarning(UserWarning):
 
 def log_progress(ev: ProgressEvent) -> None:
     """A ready-made ``progress`` callback for library callers: one ``logging`` line (logger ``enofctl``, level
-    INFO) per finished epoch, e.g. ``train_teacher(cfg, out, progress=log_progress)``."""
-    if ev.metrics:
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in ev.metrics.items() if isinstance(v, (int, float)))
-        logging.getLogger("enofctl").info("%s epoch %d/%d  %s", ev.stage, ev.epoch, ev.epochs, shown)
+    INFO) for the epoch-0 evaluation and per finished epoch, e.g.
+    ``train_teacher(cfg, out, progress=log_progress)``."""
+    row = ev.metrics or ev.before
+    if row:
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, (int, float)))
+        logging.getLogger("enofctl").info("%s epoch %d/%d%s  %s", ev.stage, ev.epoch, ev.epochs,
+                                          "" if ev.metrics else " (before training)", shown)
 
 
 @dataclass

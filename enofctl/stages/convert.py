@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
 from enofctl.errors import ArtifactError, CalibrationError, UsageError
-from enofctl.schema import Calibration, Manifest, NeuronSpec, SpikingSpec
+from enofctl.schema import Calibration, Manifest, NeuronSpec, SpikingSpec, StudentMetrics
 from enofctl.spiking import SpikingNet, make_spiking
 from enofctl.stages.common import ProgressEvent, ProgressFn
 from enofctl.stages.teacher import StageResult
@@ -118,11 +118,12 @@ def _check(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertConfig) -> 
 def _calibration_batches(teacher: Artifact, cfg: _CalibrationData, n: int,
                          device: torch.device) -> list[torch.Tensor]:
     """``n`` normalized batches of the teacher's training split, drawn by a seeded shuffle."""
-    from enofctl.data import load_dataset, normalize
+    from enofctl.data import load_dataset, normalize, recorded_image_size
 
     m = teacher.manifest
     frames = m.data.frames.model_copy(update={"T": cfg.T}) if m.data.frames else None  # event data: T frames
-    data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir, frames=frames)
+    data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir, frames=frames,
+                        image_size=recorded_image_size(m.data.dataset, m.model.input_size))
     gen = torch.Generator().manual_seed(cfg.seed)
     limit = n * cfg.batch_size
     return [normalize(x.to(device), m.model.mean, m.model.std)
@@ -240,9 +241,38 @@ def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertCo
     return student, manifest
 
 
+TEST_SAMPLES = 1024  # convert measures what it wrote on at most this many test images (when it reads data)
+
+
+def measured(student: SpikingNet, teacher: Artifact, manifest: Manifest,
+             cfg: SurrogateConvertConfig | CQConvertConfig) -> Manifest:
+    """``manifest`` with the student's accuracy before any training in its metrics: top-1/top-5 on the first
+    ``TEST_SAMPLES`` test images at its own T (the data the calibration read is there already)."""
+    from enofctl.data import load_dataset, recorded_image_size
+    from enofctl.stages.common import accuracy, resolve_device
+
+    m = teacher.manifest
+    data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir, frames=manifest.data.frames,
+                        image_size=recorded_image_size(m.data.dataset, m.model.input_size))
+    device = resolve_device(cfg.device)
+    try:
+        acc = accuracy(student.to(device), data.test, device, m.model.mean, m.model.std, batch_size=cfg.batch_size,
+                       limit=TEST_SAMPLES)
+    finally:
+        student.to("cpu")
+    metrics = StudentMetrics(top1=acc["top1"], top5=acc["top5"], samples=int(acc["samples"]),
+                             teacher_top1=m.metrics.top1)
+    return manifest.model_copy(update={"metrics": metrics})
+
+
 def convert(teacher: str | Path, cfg: SurrogateConvertConfig | CQConvertConfig, out: str | Path,
             progress: ProgressFn | None = None) -> StageResult:
+    """`convert`: the student of ``teacher``, written to ``out``; calibrated (data read), with its accuracy
+    before training in the manifest's metrics (`measured`)."""
     out = artifacts.check_output_path(out, inputs=(teacher,))
-    student, manifest = convert_teacher(artifacts.load(teacher, expect="teacher"), cfg, progress)
+    t_art = artifacts.load(teacher, expect="teacher")
+    student, manifest = convert_teacher(t_art, cfg, progress)
+    if cfg.calibrate:
+        manifest = measured(student, t_art, manifest, cfg)
     saved = artifacts.save(out, manifest, student.body.state_dict())
     return StageResult(saved.path, saved.manifest)

@@ -17,7 +17,16 @@ from pydantic import BaseModel, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, data_at, data_on, dataset_info, limit_train, load_dataset, split_validation
+from enofctl.data import (
+    Data,
+    data_at,
+    data_on,
+    dataset_info,
+    limit_train,
+    load_dataset,
+    recorded_image_size,
+    split_validation,
+)
 from enofctl.distributed import Ranks
 from enofctl.errors import UsageError
 from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill_loss
@@ -268,7 +277,8 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     if frames is not None:  # event data: frames binned at the student's T
         T = cfg.T or (s_art.manifest.spiking.T if s_art is not None else default_T(t_art.manifest))
         frames = frames.model_copy(update={"T": T})
-    data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir, cfg.download, frames=frames)
+    data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir, cfg.download, frames=frames,
+                        image_size=recorded_image_size(ref.dataset, t_art.manifest.model.input_size))
     trained = distill_student(cfg, DistillInputs(FrozenTeacher.of(t_art), data, s_art),
                               RunIO(checkpoint_path(out), resume, progress, _inputs(t_art, s_art)))
     return save_trained(out, trained, Ranks.here(device))

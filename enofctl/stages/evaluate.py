@@ -13,7 +13,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl import artifacts, neurobench_adapter
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, data_at, default_workers, load_dataset, split_on
+from enofctl.data import Data, data_at, default_workers, load_dataset, recorded_image_size, split_on
 from enofctl.errors import UsageError
 from enofctl.neurobench_adapter import NeuroBenchRun
 from enofctl.ops import ACTIVATIONS, E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, footprint, totals
@@ -303,9 +303,14 @@ def _classifier_name(model: nn.Module) -> str | None:
 def measure_artifact(art: Artifact, data: Data, cfg: EvalConfig, progress: ProgressFn | None = None) -> EvalResult:
     """The core of `eval`: a loaded artifact measured on ``data``'s test split, at each of ``cfg.T``."""
     m = art.manifest
-    if data.info.num_classes != m.model.num_classes or data.info.in_chans != m.model.in_chans:
+    size = (data.info.in_chans, *data.info.image_size)
+    other_size = data.info.name != m.data.dataset and size != tuple(m.model.input_size)  # its MACs would be wrong
+    if data.info.num_classes != m.model.num_classes or data.info.in_chans != m.model.in_chans or other_size:
+        h, w = m.model.input_size[1:]
         raise UsageError(f"{art.path} was made for {m.data.dataset} ({m.model.num_classes} classes, "
-                         f"{m.model.in_chans} channels); {data.info.name} does not fit it")
+                         f"{m.model.in_chans} channels, {h}x{w}); {data.info.name} ({data.info.num_classes} "
+                         f"classes, {data.info.in_chans} channels, {'x'.join(map(str, data.info.image_size))}) "
+                         "does not fit it")
     device = resolve_device(cfg.device)
     model = art.build()
     runs = []
@@ -348,7 +353,8 @@ def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = No
     m = art.manifest
     name = cfg.dataset or m.data.dataset
     data = load_dataset(name, cfg.data_dir or m.data.data_dir, cfg.download,
-                        frames=m.data.frames if name == m.data.dataset else None)
+                        frames=m.data.frames if name == m.data.dataset else None,
+                        image_size=recorded_image_size(name, m.model.input_size))
     result = measure_artifact(art, data, cfg, progress)
     result.artifact = str(path)  # as given
     return result

@@ -169,7 +169,7 @@ def verify_export(graph_path: str | Path, student: str | Path, readers: list[str
     images) for the student's T steps, and compare predictions and per-layer spike counts with enofctl's."""
     import time
 
-    from enofctl.data import load_dataset, normalize
+    from enofctl.data import load_dataset, normalize, recorded_image_size
     from enofctl.spiking.nir_readers import run_reader
 
     nir = import_nir()
@@ -185,7 +185,8 @@ def verify_export(graph_path: str | Path, student: str | Path, readers: list[str
         from safetensors.torch import load_file
 
         head = load_file(str(Path(graph_path).with_name(meta["head"])))
-    data = load_dataset(m.data.dataset, data_dir or m.data.data_dir)
+    data = load_dataset(m.data.dataset, data_dir or m.data.data_dir,
+                        image_size=recorded_image_size(m.data.dataset, m.model.input_size))
     xs, ys = zip(*data.test.batches(batch_size, limit=limit), strict=True)
     x, y = normalize(torch.cat(xs), m.model.mean, m.model.std), torch.cat(ys)
     net = art.build()

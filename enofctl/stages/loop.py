@@ -4,6 +4,7 @@ validation epoch, write a checkpoint; before the first step, the untrained model
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from enofctl.spiking import logits_of
 from enofctl.stages.common import (
     ProgressEvent,
     ProgressFn,
+    StageWarning,
     TrainConfig,
     accuracy,
     batches_on,
@@ -215,9 +217,12 @@ class Loop:
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """Train and evaluate one epoch: its history row (``seconds`` with evaluation, ``train_seconds`` the
-        training time of the whole run so far, without)."""
+        training time of the whole run so far, without; ``schedule_epochs`` the length of the cosine schedule
+        this epoch ran under, which a ``--resume`` with other ``--epochs`` changes, and ``lr`` the learning
+        rate after its last step)."""
         t0 = time.perf_counter()
         row = self.train_epoch(epoch)
+        row.update(schedule_epochs=self.cfg.epochs, lr=float(self.state.optimizer.param_groups[0]["lr"]))
         trained = time.perf_counter() - t0
         check_finite(self.state.model, f"after epoch {epoch}")
         row.update(self.evaluate_splits())
@@ -280,8 +285,13 @@ def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io
     state, config = loop.state, run_config(cfg, io)
     if io.resume and io.checkpoint is not None and io.checkpoint.exists():
         state.load(io.checkpoint, trainee.stage, config)
+    elif io.resume:
+        warnings.warn(f"--resume: no checkpoint {io.checkpoint} to continue from; starting from the first epoch",
+                      StageWarning, stacklevel=2)
     if cfg.eval_before and not state.history:
         state.history.append(loop.epoch_zero())
+        if loop.progress:
+            loop.progress(ProgressEvent(trainee.stage, 0, cfg.epochs, 0, 0, before=state.history[0]))
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         row = loop.epoch(epoch)
         state.record(row)

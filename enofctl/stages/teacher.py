@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,16 +11,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
 from enofctl.data import Data, DatasetInfo, data_on, dataset_info, limit_train, load_dataset, split_validation
 from enofctl.distributed import Ranks
-from enofctl.errors import ConversionError, DataError, UsageError
+from enofctl.errors import ConversionError, DataError, UsageError, first_sentence
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
+from enofctl.models.build import check_recorded_kwargs
 from enofctl.schema import ActSpec, DataRef, FrameSpec, Manifest, ModelSpec, TeacherMetrics
 from enofctl.spiking import logits_of
 from enofctl.spiking.convert import activation_order
@@ -66,6 +68,14 @@ class TeacherConfig(TrainConfig):
                           "student (its activations can spike; no clamped residual network)")
     frames: FrameSpec | None = Field(None, description="event datasets: frames per sample, binning and size "
                                      "(None: the dataset's default); the teacher averages its logits over them")
+    image_size: int | None = Field(None, ge=8, le=1024, description="imagefolder: the side its images are "
+                                   "resized to (None: 224), recorded as the model's input size")
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _recordable(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        check_recorded_kwargs(kwargs)  # a UsageError: numbers only, never a file, URL or hub id
+        return kwargs
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
@@ -169,7 +179,7 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
     out = artifacts.check_output_path(out, inputs=(cfg.init,), checkpoint=True)
     device = resolve_device(cfg.device)
     check_recipe(cfg, device, dataset_info(cfg.dataset))  # before any data is read or downloaded
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, frames=cfg.frames)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, frames=cfg.frames, image_size=cfg.image_size)
     init = artifacts.load(cfg.init, expect="teacher") if cfg.init else None
     inputs = {"init": init.sha256} if init is not None else {}
     trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress, inputs))
@@ -189,23 +199,81 @@ class FetchConfig(BaseModel):
 
 
 def _pretrained(cfg: FetchConfig, info: DatasetInfo) -> nn.Module:
-    """The timm model with its pretrained weights (from ``cfg.checkpoint`` or the hub), for ``info``'s classes."""
+    """The timm model with its pretrained weights (from ``cfg.checkpoint`` or the hub), for ``info``'s classes.
+    Without a network the hub is not asked at all (offline mode: only its local cache), so the failure is one
+    line within seconds, not a minute of retries."""
     import timm
 
     if not timm.is_model(cfg.model):
         build_model(cfg.model, 1, 1)  # raises the unknown-model error
+    check_recorded_kwargs(cfg.model_kwargs)
     if cfg.checkpoint:
         regular_file(cfg.checkpoint)  # a FIFO would block the reader
     overlay = {"file": str(Path(cfg.checkpoint).resolve())} if cfg.checkpoint else None
     try:
-        return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,
-                                 num_classes=info.num_classes, in_chans=info.in_chans, **cfg.model_kwargs)
+        with _quiet_hub(offline=not cfg.checkpoint and not hub_reachable()):
+            return timm.create_model(cfg.model, pretrained=True, pretrained_cfg_overlay=overlay,
+                                     num_classes=info.num_classes, in_chans=info.in_chans, **cfg.model_kwargs)
     except Exception as e:  # network errors, missing weights, bad checkpoints: many types
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        first = first_sentence(e)
         if cfg.checkpoint:
             raise DataError(f"cannot load weights for {cfg.model} from {cfg.checkpoint}: {first}") from e
         raise DataError(f"cannot download pretrained weights for {cfg.model} ({first}); offline? pass "
                         "--checkpoint PATH (.safetensors or a timm/torch checkpoint)") from e
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (``HF_ENDPOINT``) answers a TCP connection within ``timeout`` seconds;
+    True behind a proxy (which this check cannot see through) and when the hub is set offline already."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _quiet_hub(offline: bool):
+    """huggingface_hub's retry and warning logs silenced (the failure becomes one line); with ``offline``, its
+    offline mode (``HF_HUB_OFFLINE``) for the call, so only its local cache is read."""
+    import logging
+    import os
+
+    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "timm")]
+    levels = [lg.level for lg in loggers]
+    saved_env = os.environ.get("HF_HUB_OFFLINE")
+    try:
+        import huggingface_hub.constants as hub_constants
+    except ImportError:
+        hub_constants = None
+    saved_const = getattr(hub_constants, "HF_HUB_OFFLINE", None)
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR + 10)
+        if offline:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            if hub_constants is not None:
+                hub_constants.HF_HUB_OFFLINE = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        if offline:
+            if saved_env is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = saved_env
+            if hub_constants is not None:
+                hub_constants.HF_HUB_OFFLINE = saved_const
 
 
 def describe_fetched(cfg: FetchConfig, model: nn.Module, info: DatasetInfo, data: Data | None) -> Trained:

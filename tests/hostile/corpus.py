@@ -86,6 +86,40 @@ def forged_input_size(c: Ctx) -> Path:
     return path
 
 
+def forged(c: Ctx, src: Path | None = None, tensors: dict | None = None, **model: object) -> Path:
+    """The pipeline's teacher (or ``src``) re-signed with ``model`` fields changed and/or other ``tensors``: a
+    manifest whose sha256 matches, describing something else."""
+    src = src or c.pipe.teacher
+    art = artifacts.load(src)
+    spec = art.manifest.model.model_copy(update=model)
+    path = c.dir / "forged.safetensors"
+    artifacts.save(path, art.manifest.model_copy(update={"model": spec}),
+                   load_file(str(src)) if tensors is None else tensors)
+    return path
+
+
+def digits_manifest(c: Ctx) -> Path:
+    """The pipeline's teacher re-signed as a digits teacher (1x8x8, 10 classes); its tensors are not read before
+    the dataset check."""
+    art = artifacts.load(c.pipe.teacher)
+    model = art.manifest.model.model_copy(update={"num_classes": 10, "in_chans": 1, "input_size": (1, 8, 8),
+                                                  "mean": (0.5,), "std": (0.5,)})
+    data = art.manifest.data.model_copy(update={"dataset": "digits", "classes": [str(i) for i in range(10)]})
+    path = c.dir / "digits_teacher.safetensors"
+    artifacts.save(path, art.manifest.model_copy(update={"model": model, "data": data}), load_file(str(c.pipe.teacher)))
+    return path
+
+
+def forged_kwargs(c: Ctx, **kwargs: object) -> Path:
+    return forged(c, kwargs={**artifacts.load(c.pipe.teacher).manifest.model.kwargs, **kwargs})
+
+
+def _load_cmd(cmd: str, path: Path, c: Ctx) -> tuple:
+    """A command that loads ``path`` and would do cheap work with it."""
+    return {"eval": ("eval", path, "--limit", "8"), "inspect": ("inspect", path, "--quiet"),
+            "convert": ("convert", path, "--no-calibrate", "--out", c.out)}[cmd]
+
+
 def copy_of(c: Ctx, src: Path, name: str) -> Path:
     path = c.dir / name
     path.write_bytes(src.read_bytes())
@@ -157,6 +191,15 @@ def image_folder(c: Ctx) -> Path:
     return root
 
 
+def cifar_dir(c: Ctx) -> Path:
+    """A torchvision CIFAR-10 python folder whose files are all there but fail the md5 check."""
+    d = c.dir / "cifar" / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    for name in (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"):
+        (d / name).write_bytes(pickle.dumps({"not": "cifar"}))
+    return d.parent
+
+
 def teacher_copy(c: Ctx) -> Path:
     return copy_of(c, c.pipe.teacher, "t.safetensors")
 
@@ -182,6 +225,34 @@ CASES = [
          ("cannot run on its own input size",)),
     Case("forged-input-size-convert", lambda c: ("convert", forged_input_size(c), "--no-calibrate", "--out", c.out),
          1, ("cannot run on its own input size",)),
+    # a re-signed manifest whose tensors do not fit its model: inspect checks what every loading stage checks
+    Case("forged-no-tensors-inspect", lambda c: ("inspect", forged(c, tensors={}), "--quiet"), 1,
+         ("tensors do not match", "missing")),
+    Case("forged-no-tensors-eval", lambda c: ("eval", forged(c, tensors={}), "--limit", "8"), 1, ("missing",)),
+    Case("forged-width-inspect", lambda c: ("inspect", forged_kwargs(c, width=0.25), "--quiet"), 1,
+         ("the model expects",)),
+    Case("forged-width-inspect-json", lambda c: ("inspect", forged_kwargs(c, width=0.25), "--json"), 1,
+         ("the model expects",)),
+    Case("forged-student-width-inspect", lambda c: ("inspect", forged(c, c.pipe.student, kwargs={"width": 0.25}),
+                                                    "--quiet"), 1, ("the model expects",)),
+    Case("forged-input-size-inspect", lambda c: ("inspect", forged_input_size(c), "--quiet"), 1,
+         ("cannot run on its own input size",)),
+    # a re-signed manifest naming a file (or URL, hub id) for timm to read: refused on load, naming the field
+    *(Case(f"forged-kwarg-{key}-{cmd}", lambda c, key=key, value=value, cmd=cmd: _load_cmd(
+        cmd, forged_kwargs(c, **{key: value}), c), 1, ("model.kwargs", key))
+      for key, value in (("checkpoint_path", "evil.pt"), ("pretrained_cfg_overlay", {"file": "evil.pt"}),
+                         ("pretrained", True), ("hf_hub_id", "evil/model"), ("url", "http://evil"))
+      for cmd in (("eval", "convert", "inspect") if key == "checkpoint_path" else ("eval",))),
+    Case("forged-kwarg-width-list", lambda c: ("eval", forged_kwargs(c, width=[0.125]), "--limit", "8"), 1,
+         ("model.kwargs", "width")),
+    Case("model-arg-pretrained-1", lambda c: (*TRAIN, "--model-arg", "pretrained=1", "--out", c.out), 2,
+         ("pretrained", "not allowed")),
+    Case("model-arg-string", lambda c: (*TRAIN, "--model-arg", "stem_type=deep", "--out", c.out), 2,
+         ("stem_type", "numbers")),
+    Case("fetch-model-arg-file", lambda c: ("teacher", "fetch", "resnet18", "--model-arg", "file=evil.pt",
+                                            "--out", c.out), 2, ("file", "not allowed")),
+    Case("model-arg-checkpoint-path", lambda c: (*TRAIN, "--model-arg", "checkpoint_path=evil.pt", "--out", c.out),
+         2, ("checkpoint_path", "not allowed")),
     # options that pass a type check but cannot work: refused before any work
     Case("seed-negative", lambda c: (*TRAIN, "--seed", "-1", "--out", c.out), 2, ("--seed",)),
     Case("seed-2^32", lambda c: (*TRAIN, "--seed", "4294967296", "--out", c.out), 2, ("--seed",)),
@@ -236,6 +307,17 @@ CASES = [
                                                   image_folder(c), "--model", "resnet20", *TINY, "--batch-size", "2",
                                                   "--quiet", "--out", c.out), 1,
          ("cannot read an image", "corrupt.png")),
+    Case("eval-other-image-size", lambda c: ("eval", digits_manifest(c), "--dataset", "mnist", "--data-dir",
+                                             mnist_dir(c)), 2, ("made for digits", "8x8", "28x28", "does not fit")),
+    Case("data-dir-missing", lambda c: ("teacher", "train", "--dataset", "fashion-mnist", "--data-dir",
+                                        c.dir / "nonexistent", *TINY, "--out", c.out), 2,
+         ("--data-dir", "nonexistent", "no such directory")),
+    Case("eval-data-dir-missing", lambda c: ("eval", c.pipe.teacher, "--dataset", "mnist", "--data-dir",
+                                             c.dir / "nonexistent"), 2, ("--data-dir", "nonexistent")),
+    Case("data-dir-is-a-file", lambda c: ("teacher", "train", "--dataset", "mnist", "--data-dir", teacher_copy(c),
+                                          *TINY, "--out", c.out), 2, ("--data-dir", "not a directory")),
+    Case("cifar-md5-mismatch", lambda c: ("teacher", "train", "--dataset", "cifar10", "--data-dir", cifar_dir(c),
+                                          *TINY, "--out", c.out), 1, ("corrupted", "data_batch_1", "md5")),
     Case("idx-not-idx", lambda c: (*mnist(_junk_idx(c)), "--out", c.out), 1, ("IDX",)),
     # training checkpoints given to --resume
     Case("resume-empty-checkpoint", lambda c: (*RESUME, "--out", checkpoint(c, b"")), 1, ("empty",)),

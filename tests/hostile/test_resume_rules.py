@@ -5,6 +5,7 @@ run whose weights turn non-finite stops with the last good checkpoint kept, noth
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,10 @@ def test_resume_with_more_epochs_is_allowed_and_recorded(interrupted: Path) -> N
     assert [row["epoch"] for row in history] == [0, 1, 2, 3]
     assert history[2]["resumed_epochs_was"] == 2  # the first epoch after the resume says what changed
     assert "resumed_epochs_was" not in history[3]
+    # and each epoch the schedule it ran under: epoch 1 under the 2-epoch cosine, the rest under the 3-epoch one
+    assert [row.get("schedule_epochs") for row in history] == [None, 2, 3, 3]
+    assert history[1]["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi / 2)), rel=1e-4)
+    assert history[3]["lr"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_resume_with_fewer_epochs_than_done_is_refused() -> None:

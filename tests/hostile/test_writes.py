@@ -111,3 +111,66 @@ def test_stale_temp_files_of_killed_writers_are_removed(tmp_path: Path) -> None:
     code, _, err = run(*TRAIN, "--out", out)
     assert code == 0, err
     assert listing(tmp_path) == {"t.safetensors", live.name}
+
+
+REPORT = ("--limit", "8", "--speed-batches", "0", "--quiet", "--report")
+
+
+def _writes_one_then(exc: BaseException):
+    """report's file writer: the first file is written, the second fails with ``exc``."""
+    import enofctl.report as report
+
+    real, calls = report._write, {"n": 0}
+
+    def write(path: Path, data) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            path.write_bytes(b"half")
+            raise exc
+        real(path, data)
+
+    return write
+
+
+@pytest.mark.parametrize("exc, code", [(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), 1),
+                                       (KeyboardInterrupt(), 130)], ids=["full-disk", "interrupt"])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "over-an-earlier-report"])
+def test_a_report_is_written_whole_or_not_at_all(pipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 exc: BaseException, code: int, existing: bool) -> None:
+    import enofctl.report as report
+
+    folder = tmp_path / "report"
+    if existing:
+        assert run("eval", pipe.teacher, *REPORT, folder)[0] == 0
+    before = {p: p.read_bytes() for p in folder.rglob("*")} if existing else {}
+    monkeypatch.setattr(report, "_write", _writes_one_then(exc))
+    got, out, err = run("eval", pipe.teacher, *REPORT, folder)
+    assert got == code and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert listing(tmp_path) == ({"report", *(str(p.relative_to(tmp_path)) for p in before)} if existing else set())
+    assert {p: p.read_bytes() for p in folder.rglob("*")} == before
+
+
+def test_an_earlier_report_is_replaced_and_a_folder_of_other_files_refused(pipe, tmp_path: Path) -> None:
+    folder = tmp_path / "report"
+    for _ in range(2):
+        assert run("eval", pipe.teacher, *REPORT, folder)[0] == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"report"} and (folder / "report.json").is_file()
+    (folder / "notes.txt").write_text("mine")
+    assert_one_error_line(*run("eval", pipe.teacher, *REPORT, folder), 2, "other files", "notes.txt")
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_honour_the_umask(tmp_path: Path, umask: int) -> None:
+    """A writer that creates its file 0600 (as a temporary file is): the result has 0666 & ~umask."""
+    def private(tmp: Path) -> None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, b"x")
+        os.close(fd)
+
+    old = os.umask(umask)
+    try:
+        path = atomic_write(tmp_path / "a.bin", private)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
