@@ -81,16 +81,20 @@ def test_manifests_chain_the_stages(pipe: Pipeline) -> None:
 
 
 def test_convert_keeps_the_teacher_weights(pipe: Pipeline) -> None:
-    """Calibration (on by default) adds each neuron's thresholds and amplitudes and refits only the
-    classifier: every other weight is the teacher's."""
+    """Calibration (on by default) is folded into the weights: thresholds into BatchNorm's scale and shift,
+    amplitudes into the convolutions that read them, a factor on identity shortcuts; the classifier is refitted.
+    Nothing else changes (the running statistics are the teacher's), and no per-neuron buffer is added."""
     t, s0 = artifacts.load(pipe.teacher), artifacts.load(pipe.student0)
     added = set(s0.tensors) - set(t.tensors)
     assert set(t.tensors) <= set(s0.tensors) and added
-    assert {k.rsplit(".", 1)[1] for k in added} == {"v_th", "amp"}
+    assert {k.rsplit(".", 1)[1] for k in added} == {"scale"}
+    assert {k.rsplit(".", 1)[0] for k in added} == set(s0.manifest.spiking.shortcut_scales)
     cal = s0.manifest.calibration
-    assert s0.manifest.spiking.scaling == "channel" and cal.layers and cal.readout_ridge is not None
+    assert s0.manifest.spiking.scaling == "none" and cal.folded and cal.layers and cal.readout_ridge is not None
     changed = {k for k, v in t.tensors.items() if not torch.equal(v, s0.tensors[k])}
-    assert changed <= {"fc.weight", "fc.bias"}
+    kinds = {k.rsplit(".", 1)[1] for k in changed}
+    assert kinds <= {"weight", "bias"} and "fc.weight" in changed
+    assert not any("running_" in k for k in changed)
     # and convert measured what it wrote: the student's accuracy before training, said on stderr too
     met = s0.manifest.metrics
     assert 0 <= met.top1 <= met.top5 <= 1 and met.samples > 0 and met.teacher_top1 == t.manifest.metrics.top1
