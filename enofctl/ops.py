@@ -29,8 +29,8 @@ of synapses, and NeuroBench, which counts conv / linear layers only, leaves it o
 most one accumulate per shortcut spike, i.e. the previous block's output spikes).
 
 SOPs count every synapse a spike reaches (zero weights included); NeuroBench's ``Effective_ACs`` skips
-zero weights, so the two are equal when no conv / linear weight is exactly 0 (connection sparsity 0, as in the digits networks of
-benchmarks/neurobench_digits.md). A conv's exact SOP count,
+zero weights, so the two are equal when no conv / linear weight is exactly 0 (connection sparsity 0, as in
+the digits networks of benchmarks/neurobench_digits.md). A conv's exact SOP count,
 without a loop over spikes: sum the input over the channels of each group, convolve with an all-ones kernel
 ``[G, 1, *k]`` using the layer's stride / padding / dilation and ``groups=G``, so each output position holds
 the spikes of its receptive field; the sum over output positions is the number of (spike, output position)
