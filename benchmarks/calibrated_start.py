@@ -23,10 +23,13 @@ from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
 from enofctl.stages.loop import train_mode
 
 VARIANTS = {
-    "channel buffers (0.1.x)": dict(fold=False, bn_reestimate=False),
-    "folded": dict(fold=True, bn_reestimate=False),
-    "folded + BN re-estimated": dict(fold=True, bn_reestimate=True),
-    "folded + BN re-est., teacher head": dict(fold=True, bn_reestimate=True, readout_ridge=None),
+    "channel buffers (0.1.x)": dict(fold=False, bn_reestimate=False, reconstruct=0),
+    "folded, no reconstruction": dict(fold=True, reconstruct=0),
+    "folded + 100 reconstruction steps": dict(fold=True, reconstruct=100),
+    "folded + 200 reconstruction steps (default)": dict(fold=True),
+    "folded + 400 reconstruction steps": dict(fold=True, reconstruct=400),
+    "folded + BN re-estimated": dict(fold=True, bn_reestimate=True, reconstruct=0),
+    "folded + BN re-est., teacher head": dict(fold=True, bn_reestimate=True, readout_ridge=None, reconstruct=0),
 }
 
 

@@ -148,3 +148,28 @@ def test_epoch_zero_records_the_start_in_the_mode_training_uses(tmp_path: Path) 
     assert row0["epoch"] == 0 and row0["test_top1_batch_bn"] == right / n
     frozen = distill_student(cfg.model_copy(update={"bn": "frozen"}), DistillInputs(FrozenTeacher.of(t_art), data))
     assert "test_top1_batch_bn" not in frozen.manifest.history[0]  # frozen BatchNorm: eval mode is the trained one
+
+
+def test_reconstruction_pulls_the_start_towards_the_teacher(tmp_path: Path) -> None:
+    """`convert --reconstruct N` (after calibration, before the fold): the student agrees with its teacher more
+    often, the record says so, the student stays folded and exact; 0 turns it off; a negative or non-integer count is a usage error."""
+    from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
+    from enofctl.stages.teacher import TeacherConfig, train_teacher
+    from clihelp import run as run_cli
+
+    train_teacher(TeacherConfig(dataset="synthetic", model="resnet20", model_kwargs={"width": 0.125}, epochs=1,
+                                limit_train=64, workers=0), tmp_path / "t.safetensors")
+    t_art = artifacts.load(tmp_path / "t.safetensors", expect="teacher")
+    _, m = convert_teacher(t_art, SurrogateConvertConfig(T=2, calibrate=1, batch_size=32, reconstruct=30))
+    cal = m.calibration
+    assert cal.reconstruct_steps == 30 and cal.reconstruct_lr == 0.003 and cal.folded
+    first, last = cal.reconstruct_loss
+    assert first > 0 and last > 0 and cal.reconstruct_seconds > 0
+    _, off = convert_teacher(t_art, SurrogateConvertConfig(T=2, calibrate=1, batch_size=32, reconstruct=0))
+    assert off.calibration.reconstruct_steps == 0 and off.calibration.reconstruct_loss is None
+    # the same calibration, then the steps: the student agrees with its teacher on more calibration images
+    assert cal.agreement_after > off.calibration.agreement_after
+    for bad in ("-1", "2.5"):
+        code, _, err = run_cli("convert", tmp_path / "t.safetensors", "--reconstruct", bad, "--out",
+                               tmp_path / "s.safetensors")
+        assert code == 2 and "--reconstruct" in err and not (tmp_path / "s.safetensors").exists()

@@ -129,6 +129,8 @@ class _Heartbeat:
 def _status(ev: ProgressEvent) -> str:
     if ev.stage == "calibrate":
         return f"calibrating layer {min(ev.step + 1, ev.steps)}/{ev.steps}"
+    if ev.stage == "reconstruct":
+        return f"reconstructing, step {ev.step}/{ev.steps}"
     if ev.stage == "eval":
         return f"evaluating, batch {ev.step}/{ev.steps}"
     if ev.epoch == 0:
@@ -180,7 +182,8 @@ def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
             line(f"[dim]{name_of}[/] epoch 0/{ev.epochs} (before training)  {_fmt(ev.before)}  "
                  f"({ev.before.get('seconds', 0):.1f}s)")
             return
-        name = "calibrate" if ev.stage == "calibrate" else what  # distill calibrates its converted student first
+        # distill calibrates (and reconstructs) its converted student first
+        name = ev.stage if ev.stage in ("calibrate", "reconstruct") else what
         desc = f"{name} epoch {ev.epoch}/{ev.epochs}" if ev.epochs > 1 else name
         if task is None:
             task = bar.add_task(escape(desc), total=ev.steps, run="")
@@ -189,6 +192,9 @@ def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
         epoch = (ev.stage, ev.epoch)
         if ev.stage == "calibrate":
             on_calibrate(ev)
+        elif ev.stage == "reconstruct":
+            if ev.step == ev.steps:
+                line(f"reconstruct: {ev.steps} steps done")
         elif ev.stage != "eval":
             clock.step(ev)
         bar.update(task, completed=ev.step, total=ev.steps, description=escape(desc), run=clock.run_text(ev))

@@ -41,6 +41,12 @@ def convert(
                                                  "classifier to the teacher's logits, ridge regression towards "
                                                  "the teacher's weights with this strength.")] = (
         CONVERT.readout_ridge),
+    reconstruct: Annotated[int, typer.Option(min=0, max=1_000_000, help="surrogate + --calibrate: then N "
+                                             "surrogate-gradient steps on the calibration images pulling each "
+                                             "neuron's output and the logits towards the teacher's (no labels); "
+                                             "0 = off.")] = CONVERT.reconstruct,
+    reconstruct_lr: Annotated[float, typer.Option(help="surrogate + --reconstruct: Adam's learning rate "
+                                                  "(> 0, <= 1).")] = CONVERT.reconstruct_lr,
     fold: Annotated[bool, typer.Option("--fold/--no-fold", help="surrogate + --calibrate: fold each channel's "
                                        "threshold and amplitude into the weights (one threshold, spikes of 1; "
                                        "an identity shortcut may carry a per-channel factor); --no-fold keeps "
@@ -81,7 +87,8 @@ def convert(
             if value is not None:
                 raise typer.BadParameter("applies to --method cq only", param_hint=flag)
         cfg = convert_config(method="surrogate", neuron=neuron, repact=repact, percentile=percentile,
-                             readout_ridge=readout_ridge, fold=fold, bn_reestimate=bn_reestimate, **common)
+                             readout_ridge=readout_ridge, fold=fold, bn_reestimate=bn_reestimate,
+                             reconstruct=reconstruct, reconstruct_lr=reconstruct_lr, **common)
     with progress(quiet, "calibrate") as cb:
         res = run_convert(teacher, cfg, out, progress=cb)
     result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,

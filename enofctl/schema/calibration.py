@@ -87,6 +87,13 @@ class ChannelCalibration(Frozen):
                                                              "per-channel factor on an identity shortcut")
     fold_logit_error: float | None = Field(None, description="folded: the largest |logit| difference between the "
                                            "folded and the unfolded student on the check batches")
+    reconstruct_steps: int = Field(0, description="surrogate-gradient steps pulling the calibrated student towards "
+                                   "the teacher on the calibration images (0: none)")
+    reconstruct_lr: float | None = Field(None, description="their Adam learning rate")
+    reconstruct_loss: tuple[float, float] | None = Field(None, description="the reconstruction loss at the first "
+                                                         "step and over the last pass over the batches")
+    reconstruct_seconds: float | None = Field(None, description="their time (training time spent before distill's "
+                                              "first step)")
     bn_reestimated: bool = Field(False, description="each BatchNorm's running statistics were recomputed under "
                                  "the already-calibrated student before the neuron after it was fitted")
     layers: list[CalibratedChannels] = Field(default_factory=list)

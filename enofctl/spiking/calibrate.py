@@ -312,3 +312,58 @@ def _layer_record(name: str, fit: _Fit) -> CalibratedChannels:
         amp_mean=float(fit.amp[live].mean()) if live.any() else 0.0,
         error_before=fit.error_before, error_after=fit.error_after,
     )
+
+
+def reconstruct(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], steps: int, lr: float,
+                progress: Callable[[int, int], None] | None = None) -> tuple[float, float, float]:
+    """A few surrogate-gradient steps that pull the calibrated student towards its teacher on the calibration
+    images (no labels), in place: Adam on every weight, BatchNorm with its running statistics, minimizing
+
+        mean over neurons l of |A_l r_l - a_l|^2 / |a_l|^2   +   KL(softmax(z_teacher) || softmax(z_student))
+
+    (``A_l r_l``: neuron l's time-averaged output, ``a_l``: the teacher's activation there), the batches taken
+    in turn. The per-layer term is the calibration's own objective, now optimized jointly through the
+    surrogate gradients; the KL keeps the logits the teacher's. Returns (loss of the first step, mean loss
+    of the last ``len(batches)`` steps, seconds)."""
+    import torch.nn.functional as F
+
+    t0 = time.perf_counter()
+    neurons = snn.neurons()
+    mods = dict(ann.named_modules())
+    with torch.no_grad():
+        targets = [{n: _teacher_target(ann, mods[n], x) for n in neurons} for x in batches]
+        logits_t = [logits_of(ann, x) for x in batches]
+    outs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o)) for n, m in neurons.items()]
+    params = [p for p in snn.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    was_training = snn.training
+    snn.eval()  # BatchNorm normalizes with the running statistics calibration used (and keeps them)
+    losses: list[float] = []
+    try:
+        with torch.enable_grad():
+            for step in range(steps):
+                i = step % len(batches)
+                logits = snn(batches[i])
+                layer = sum(((_time_mean(outs[n], snn.T) - targets[i][n]) ** 2).mean()
+                            / (targets[i][n] ** 2).mean().clamp(min=1e-12) for n in neurons) / max(len(neurons), 1)
+                kl = F.kl_div(logits.log_softmax(1), logits_t[i].log_softmax(1), log_target=True,
+                              reduction="batchmean")
+                loss = layer + kl
+                if not torch.isfinite(loss):
+                    raise CalibrationError(f"reconstruction step {step + 1}: non-finite loss; nothing was written "
+                                           "(lower --reconstruct-lr)")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                if progress:
+                    progress(step + 1, steps)
+    finally:
+        for h in hooks:
+            h.remove()
+        snn.train(was_training)
+        for p in params:
+            p.grad = None
+    tail = losses[-len(batches):] if losses else [0.0]
+    return (losses[0] if losses else 0.0), sum(tail) / len(tail), time.perf_counter() - t0

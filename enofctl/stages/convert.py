@@ -57,6 +57,10 @@ class SurrogateConvertConfig(_CalibrationData):
                                         "the teacher's logits by ridge regression towards its weights, with this "
                                         "strength (None: keep the teacher's classifier; 0.1 measured best of "
                                         "0.01 / 0.1 / 1 on digits)")
+    reconstruct: int = Field(200, ge=0, le=1_000_000, description="calibration: then this many surrogate-gradient "
+                             "steps (Adam) on the calibration images pulling every neuron's output and the logits "
+                             "towards the teacher's (no labels; 0 = off; benchmarks/calibration.md)")
+    reconstruct_lr: float = Field(0.003, gt=0, le=1, description="calibration: the reconstruction's learning rate")
     fold: bool = Field(True, description="calibration: fold each channel's threshold and amplitude into the "
                        "weights (the spec's threshold, spikes of 1: EnOF's network; an identity shortcut may carry "
                        "a per-channel factor); False keeps them as per-channel buffers of each neuron")
@@ -130,10 +134,10 @@ def _calibration_batches(teacher: Artifact, cfg: _CalibrationData, n: int,
             for x, _ in data.train.batches(cfg.batch_size, shuffle=True, generator=gen, limit=limit)]
 
 
-def _on_step(progress: ProgressFn | None):
+def _on_step(progress: ProgressFn | None, stage: str = "calibrate"):
     def on_step(done: int, total: int) -> None:
         if progress:
-            progress(ProgressEvent("calibrate", 1, 1, done, total))
+            progress(ProgressEvent(stage, 1, 1, done, total))
 
     return on_step
 
@@ -172,6 +176,15 @@ def _calibrate(student: SpikingNet, ann: nn.Module, teacher: Artifact,
         if not all(torch.isfinite(b).all() for b in student.body.buffers()):
             raise CalibrationError("calibration produced a non-finite threshold or amplitude; nothing was written "
                                    "(try more --calibrate batches)")
+        if cfg.reconstruct:
+            from enofctl.spiking.calibrate import agreement, reconstruct
+
+            first, last, secs = reconstruct(student, ann, batches, cfg.reconstruct, cfg.reconstruct_lr,
+                                            progress=_on_step(progress, "reconstruct"))
+            record = record.model_copy(update={
+                "reconstruct_steps": cfg.reconstruct, "reconstruct_lr": cfg.reconstruct_lr,
+                "reconstruct_loss": (first, last), "reconstruct_seconds": secs,
+                "agreement_after": agreement(student, ann, batches[:2])})
         if cfg.fold:
             record = _fold(student, record, batches)
     finally:
