@@ -151,11 +151,13 @@ def test_epoch_zero_records_the_start_in_the_mode_training_uses(tmp_path: Path) 
 
 
 def test_reconstruction_pulls_the_start_towards_the_teacher(tmp_path: Path) -> None:
-    """`convert --reconstruct N` (after calibration, before the fold): the student agrees with its teacher more
-    often, the record says so, the student stays folded and exact; 0 turns it off; a negative or non-integer count is a usage error."""
+    """`convert --reconstruct N` (after calibration, before the fold): kept only when the student then agrees
+    with its teacher at least as often, the record says what happened, the student stays folded and exact;
+    0 turns it off; a negative or non-integer count is a usage error."""
+    from clihelp import run as run_cli
+
     from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
     from enofctl.stages.teacher import TeacherConfig, train_teacher
-    from clihelp import run as run_cli
 
     train_teacher(TeacherConfig(dataset="synthetic", model="resnet20", model_kwargs={"width": 0.125}, epochs=1,
                                 limit_train=64, workers=0), tmp_path / "t.safetensors")
@@ -167,8 +169,12 @@ def test_reconstruction_pulls_the_start_towards_the_teacher(tmp_path: Path) -> N
     assert first > 0 and last > 0 and cal.reconstruct_seconds > 0
     _, off = convert_teacher(t_art, SurrogateConvertConfig(T=2, calibrate=1, batch_size=32, reconstruct=0))
     assert off.calibration.reconstruct_steps == 0 and off.calibration.reconstruct_loss is None
-    # the same calibration, then the steps: the student agrees with its teacher on more calibration images
-    assert cal.agreement_after > off.calibration.agreement_after
+    # the steps are kept only when the student then agrees with its teacher at least as often; this barely
+    # trained teacher is a case where they do not help (on digits they do: benchmarks/calibration.md)
+    before, after = cal.reconstruct_agreement
+    assert before == off.calibration.agreement_after
+    assert cal.reconstruct_kept == (after >= before)
+    assert cal.agreement_after == max(before, after) and cal.agreement_after >= off.calibration.agreement_after
     for bad in ("-1", "2.5"):
         code, _, err = run_cli("convert", tmp_path / "t.safetensors", "--reconstruct", bad, "--out",
                                tmp_path / "s.safetensors")

@@ -105,7 +105,8 @@ WarmupSteps = Annotated[int, typer.Option(min=0, help="Linear learning-rate warm
 BnRecompute = Annotated[int, typer.Option(min=0, help="After each epoch, recompute BatchNorm's running "
                                           "statistics over N batches of training samples without augmentation "
                                           "(precise BN), so the network evaluated and saved is the trained one; "
-                                          "0 = keep the moving averages. BatchNorm frozen at a student's calibrated statistics is left as it is.")]
+                                          "0 = keep the moving averages. BatchNorm frozen at a student's "
+                                          "calibrated statistics is left as it is.")]
 Download = Annotated[bool, typer.Option("--download", help="Let torchvision download the dataset.")]
 Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.")]
 BatchSize = Annotated[int, typer.Option(min=1, help="Batch size.")]

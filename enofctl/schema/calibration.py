@@ -92,6 +92,11 @@ class ChannelCalibration(Frozen):
     reconstruct_lr: float | None = Field(None, description="their Adam learning rate")
     reconstruct_loss: tuple[float, float] | None = Field(None, description="the reconstruction loss at the first "
                                                          "step and over the last pass over the batches")
+    reconstruct_agreement: tuple[float, float] | None = Field(None, description="top-1 agreement with the teacher "
+                                                              "on the first calibration batches before and after "
+                                                              "the reconstruction steps")
+    reconstruct_kept: bool | None = Field(None, description="whether the steps were kept (the agreement did not "
+                                          "drop) or undone")
     reconstruct_seconds: float | None = Field(None, description="their time (training time spent before distill's "
                                               "first step)")
     bn_reestimated: bool = Field(False, description="each BatchNorm's running statistics were recomputed under "

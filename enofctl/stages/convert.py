@@ -177,20 +177,37 @@ def _calibrate(student: SpikingNet, ann: nn.Module, teacher: Artifact,
             raise CalibrationError("calibration produced a non-finite threshold or amplitude; nothing was written "
                                    "(try more --calibrate batches)")
         if cfg.reconstruct:
-            from enofctl.spiking.calibrate import agreement, reconstruct
-
-            first, last, secs = reconstruct(student, ann, batches, cfg.reconstruct, cfg.reconstruct_lr,
-                                            progress=_on_step(progress, "reconstruct"))
-            record = record.model_copy(update={
-                "reconstruct_steps": cfg.reconstruct, "reconstruct_lr": cfg.reconstruct_lr,
-                "reconstruct_loss": (first, last), "reconstruct_seconds": secs,
-                "agreement_after": agreement(student, ann, batches[:2])})
+            record = _reconstruct(student, ann, batches, cfg, record, progress)
         if cfg.fold:
             record = _fold(student, record, batches)
     finally:
         student.to("cpu")
         ann.to("cpu")
     return record
+
+
+def _reconstruct(student: SpikingNet, ann: nn.Module, batches: list[torch.Tensor], cfg: SurrogateConvertConfig,
+                 record, progress: ProgressFn | None):
+    """``cfg.reconstruct`` steps (`spiking.calibrate.reconstruct`), kept when the student then agrees with its
+    teacher on at least as many of the first calibration batches as before, else undone (the record says
+    which)."""
+    import copy
+
+    from enofctl.spiking.calibrate import AGREEMENT_BATCHES, agreement, reconstruct
+
+    probe = batches[:AGREEMENT_BATCHES]
+    saved = copy.deepcopy(student.body.state_dict())
+    before = agreement(student, ann, probe)
+    first, last, secs = reconstruct(student, ann, batches, cfg.reconstruct, cfg.reconstruct_lr,
+                                    progress=_on_step(progress, "reconstruct"))
+    after = agreement(student, ann, probe)
+    kept = after >= before
+    if not kept:
+        student.body.load_state_dict(saved)
+    return record.model_copy(update={
+        "reconstruct_steps": cfg.reconstruct, "reconstruct_lr": cfg.reconstruct_lr, "reconstruct_loss": (first, last),
+        "reconstruct_seconds": secs, "reconstruct_agreement": (before, after), "reconstruct_kept": kept,
+        "agreement_after": after if kept else before})
 
 
 def _fold(student: SpikingNet, record, batches: list[torch.Tensor]):
