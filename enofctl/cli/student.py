@@ -150,6 +150,9 @@ def distill(
                                        "running ones updated; frozen = the running statistics the student was "
                                        "converted and calibrated with kept, only scale and shift train.")] = (
         BnMode(DISTILL.bn)),
+    reconstruct: Annotated[int, typer.Option(min=0, max=1_000_000, help="When converting with calibration: then "
+                                             "N surrogate-gradient steps towards the teacher on the calibration "
+                                             "images (as convert --reconstruct); 0 = off.")] = DISTILL.reconstruct,
     *,
     neuron: o.Neuron,
     calibrate: o.StudentCalibration = None,
@@ -171,6 +174,7 @@ def distill(
     fields = dict(
         **recipe, T=T, laf_lambda=laf_lambda, laf_tau=laf_tau, repact=repact, kd_alpha=kd_alpha, kd_tau=kd_tau,
         act_reg=act_reg, act_reg_kind=act_reg_kind.value, logit_reg=logit_reg, neuron=neuron, bn=bn.value,
+        reconstruct=reconstruct,
         act_reg_weights=o.parse_kv(act_reg_weight, "--act-reg-weight"), data_dir=o.path_str(data_dir),
         **({"calibrate": calibrate} if calibrate is not None else {}),
         download=download, init=init.value,

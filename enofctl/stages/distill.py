@@ -63,6 +63,9 @@ class DistillConfig(TrainConfig):
     logit_reg: float = Field(0.0, ge=0, description="weight of the L2 logits regularizer (Louis et al.: 0.01)")
     neuron: NeuronSpec = Field(default_factory=NeuronSpec, description="used when converting the teacher")
     repact: bool = Field(True, description="used when converting the teacher")
+    reconstruct: int = Field(200, ge=0, le=1_000_000, description="when converting the teacher with calibration: "
+                             "then this many surrogate-gradient steps towards the teacher on the calibration images "
+                             "(convert --reconstruct; 0 = off)")
     calibrate: int = Field(8, ge=0, le=100_000, description="when converting the teacher: batches of training "
                            "images to calibrate the student on first (0 = the plain copy)")
     bn: Literal["batch", "frozen"] = Field(
@@ -188,7 +191,7 @@ def _start(cfg: DistillConfig, src: DistillInputs,
     if src.student is None:
         scratch = cfg.init == "scratch"
         conv = SurrogateConvertConfig(T=cfg.T or default_T(t_art.manifest), neuron=cfg.neuron, repact=cfg.repact,
-                                      calibrate=0 if scratch else cfg.calibrate,
+                                      calibrate=0 if scratch else cfg.calibrate, reconstruct=cfg.reconstruct,
                                       seed=cfg.seed, data_dir=cfg.data_dir, device=cfg.device)
         s_model, s_manifest = convert_teacher(t_art, conv, progress, fresh=scratch)
         return s_model, s_manifest, [t_art.parent_ref()]
