@@ -27,8 +27,8 @@ from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
 from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill_student
 
 PLAIN = dict(calibrate=0)
-CHANNEL = dict(fold=False, bn_reestimate=False)
-FOLDED = dict(fold=True, bn_reestimate=True)  # as measured; the default is now bn_reestimate=False
+CHANNEL = dict(fold=False, bn_reestimate=False, reconstruct=0)
+FOLDED = dict(fold=True, bn_reestimate=True, reconstruct=0)  # as measured; the default is now bn_reestimate=False
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "plain copy, batch BN": (PLAIN, {}),
     "channel buffers, batch BN": (CHANNEL, {}),
@@ -40,6 +40,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "folded, frozen BN, lr 0.01, warm-up": (FOLDED, dict(bn="frozen", lr=0.01, warmup_steps=20)),
     "folded, batch BN, lr 0.02, warm-up": (FOLDED, dict(lr=0.02, warmup_steps=20)),
     "plain copy, batch BN, lr 0.01": (PLAIN, dict(lr=0.01)),
+    "reconstructed (default), batch BN": (dict(fold=True, reconstruct=200), {}),
+    "reconstructed (default), frozen BN": (dict(fold=True, reconstruct=200), dict(bn="frozen")),
 }
 
 
