@@ -315,19 +315,22 @@ def _layer_record(name: str, fit: _Fit) -> CalibratedChannels:
 
 
 def reconstruct(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor], steps: int, lr: float,
-                progress: Callable[[int, int], None] | None = None) -> tuple[float, float, float]:
+                progress: Callable[[int, int], None] | None = None,
+                batch_size: int | None = None) -> tuple[float, float, float]:
     """A few surrogate-gradient steps that pull the calibrated student towards its teacher on the calibration
     images (no labels), in place: Adam on every weight, BatchNorm with its running statistics, minimizing
 
         mean over neurons l of |A_l r_l - a_l|^2 / |a_l|^2   +   KL(softmax(z_teacher) || softmax(z_student))
 
-    (``A_l r_l``: neuron l's time-averaged output, ``a_l``: the teacher's activation there), the batches taken
-    in turn. The per-layer term is the calibration's own objective, now optimized jointly through the
+    (``A_l r_l``: neuron l's time-averaged output, ``a_l``: the teacher's activation there), the batches (cut
+    into ``batch_size`` pieces when given) taken in turn. The per-layer term is the calibration's own objective, now optimized jointly through the
     surrogate gradients; the KL keeps the logits the teacher's. Returns (loss of the first step, mean loss
     of the last ``len(batches)`` steps, seconds)."""
     import torch.nn.functional as F
 
     t0 = time.perf_counter()
+    if batch_size:  # steps on smaller batches: the same images, a fraction of the cost per step
+        batches = [c for x in batches for c in x.split(batch_size)]
     neurons = snn.neurons()
     mods = dict(ann.named_modules())
     with torch.no_grad():

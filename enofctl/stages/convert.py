@@ -61,6 +61,9 @@ class SurrogateConvertConfig(_CalibrationData):
                              "steps (Adam) on the calibration images pulling every neuron's output and the logits "
                              "towards the teacher's (no labels; 0 = off; benchmarks/calibration.md)")
     reconstruct_lr: float = Field(0.003, gt=0, le=1, description="calibration: the reconstruction's learning rate")
+    reconstruct_batch: int | None = Field(None, ge=1, le=65_536, description="calibration: images per "
+                                          "reconstruction step (the calibration batches cut into pieces; None: "
+                                          "whole batches; 32 measured worse on digits, 92.0 against 95.7 %)")
     fold: bool = Field(True, description="calibration: fold each channel's threshold and amplitude into the "
                        "weights (the spec's threshold, spikes of 1: EnOF's network; an identity shortcut may carry "
                        "a per-channel factor); False keeps them as per-channel buffers of each neuron")
@@ -199,7 +202,7 @@ def _reconstruct(student: SpikingNet, ann: nn.Module, batches: list[torch.Tensor
     saved = copy.deepcopy(student.body.state_dict())
     before = agreement(student, ann, probe)
     first, last, secs = reconstruct(student, ann, batches, cfg.reconstruct, cfg.reconstruct_lr,
-                                    progress=_on_step(progress, "reconstruct"))
+                                    progress=_on_step(progress, "reconstruct"), batch_size=cfg.reconstruct_batch)
     after = agreement(student, ann, probe)
     kept = after >= before
     if not kept:
