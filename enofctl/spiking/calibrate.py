@@ -324,8 +324,8 @@ def reconstruct(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor],
 
     (``A_l r_l``: neuron l's time-averaged output, ``a_l``: the teacher's activation there), the batches (cut
     into ``batch_size`` pieces when given) taken in turn. The per-layer term is the calibration's own
-    objective, now optimized jointly through the surrogate gradients; the KL keeps the logits the teacher's. Returns (loss of the first step, mean loss
-    of the last ``len(batches)`` steps, seconds)."""
+    objective, now optimized jointly through the surrogate gradients; the KL keeps the logits the teacher's.
+    Returns (loss of the first step, mean loss of the last ``len(batches)`` steps, seconds)."""
     import torch.nn.functional as F
 
     t0 = time.perf_counter()
