@@ -159,8 +159,8 @@ class Loop:
 
     def recompute_bn(self, epoch: int) -> None:
         """BatchNorm's running statistics recomputed on ``cfg.bn_recompute`` batches of training samples,
-        augmented as in training (the statistics the weights were trained with: on digits, un-augmented ones
-        cost the teacher 1.1 points), with a generator of their own (seed and epoch) so the training draws are
+        augmented as in training (the statistics the weights were trained with, as fvcore's precise BN does),
+        with a generator of their own (seed and epoch) so the training draws are
         those of a run without it; the same batches on every rank (``models.norm.recompute_bn``). Not with
         frozen BatchNorm (its running statistics are the ones to keep)."""
         cfg = self.cfg
