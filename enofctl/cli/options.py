@@ -103,7 +103,7 @@ Workers = Annotated[int, typer.Option(min=0, help="Processes that decode image f
 WarmupSteps = Annotated[int, typer.Option(min=0, help="Linear learning-rate warm-up over N steps (added to "
                                           "--warmup-epochs'); for a fine-tune from a calibrated start.")]
 BnRecompute = Annotated[int, typer.Option(min=0, help="After each epoch, recompute BatchNorm's running "
-                                          "statistics over N batches of training samples (augmented as in training) "
+                                          "statistics over N batches of training samples, augmented as in training "
                                           "(precise BN), so the network evaluated and saved is the trained one; "
                                           "0 = keep the moving averages. BatchNorm frozen at a student's "
                                           "calibrated statistics is left as it is.")]
