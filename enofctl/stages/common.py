@@ -66,9 +66,10 @@ class TrainConfig(BaseModel):
                          "folders (0: the training process; in-memory datasets need none); default: the cores this "
                          "process may use but one, at most 8")
     bn_recompute: int = Field(32, ge=0, description="after each epoch, recompute BatchNorm's running statistics "
-                              "as the exact average over this many batches of training samples (augmented as in "
-                              "training; 'precise BN'), so the network evaluated and saved is the one trained; 0 = keep the "
-                              "moving averages (which still hold 0.9^steps of their start after few steps)")
+                              "as the exact average over this many batches of training samples, augmented as "
+                              "in training ('precise BN'), so the network evaluated and saved is the one "
+                              "trained; 0 = keep the moving averages (which still hold 0.9^steps of their "
+                              "start after few steps)")
     log_every: int = Field(50, ge=1, description="read the summed loss back from the device (a synchronization) "
                            "every N steps and at the end of each epoch; a non-finite loss stops the run at the "
                            "next read, at most N - 1 steps late")
