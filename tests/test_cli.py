@@ -53,9 +53,11 @@ def test_pipeline_leaves_only_artifacts(pipe: Pipeline) -> None:
 def test_training_stages_log_epochs_on_stderr(pipe: Pipeline) -> None:
     assert "teacher epoch 1/1" in pipe.stderr["teacher"]
     assert "distill epoch 1/1" in pipe.stderr["distill"] and "distill done: 1 epoch in" in pipe.stderr["distill"]
-    lines = pipe.stderr["convert"].splitlines()  # into a log: a line per calibrated layer, then what it scores
-    assert lines[0].startswith("calibrate layer 1/") and lines[-2].startswith("calibrate layer") and \
-        lines[-2].split()[2].split("/")[0] == lines[-2].split()[2].split("/")[1]
+    # into a log: a line per calibrated layer, the reconstruction steps, then what it scores
+    lines = pipe.stderr["convert"].splitlines()
+    assert lines[0].startswith("calibrate layer 1/") and lines[-3].startswith("calibrate layer") and \
+        lines[-3].split()[2].split("/")[0] == lines[-3].split()[2].split("/")[1]
+    assert lines[-2] == "reconstruct: 200 steps done"
     assert lines[-1].startswith("convert: the student scores top-1") and "epoch" not in pipe.stderr["convert"]
 
 

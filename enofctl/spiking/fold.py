@@ -284,7 +284,7 @@ def spike_record(snn: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def check_folded(before: nn.Module, after: nn.Module, batches: Sequence[torch.Tensor], *,
-                 rtol: float = 1e-4, atol: float = 1e-4, tie_fraction: float = 1e-3,
+                 rtol: float = 1e-4, atol: float = 1e-4, tie_fraction: float = 1e-2,
                  agreement: float = 0.995) -> float:
     """Raise FoldError naming the first neuron whose spikes differ between ``before`` (calibrated) and ``after``
     (folded) on ``batches`` beyond float ties, or when the logits differ beyond rounding. A tie is a membrane
