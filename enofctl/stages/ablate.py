@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts, stats
 from enofctl.data import data_at, load_dataset
-from enofctl.distributed import Ranks
 from enofctl.errors import ArtifactError, UsageError
 from enofctl.io import atomic_write
 from enofctl.schema import Manifest
@@ -36,9 +35,13 @@ from enofctl.schema.ablation import ABLATION_SCHEMA_VERSION as ABLATION_SCHEMA_V
 from enofctl.schema.ablation import AblationResult as _AblationResult
 from enofctl.schema.ablation import Cell, Comparison, Row
 from enofctl.spiking import logits_of
-from enofctl.stages.common import StageWarning, batches_on, resolve_device, save_trained
-from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill_student
+from enofctl.stages.batches import batches_on
+from enofctl.stages.context import RunContext, resolve_device
+from enofctl.stages.distill import DistillConfig, distill_student
 from enofctl.stages.evaluate import EvalConfig, measure
+from enofctl.stages.inputs import DistillInputs, FrozenTeacher
+from enofctl.stages.progress import StageWarning
+from enofctl.stages.results import save_trained
 
 ENOF_VARIANTS: dict[str, dict] = {
     "baseline": {"laf": False, "repact": False},
@@ -260,11 +263,11 @@ def read_correct(artifact: str | Path, samples: int | None) -> np.ndarray | None
 def train_cell(dcfg: DistillConfig, src: DistillInputs, path: Path) -> Manifest:
     """One cell: a student distilled from the loaded teacher and data, written to ``path``, with its per-image
     correctness beside it (`correct_path`, for the paired bootstrap)."""
-    trained = distill_student(dcfg, src)
-    device = resolve_device(dcfg.device)
+    run = RunContext.build(dcfg, src.data.info)
+    trained = distill_student(dcfg, src, run=run)
     test = data_at(src.data, trained.model.T).test  # event data: at the student's T
-    correct = per_image_correct(trained.model, test, device, trained.manifest.model, dcfg.limit_test)
-    ranks = Ranks.here(device)
+    correct = per_image_correct(trained.model, test, run.device, trained.manifest.model, dcfg.limit_test)
+    ranks = run.ranks
     ranks.on_main(lambda: atomic_write(correct_path(path), lambda tmp: tmp.write_bytes(np.packbits(correct).tobytes())))
     return save_trained(path, trained, ranks).manifest
 

@@ -101,8 +101,8 @@ def export(student: str | Path, cfg: ExportConfig, out: str | Path) -> ExportRes
 @torch.no_grad()
 def _reference(net, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, dict[str, int]]:
     """enofctl's logits and per-layer spike counts on ``x``, run as `eval` runs it (both meters attached)."""
+    from enofctl.activity import ActivityMeter
     from enofctl.ops import OpsMeter
-    from enofctl.stages.evaluate import ActivityMeter
 
     net.eval()
     meter, ops = ActivityMeter(net), OpsMeter(net)
