@@ -31,9 +31,9 @@ from enofctl.data import data_at, load_dataset
 from enofctl.errors import ArtifactError, UsageError
 from enofctl.io import atomic_write
 from enofctl.schema import Manifest
-from enofctl.schema.ablation import ABLATION_SCHEMA_VERSION as ABLATION_SCHEMA_VERSION  # re-exported
+from enofctl.schema.ablation import ABLATION_SCHEMA_VERSION as ABLATION_SCHEMA_VERSION
 from enofctl.schema.ablation import AblationResult as _AblationResult
-from enofctl.schema.ablation import Cell, Comparison, Row
+from enofctl.schema.ablation import Cell, Comparison, Row  # the result models (re-exported)
 from enofctl.spiking import logits_of
 from enofctl.stages.batches import batches_on
 from enofctl.stages.context import RunContext, resolve_device

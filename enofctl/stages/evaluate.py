@@ -12,14 +12,15 @@ import torch.nn as nn
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl import artifacts, neurobench_adapter
-from enofctl.activity import ActivityMeter
+from enofctl.activity import ActivityMeter as ActivityMeter  # re-exported: it moved below the stages
 from enofctl.artifacts import Artifact
 from enofctl.data import Data, data_at, default_workers, load_dataset, recorded_image_size, split_on
 from enofctl.errors import UsageError
 from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, footprint, totals
 from enofctl.schema import ModelSpec
-from enofctl.schema.report import REPORT_SCHEMA_VERSION as REPORT_SCHEMA_VERSION  # re-exported from the schema
-from enofctl.schema.report import EvalResult, EvalRun, Gates, Speed
+from enofctl.schema.report import REPORT_SCHEMA_VERSION as REPORT_SCHEMA_VERSION
+from enofctl.schema.report import EvalResult, EvalRun, Gates, Speed  # the result models (re-exported)
+from enofctl.schema.report import LayerActivity as LayerActivity
 from enofctl.spiking import SpikingNet, logits_of
 from enofctl.stages.batches import batches_on, n_batches, topk_correct
 from enofctl.stages.context import resolve_device

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from enofctl import __version__, artifacts
 from enofctl.errors import MissingDependencyError, UsageError
 from enofctl.io import atomic_write
-from enofctl.schema.export import ExportResult, LayerSpikes, ReaderCheck, VerifyResult
+from enofctl.schema.export import ExportResult, LayerSpikes, ReaderCheck, VerifyResult  # (re-exported)
 from enofctl.spiking.nir_export import DEFAULT_DT, fold_batchnorm, import_nir, to_nir
 
 HEAD_SUFFIX = ".head.safetensors"
