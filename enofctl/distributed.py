@@ -21,6 +21,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from enofctl.errors import UsageError
+from enofctl.torchrun import Launch, launch
 
 F = TypeVar("F", bound=Callable)
 
@@ -40,17 +41,18 @@ class World:
         return (self.rank, self.size)
 
 
-def world(backend: str | None = None) -> World:
+def world(backend: str | None = None, here: Launch | None = None) -> World:
     """This process's place; initializes the process group on first call under torchrun (``backend``: gloo
-    or nccl for the device this rank computes on; None = nccl where CUDA is available)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    or nccl for the device this rank computes on; None = nccl where CUDA is available; ``here``: torchrun's
+    environment, read now when not given)."""
+    here = here or launch()
+    if not here.distributed:
         return World()
     if not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         backend = "gloo" if os.environ.get("ENOFCTL_DIST_BACKEND") == "gloo" else backend
         dist.init_process_group(backend)
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return World(dist.get_rank(), dist.get_world_size(), here.local_rank)
 
 
 def device_for(w: World, device: torch.device) -> torch.device:

@@ -47,15 +47,12 @@ class WriteError(EnofError):
 
 class Interrupted(KeyboardInterrupt):
     """SIGTERM (or another termination signal) turned into an exception, so every ``finally`` and cleanup runs
-    as for Ctrl-C; ``signum`` is the signal, the CLI exits with 128 + it. ``last`` is the latest one raised
-    (typer turns an interrupt into a bare return code 130, so the CLI reads the signal from here)."""
-
-    last: int | None = None
+    as for Ctrl-C; ``signum`` is the signal, the CLI exits with 128 + it (`enofctl.signals` raises it and
+    remembers the latest)."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
-        Interrupted.last = signum
 
 
 def write_error(path: object, e: BaseException) -> WriteError:

@@ -27,33 +27,13 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.errors import MissingDependencyError, first_line
 from enofctl.ops import ACTIVATIONS
+from enofctl.schema.report import NeuroBenchRun
 from enofctl.spiking import SpikingNet, SpikingNeuron, logits_of
 
 INSTALL = "pip install 'enofctl[neurobench]'"
-
-
-class NeuroBenchRun(BaseModel):
-    """NeuroBench's figures for one model at one T, per sample where NeuroBench gives them per sample; ``error``
-    (and no figures) when NeuroBench could not measure it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    version: str
-    error: str | None = None
-    footprint_bytes: int | None = Field(None, description="Footprint: parameters and buffers, bytes")
-    connection_sparsity: float | None = Field(None, description="ConnectionSparsity (rounded to 4 decimals)")
-    parameter_count: int | None = None
-    classification_accuracy: float | None = None
-    activation_sparsity: float | None = Field(None, description="ActivationSparsity over every activation layer")
-    activation_sparsity_by_layer: dict[str, float] = Field(default_factory=dict)
-    effective_macs: float | None = Field(None, description="SynapticOperations Effective_MACs per sample")
-    effective_acs: float | None = Field(None, description="SynapticOperations Effective_ACs per sample")
-    dense: float | None = Field(None, description="SynapticOperations Dense per sample")
-    membrane_updates: float | None = Field(None, description="MembraneUpdates per sample (snnTorch neurons only)")
 
 
 def require() -> str:

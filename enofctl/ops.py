@@ -51,9 +51,10 @@ from typing import Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl.models.acts import BOUNDED
+from enofctl.schema.report import LayerKind as Kind
+from enofctl.schema.report import LayerOps
 from enofctl.spiking import SpikingNet, SpikingNeuron
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
@@ -61,29 +62,8 @@ E_AC_PJ = 0.9  # pJ per 32-bit float accumulate, 45 nm (Horowitz 2014)
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-Kind = Literal["spikes", "analog", "mixed"]
 # the modules whose outputs are activations (activation sparsity; NeuroBench is told of the same ones)
 ACTIVATIONS: tuple[type[nn.Module], ...] = (SpikingNeuron, nn.ReLU, nn.ReLU6, nn.Sigmoid, *BOUNDED)
-
-
-class LayerOps(BaseModel):
-    """Operations and energy of one layer, per sample (over all time steps of a spiking forward)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    type: Literal["conv", "linear"]
-    input_kind: Kind = Field(description="spikes: binary input on every call; analog: never; mixed: both")
-    sops_per_sample: float = Field(description="accumulates triggered by input spikes (each spike x fan-out)")
-    macs_per_sample: float = Field(description="dense multiply-accumulates on analog input: every tap of "
-                                   "every output, padding taps and zero inputs included")
-    macs_effective_per_sample: float = Field(0.0, description="multiply-accumulates of a non-zero analog "
-                                             "input and a non-zero weight (padding taps excluded)")
-    synapses_per_sample: float = Field(0.0, description="every (input, weight) pair of every call, padding "
-                                       "taps excluded, whatever the input (NeuroBench's Dense)")
-    energy_pj_per_sample: float = Field(description="macs * e_mac + sops * e_ac (dense MACs), picojoules")
-    energy_effective_pj_per_sample: float = Field(0.0, description="macs_effective * e_mac + sops * e_ac, "
-                                                  "picojoules")
 
 
 def is_binary(x: torch.Tensor) -> bool:

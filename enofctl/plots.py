@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from enofctl.stages.ablate import AblationResult
-from enofctl.stages.evaluate import EvalResult, EvalRun
+from enofctl.schema.ablation import AblationResult
+from enofctl.schema.report import EvalResult, EvalRun
 
 
 def _figure(width: float = 8.0, height: float = 4.5):

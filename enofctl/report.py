@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
-from pydantic import BaseModel, Field
-
-from enofctl import __version__
 from enofctl.errors import UsageError
 from enofctl.io import atomic_write, atomic_write_dir
 from enofctl.plots import artifact_label, layer_run
-from enofctl.stages.ablate import AblationResult, best_row
-from enofctl.stages.evaluate import REPORT_SCHEMA_VERSION, EvalResult, EvalRun
-
-
-class Report(BaseModel):
-    schema_version: int = REPORT_SCHEMA_VERSION
-    enofctl: str = __version__
-    created: str = Field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    results: list[EvalResult]
+from enofctl.schema.ablation import AblationResult
+from enofctl.schema.report import EvalResult, EvalRun
+from enofctl.schema.report import Report as Report  # re-exported: report.json's model is in the schema
 
 
 def _pct(x: float | None) -> str:
@@ -324,7 +314,7 @@ def ablation_markdown(result: AblationResult) -> str:
              f"samples every cell is tested on); seeds {cfg.seeds}; {cfg.train.epochs} "
              f"epoch{'s' if cfg.train.epochs != 1 else ''} per cell{subset}, students {start}. "
              f"{spread}; *vs teacher* in points.\n"]
-    best = best_row(result)
+    best = result.best_row()
     if best is not None and best.vs_teacher is not None:
         parts.append(f"Best student at T = {best.T}: {best.variant} ({best.grid}), "
                      f"{100 * best.top1_mean:.2f} % ("

@@ -14,8 +14,12 @@ from enofctl.errors import Interrupted
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 MESSAGES = {signal.SIGINT: "enofctl: interrupted", signal.SIGTERM: "enofctl: terminated by SIGTERM"}
-checkpoint: Path | None = None  # the checkpoint of the training run under way (set by the epoch loop)
 received: int | None = None  # the first signal received by the entry point, even if a library swallowed it
+# the latest signal raised as `Interrupted` since the command started (typer turns an interrupt into a bare
+# return code 130, so the CLI reads the signal from here)
+last: int | None = None
+# the checkpoint an interrupted command leaves: the CLI command that trains names it (`keeps_checkpoint`)
+checkpoint: Path | None = None
 
 
 _installed = False
@@ -31,8 +35,9 @@ def install() -> None:
 
 
 def _raise(signum: int, frame: object) -> None:
-    global received
+    global received, last
     received = received or signum
+    last = signum
     raise Interrupted(signum)
 
 
@@ -40,7 +45,7 @@ def signal_of(e: BaseException | None) -> int:
     """The signal behind an interrupt: `Interrupted`'s, also when wrapped (typer's Exit(130), click's Abort);
     without an exception, the latest `Interrupted`; else SIGINT."""
     if e is None:
-        return Interrupted.last or signal.SIGINT
+        return last or signal.SIGINT
     while e is not None:
         if isinstance(e, Interrupted):
             return e.signum
@@ -49,8 +54,16 @@ def signal_of(e: BaseException | None) -> int:
 
 
 def reset() -> None:
-    """Forget an earlier interrupt (a command starts)."""
-    Interrupted.last = None
+    """Forget an earlier interrupt and checkpoint (a command starts)."""
+    global last, checkpoint
+    last = checkpoint = None
+
+
+def keeps_checkpoint(path: Path) -> None:
+    """The command under way trains with its checkpoint at ``path`` (``OUT.ckpt`` of its ``--out``): an
+    interrupt's line says whether it is there to ``--resume`` from. Called by the CLI, never by the library."""
+    global checkpoint
+    checkpoint = path
 
 
 def _what_is_left() -> str:

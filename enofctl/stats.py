@@ -33,11 +33,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-Verdict = Literal["helps", "no effect found", "hurts"]
+from enofctl.schema.ablation import Verdict
+
 POWER = 0.80
 
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from enofctl.data import load_dataset
 from enofctl.errors import TrainingError
 from enofctl.stages import TrainConfig
+from enofctl.stages.context import RunContext
 from enofctl.stages.loop import LossSums, RunIO, Trainee, fit
 from enofctl.stages.train_state import checkpoint_path, read_checkpoint, resume_changes
 
@@ -44,7 +45,7 @@ def _fit(step: Step, out: Path | None = None, **recipe) -> list[dict]:
     data = load_dataset("synthetic")
     trainee = Trainee("test", _linear(), step, data.info.mean, data.info.std)
     io = RunIO(checkpoint_path(out) if out else None)
-    return fit(trainee, data, TrainConfig(**{**RECIPE, **recipe}), CPU, io)
+    return fit(trainee, RunContext.of(TrainConfig(**{**RECIPE, **recipe}), data, CPU), io)
 
 
 def test_loss_sums_equal_python_float_sums() -> None:
@@ -124,7 +125,7 @@ def test_resume_with_other_workers_continues_and_says_so(tmp_path: Path) -> None
 
         trainee = Trainee("test", _linear(), Step(), data.info.mean, data.info.std)
         io = RunIO(checkpoint_path(out), resume=True, progress=progress)
-        return fit(trainee, data, TrainConfig(**{**RECIPE, "workers": workers}), CPU, io)
+        return fit(trainee, RunContext.of(TrainConfig(**{**RECIPE, "workers": workers}), data, CPU), io)
 
     with pytest.raises(KeyboardInterrupt):
         run(0, stop=True)

@@ -10,6 +10,7 @@ from enofctl import artifacts
 from enofctl.data import DATASETS, Data, TensorSplit, limit_train, load_dataset, stratified_subset
 from enofctl.schema import NeuronSpec
 from enofctl.stages import DistillConfig, TrainConfig
+from enofctl.stages.context import RunContext
 from enofctl.stages.distill import RECIPES, DistillInputs, FrozenTeacher, _start, with_recipe
 from enofctl.stages.loop import Trainee, fit
 
@@ -38,7 +39,7 @@ def test_limit_train_is_the_same_stratified_subset_every_epoch() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
     cfg = TrainConfig(epochs=3, batch_size=16, limit_train=48, augment=False, device="cpu", eval_before=False,
                       seed=3, workers=0)
-    fit(Trainee("t", model, step, (0.0,) * 3, (1.0,) * 3), _indexed_data(), cfg, torch.device("cpu"))
+    fit(Trainee("t", model, step, (0.0,) * 3, (1.0,) * 3), RunContext.of(cfg, _indexed_data(), torch.device("cpu")))
     assert len(seen) == 3 * 3  # 48 samples, batches of 16, 3 epochs
     epochs = [set().union(*seen[i : i + 3]) for i in range(0, 9, 3)]
     assert epochs[0] == epochs[1] == epochs[2] and len(epochs[0]) == 48

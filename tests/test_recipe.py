@@ -20,6 +20,7 @@ from enofctl.schema import NeuronSpec, SpikingSpec
 from enofctl.spiking import SpikingNeuron, make_spiking
 from enofctl.stages import TeacherConfig, TrainConfig, train_teacher
 from enofctl.stages.common import ProgressEvent, accuracy, best_epoch, best_metrics
+from enofctl.stages.context import RunContext
 from enofctl.stages.loop import RunIO, Trainee, fit
 from enofctl.stages.train_state import checkpoint_path
 
@@ -55,7 +56,7 @@ def _fit(model: nn.Module, flip: Flip, out: Path, resume: bool = False, **recipe
     data = load_dataset("synthetic")
     trainee = Trainee("test", model, flip.loss, data.info.mean, data.info.std)
     io = RunIO(checkpoint_path(out), resume, flip.progress)
-    return fit(trainee, data, TrainConfig(**{**RECIPE, **recipe}), CPU, io)
+    return fit(trainee, RunContext.of(TrainConfig(**{**RECIPE, **recipe}), data, CPU), io)
 
 
 def _untimed(history: list[dict]) -> list[dict]:

@@ -28,10 +28,11 @@ from rich.table import Table
 from rich.text import Text
 
 from enofctl.stages.common import ProgressEvent, ProgressFn, StageWarning
+from enofctl.torchrun import launch
 
 err = Console(stderr=True)
 err.soft_wrap = not err.is_terminal  # into a log file: one line per message, never wrapped at 80 columns
-MAIN_RANK = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 talks
+MAIN_RANK = launch().rank == 0  # under torchrun only rank 0 talks
 out = Console(soft_wrap=True, highlight=False)
 
 

@@ -8,12 +8,14 @@ from typing import Annotated
 
 import typer
 
+from enofctl import signals
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, progress, warnings_to_stderr
 from enofctl.schema import NeuronSpec
 from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, convert_config
 from enofctl.stages import convert as run_convert
 from enofctl.stages import distill as run_distill
+from enofctl.stages.train_state import checkpoint_path
 
 CONVERT, CQ, DISTILL = o.defaults(SurrogateConvertConfig), o.defaults(CQConvertConfig), o.defaults(DistillConfig)
 ActRegKind = o.choices("ActRegKind", o.literal(DistillConfig, "act_reg_kind"))
@@ -183,6 +185,7 @@ def distill(
     if cfg.init == "scratch" and student is not None:
         raise typer.BadParameter(f"--recipe {recipe_preset.value} trains from scratch (--init scratch): not with "
                                  "--student (give --init teacher to fine-tune it)", param_hint="--student")
+    signals.keeps_checkpoint(checkpoint_path(Path(out)))  # what an interrupt's line points to
     with progress(quiet, "distill") as cb, warnings_to_stderr():
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)
     emit({"artifact": str(res.path), "kind": "student", "metrics": res.manifest.metrics.model_dump()}, json_,

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from enofctl import signals
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, progress, warnings_to_stderr
 from enofctl.models.base import MAX_WIDTH
 from enofctl.schema import ActSpec
 from enofctl.stages import FetchConfig, TeacherConfig, fetch_teacher, train_teacher
 from enofctl.stages.teacher import DEFAULT_MODELS
+from enofctl.stages.train_state import checkpoint_path
 
 app = typer.Typer(help="Make the ANN teacher: train one here, or fetch pretrained timm weights.",
                   no_args_is_help=True, cls=o.PipelineGroup)
@@ -75,6 +77,7 @@ def train(
                         model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels),
                         for_snn=for_snn, frames=o.frame_spec(dataset, frames, bins.value, event_size),
                         image_size=image_size)
+    signals.keeps_checkpoint(checkpoint_path(Path(out)))  # what an interrupt's line points to
     with progress(quiet, "teacher") as cb, warnings_to_stderr():
         res = train_teacher(cfg, out, resume=resume, progress=cb)
     emit(_result_json(res), json_, str(res.path))

@@ -14,7 +14,11 @@ import graph (it needs only pydantic and the surrogate registry, `enofctl.surrog
     ├── calibration: ChannelCalibration | Calibration   convert --calibrate
     └── versions: Versions
 
-Every model is frozen and forbids unknown fields. Older manifests are upgraded by ``upgrade`` (one step per
+The results the commands report are here too, each file with its schema version: `report` (report.json of
+`eval`: EvalResult, EvalRun, LayerOps, ...), `ablation` (ablation.json of `ablate`), `export` (`export`'s
+and `--verify`'s JSON).
+
+Every manifest model is frozen and forbids unknown fields. Older manifests are upgraded by ``upgrade`` (one step per
 version in ``MIGRATIONS``) before they are validated.
 """
 

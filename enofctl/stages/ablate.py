@@ -28,14 +28,20 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts, stats
 from enofctl.data import data_at, load_dataset
-from enofctl.distributed import Ranks
 from enofctl.errors import ArtifactError, UsageError
 from enofctl.io import atomic_write
 from enofctl.schema import Manifest
+from enofctl.schema.ablation import ABLATION_SCHEMA_VERSION as ABLATION_SCHEMA_VERSION
+from enofctl.schema.ablation import AblationResult as _AblationResult
+from enofctl.schema.ablation import Cell, Comparison, Row  # the result models (re-exported)
 from enofctl.spiking import logits_of
-from enofctl.stages.common import StageWarning, batches_on, resolve_device, save_trained
-from enofctl.stages.distill import DistillConfig, DistillInputs, FrozenTeacher, distill_student
+from enofctl.stages.batches import batches_on
+from enofctl.stages.context import RunContext, resolve_device
+from enofctl.stages.distill import DistillConfig, distill_student
 from enofctl.stages.evaluate import EvalConfig, measure
+from enofctl.stages.inputs import DistillInputs, FrozenTeacher
+from enofctl.stages.progress import StageWarning
+from enofctl.stages.results import save_trained
 
 ENOF_VARIANTS: dict[str, dict] = {
     "baseline": {"laf": False, "repact": False},
@@ -96,67 +102,7 @@ class AblateConfig(BaseModel):
         return v
 
 
-class Cell(BaseModel):
-    grid: str
-    variant: str
-    T: int
-    seed: int
-    artifact: str
-    top1: float
-    spikes_per_sample: float
-    seconds: float
-
-
-class Row(BaseModel):
-    """One variant at one T over its seeds: means, standard deviations and the CIs (None for one seed)."""
-
-    grid: str
-    variant: str
-    T: int
-    n: int
-    top1_mean: float
-    top1_std: float
-    top1_lo: float | None = None
-    top1_hi: float | None = None
-    spikes_mean: float
-    spikes_std: float
-    spikes_lo: float | None = None
-    spikes_hi: float | None = None
-    spikes_vs_ce_pct: float | None = None
-    vs_teacher: float | None = Field(None, description="top1_mean minus the teacher's top-1 on the same samples")
-
-
-class Comparison(BaseModel):
-    """``variant`` minus ``reference`` (same grid and T) on ``metric``, paired on the seeds both ran."""
-
-    grid: str
-    T: int
-    variant: str
-    reference: str
-    metric: Literal["top1", "spikes_per_sample"]
-    seeds: list[int]
-    diff: float = Field(description="mean over the seeds of variant - reference (top1: a fraction)")
-    lo: float | None = Field(None, description="the CI of diff (None for one seed)")
-    hi: float | None = None
-    verdict: stats.Verdict = Field(description="helps / hurts: the CI excludes 0 (for spikes fewer is better)")
-    mde: float | None = Field(None, description="minimum detectable effect at 80 % power (None for one seed)")
-    boot_lo: float | None = Field(None, description="top1: the paired bootstrap interval over seeds and test "
-                                  "images (None without every cell's per-image correctness, or one seed)")
-    boot_hi: float | None = None
-
-
-ABLATION_SCHEMA_VERSION = 2
-
-
-class AblationResult(BaseModel):
-    schema_version: Literal[2] = ABLATION_SCHEMA_VERSION  # 2: CIs, paired comparisons, verdicts, MDE
-    teacher: str
-    teacher_top1: float | None = Field(description="on the cells' test samples (measured by `ablate`)")
-    test_samples: int | None = Field(None, description="test samples behind every accuracy (--limit-test)")
-    config: AblateConfig
-    cells: list[Cell]
-    rows: list[Row]
-    comparisons: list[Comparison] = Field(default_factory=list)
+AblationResult = _AblationResult[AblateConfig]  # ablation.json (`enofctl.schema.ablation`) of this config
 
 
 def plan(cfg: AblateConfig) -> list[tuple[str, str, int, int, DistillConfig]]:
@@ -269,10 +215,8 @@ def seed_warning(seeds: list[int]) -> str | None:
 
 
 def best_row(result: AblationResult, T: int | None = None) -> Row | None:
-    """The most accurate variant at ``T`` (default: the largest T of the run)."""
-    T = T if T is not None else max(result.config.T)
-    rows = [r for r in result.rows if r.T == T]
-    return max(rows, key=lambda r: r.top1_mean, default=None)
+    """The most accurate variant at ``T`` (default: the largest T of the run): `AblationResult.best_row`."""
+    return result.best_row(T)
 
 
 # (index, total, description, seconds so far, estimated seconds left or None before the first trained cell)
@@ -319,11 +263,11 @@ def read_correct(artifact: str | Path, samples: int | None) -> np.ndarray | None
 def train_cell(dcfg: DistillConfig, src: DistillInputs, path: Path) -> Manifest:
     """One cell: a student distilled from the loaded teacher and data, written to ``path``, with its per-image
     correctness beside it (`correct_path`, for the paired bootstrap)."""
-    trained = distill_student(dcfg, src)
-    device = resolve_device(dcfg.device)
+    run = RunContext.build(dcfg, src.data.info)
+    trained = distill_student(dcfg, src, run=run)
     test = data_at(src.data, trained.model.T).test  # event data: at the student's T
-    correct = per_image_correct(trained.model, test, device, trained.manifest.model, dcfg.limit_test)
-    ranks = Ranks.here(device)
+    correct = per_image_correct(trained.model, test, run.device, trained.manifest.model, dcfg.limit_test)
+    ranks = run.ranks
     ranks.on_main(lambda: atomic_write(correct_path(path), lambda tmp: tmp.write_bytes(np.packbits(correct).tobytes())))
     return save_trained(path, trained, ranks).manifest
 

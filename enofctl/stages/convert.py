@@ -21,8 +21,9 @@ from enofctl.artifacts import Artifact
 from enofctl.errors import ArtifactError, CalibrationError, UsageError
 from enofctl.schema import Calibration, Manifest, NeuronSpec, SpikingSpec, StudentMetrics
 from enofctl.spiking import SpikingNet, make_spiking
-from enofctl.stages.common import ProgressEvent, ProgressFn
-from enofctl.stages.teacher import StageResult
+from enofctl.stages.context import resolve_device
+from enofctl.stages.progress import ProgressEvent, ProgressFn, StageWarning
+from enofctl.stages.results import StageResult
 from enofctl.surrogates import SurrogateName
 
 # CQ conversion's neuron: integrate-and-fire, reset by subtraction, membrane starting at half the threshold
@@ -162,12 +163,10 @@ def _calibrate_cq(student: SpikingNet, ann, batches, teacher: Artifact, cfg: CQC
 
 
 def _calibrate(student: SpikingNet, ann: nn.Module, teacher: Artifact,
-               cfg: SurrogateConvertConfig | CQConvertConfig, progress: ProgressFn | None):
-    """Run the method's calibration on ``cfg.calibrate`` batches; returns its record."""
+               cfg: SurrogateConvertConfig | CQConvertConfig, progress: ProgressFn | None, device: torch.device):
+    """Run the method's calibration on ``cfg.calibrate`` batches on ``device``; returns its record."""
     from enofctl.spiking.calibrate import calibrate_student
-    from enofctl.stages.common import resolve_device
 
-    device = resolve_device(cfg.device)
     batches = _calibration_batches(teacher, cfg, cfg.calibrate, device)
     ann.to(device).eval()
     student.to(device)
@@ -221,7 +220,6 @@ def _fold(student: SpikingNet, record, batches: list[torch.Tensor]):
     import warnings
 
     from enofctl.spiking.fold import FoldUnsupported, check_folded, fold_calibration
-    from enofctl.stages.common import StageWarning
 
     before = copy.deepcopy(student)
     try:
@@ -240,10 +238,12 @@ def _fold(student: SpikingNet, record, batches: list[torch.Tensor]):
 
 
 def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertConfig,
-                    progress: ProgressFn | None = None, fresh: bool = False) -> tuple[SpikingNet, Manifest]:
+                    progress: ProgressFn | None = None, fresh: bool = False,
+                    device: torch.device | None = None) -> tuple[SpikingNet, Manifest]:
     """The spiking student of a loaded teacher and its manifest (not yet written). ``fresh``: the teacher's
     architecture with freshly initialized weights and BatchNorm (drawn with ``cfg.seed``) instead of its
-    weights (`distill --init scratch`; surrogate students without calibration only)."""
+    weights (`distill --init scratch`; surrogate students without calibration only). ``device``: where the
+    calibration computes (default: ``cfg.device`` resolved)."""
     _check(teacher, cfg)
     if fresh and (cfg.method != "surrogate" or cfg.calibrate):
         raise UsageError("a freshly initialized student is a surrogate student without calibration")
@@ -265,7 +265,9 @@ def convert_teacher(teacher: Artifact, cfg: SurrogateConvertConfig | CQConvertCo
         from enofctl.spiking.cq import quantize_weights
 
         quantize_weights(student.body, cfg.weight_bits, cfg.weight_norm)
-    record = _calibrate(student, ann, teacher, cfg, progress) if cfg.calibrate else None
+    record = None
+    if cfg.calibrate:
+        record = _calibrate(student, ann, teacher, cfg, progress, device or resolve_device(cfg.device))
     spec = student.spec  # a folded calibration changes the scaling and adds shortcut scales
     manifest = Manifest(
         kind="student", stage="convert", model=teacher.manifest.model, data=data_ref,
@@ -278,16 +280,17 @@ TEST_SAMPLES = 1024  # convert measures what it wrote on at most this many test 
 
 
 def measured(student: SpikingNet, teacher: Artifact, manifest: Manifest,
-             cfg: SurrogateConvertConfig | CQConvertConfig) -> Manifest:
+             cfg: SurrogateConvertConfig | CQConvertConfig, device: torch.device | None = None) -> Manifest:
     """``manifest`` with the student's accuracy before any training in its metrics: top-1/top-5 on the first
-    ``TEST_SAMPLES`` test images at its own T (the data the calibration read is there already)."""
+    ``TEST_SAMPLES`` test images at its own T (the data the calibration read is there already), on ``device``
+    (default: ``cfg.device`` resolved)."""
     from enofctl.data import load_dataset, recorded_image_size
-    from enofctl.stages.common import accuracy, resolve_device
+    from enofctl.stages.batches import accuracy
 
     m = teacher.manifest
     data = load_dataset(m.data.dataset, cfg.data_dir or m.data.data_dir, frames=manifest.data.frames,
                         image_size=recorded_image_size(m.data.dataset, m.model.input_size))
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     try:
         acc = accuracy(student.to(device), data.test, device, m.model.mean, m.model.std, batch_size=cfg.batch_size,
                        limit=TEST_SAMPLES)
@@ -304,8 +307,9 @@ def convert(teacher: str | Path, cfg: SurrogateConvertConfig | CQConvertConfig, 
     before training in the manifest's metrics (`measured`)."""
     out = artifacts.check_output_path(out, inputs=(teacher,))
     t_art = artifacts.load(teacher, expect="teacher")
-    student, manifest = convert_teacher(t_art, cfg, progress)
+    device = resolve_device(cfg.device) if cfg.calibrate else None  # once: calibration and the measurement
+    student, manifest = convert_teacher(t_art, cfg, progress, device=device)
     if cfg.calibrate:
-        manifest = measured(student, t_art, manifest, cfg)
+        manifest = measured(student, t_art, manifest, cfg, device)
     saved = artifacts.save(out, manifest, student.body.state_dict())
     return StageResult(saved.path, saved.manifest)

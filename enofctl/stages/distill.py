@@ -7,7 +7,6 @@ trains, and is evaluated with, its own classifier.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,35 +16,20 @@ from pydantic import BaseModel, Field
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import (
-    Data,
-    data_at,
-    data_on,
-    dataset_info,
-    limit_train,
-    load_dataset,
-    recorded_image_size,
-    split_validation,
-)
-from enofctl.distributed import Ranks
+from enofctl.data import Data, data_at, dataset_info, load_dataset, recorded_image_size
 from enofctl.errors import UsageError
 from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill_loss
 from enofctl.models import feature_dim
 from enofctl.schema import DataRef, Manifest, NeuronSpec, ParentRef, StudentMetrics
 from enofctl.spiking import SpikingNet, ann_forward_with_feature
-from enofctl.stages.common import (
-    ProgressFn,
-    StageResult,
-    TrainConfig,
-    Trained,
-    best_metrics,
-    check_recipe,
-    resolve_device,
-    save_trained,
-)
+from enofctl.stages.common import TrainConfig
+from enofctl.stages.context import RunContext
 from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
 from enofctl.stages.evaluate import EvalConfig, measure
+from enofctl.stages.inputs import DistillInputs, FrozenTeacher
 from enofctl.stages.loop import RunIO, Trainee, check_batches, fit
+from enofctl.stages.progress import ProgressFn
+from enofctl.stages.results import StageResult, Trained, best_metrics, save_trained
 from enofctl.stages.train_state import checkpoint_path
 
 
@@ -137,31 +121,6 @@ def check_pair(teacher: Artifact, student_manifest: Manifest, student: SpikingNe
         raise UsageError(f"teacher/student mismatch: {'; '.join(problems)}")
 
 
-@dataclass
-class FrozenTeacher:
-    """A loaded teacher artifact and its network, built once: frozen (no grad) and in eval mode."""
-
-    artifact: Artifact
-    model: nn.Module
-
-    @classmethod
-    def of(cls, artifact: Artifact) -> FrozenTeacher:
-        model = artifact.build()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return cls(artifact, model)
-
-
-@dataclass
-class DistillInputs:
-    """What `distill_student` trains from: the teacher, the data (not yet split) and the student to start
-    from (None: the teacher converted with the config's neuron and RepAct)."""
-
-    teacher: FrozenTeacher
-    data: Data
-    student: Artifact | None = None
-
-
 class DistillStep:
     """The student's training step: `distill_loss` on one batch, each term logged as a detached 0-d tensor (read
     back by the loop once per log interval, not every step)."""
@@ -182,8 +141,8 @@ class DistillStep:
         return loss, {k: v.detach() for k, v in terms.items()}
 
 
-def _start(cfg: DistillConfig, src: DistillInputs,
-           progress: ProgressFn | None = None) -> tuple[SpikingNet, Manifest, list[ParentRef]]:
+def _start(cfg: DistillConfig, src: DistillInputs, progress: ProgressFn | None = None,
+           device: torch.device | None = None) -> tuple[SpikingNet, Manifest, list[ParentRef]]:
     """The student to train, its manifest so far and the parents of the result."""
     t_art = src.teacher.artifact
     if src.student is not None and cfg.init == "scratch":
@@ -193,7 +152,7 @@ def _start(cfg: DistillConfig, src: DistillInputs,
         conv = SurrogateConvertConfig(T=cfg.T or default_T(t_art.manifest), neuron=cfg.neuron, repact=cfg.repact,
                                       calibrate=0 if scratch else cfg.calibrate, reconstruct=cfg.reconstruct,
                                       seed=cfg.seed, data_dir=cfg.data_dir, device=cfg.device)
-        s_model, s_manifest = convert_teacher(t_art, conv, progress, fresh=scratch)
+        s_model, s_manifest = convert_teacher(t_art, conv, progress, fresh=scratch, device=device)
         return s_model, s_manifest, [t_art.parent_ref()]
     s_model = src.student.build()
     if cfg.T:
@@ -218,39 +177,41 @@ def _rate_hooks(student: SpikingNet, cfg: DistillConfig) -> tuple[dict[str, torc
     return rates, hooks
 
 
-def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = None) -> Trained:
+def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = None,
+                    run: RunContext | None = None) -> Trained:
     """The core of `distill`: the student trained against the frozen teacher, with its manifest; nothing is
-    read or written here but the checkpoint ``io`` names."""
-    device = resolve_device(cfg.device)
-    check_batches(src.teacher.model, len(src.data.train), cfg, Ranks.here(device).size)  # before calibration
-    s_model, s_manifest, parents = _start(cfg, src, Ranks.here(device).main_only(io.progress if io else None))
-    check_recipe(cfg, device, src.data.info)
+    read or written here but the checkpoint ``io`` names. ``run``: the run's context (built here when not
+    given)."""
+    run = run or RunContext.build(cfg, src.data.info)
+    device = run.device
+    check_batches(src.teacher.model, len(src.data.train), cfg, run.ranks.size)  # before calibration
+    s_model, s_manifest, parents = _start(cfg, src, run.ranks.main_only(io.progress if io else None), device)
     t_model = src.teacher.model.to(device)
     check_pair(src.teacher.artifact, s_manifest, s_model, t_model)
     spec = s_manifest.model
     if (src.data.info.num_classes, src.data.info.in_chans) != (spec.num_classes, spec.in_chans):
         raise UsageError(f"{src.data.info.name} does not fit the student ({spec.num_classes} classes, "
                          f"{spec.in_chans} channels)")
-    data = data_at(src.data, s_model.T)  # event data: binned at the student's T (the same data for images)
-    data = split_validation(data, cfg.val_fraction, cfg.seed) if data.val is None else data
-    data = limit_train(data, cfg.limit_train, cfg.seed)  # one fixed subset for every epoch
-    data = data_on(data, device, cfg.workers)  # once, for training and the final test
+    # event data binned at the student's T (the same data for images), split, cut to --limit-train (one fixed
+    # subset for every epoch) and placed once, for training and the final test
+    run = run.placed(data_at(src.data, s_model.T))
+    data = run.data
     s_model.to(device)
     rates, hooks = _rate_hooks(s_model, cfg)
     step = DistillStep(cfg.loss_weights(), t_model, rates)
     try:
-        history = fit(Trainee("distill", s_model, step, spec.mean, spec.std, frozen_norm=cfg.bn == "frozen"), data,
-                      cfg, device, io)
+        history = fit(Trainee("distill", s_model, step, spec.mean, spec.std, frozen_norm=cfg.bn == "frozen"), run,
+                      io)
     finally:
         for h in hooks:
             h.remove()
     # every rank: the whole split (or its first limit_test samples)
-    run = measure(s_model, data.test, device, spec, EvalConfig(limit=cfg.limit_test, speed_batches=0))
+    final = measure(s_model, data.test, device, spec, EvalConfig(limit=cfg.limit_test, speed_batches=0))
     manifest = Manifest(
         kind="student", stage="distill", model=spec, data=_data_ref(s_manifest.data, data), spiking=s_model.spec,
         config=cfg.model_dump(), history=history, parents=parents, calibration=s_manifest.calibration,
-        metrics=StudentMetrics(top1=run.top1, top5=run.top5, samples=run.samples,
-                               spikes_per_sample=run.spikes_per_sample, mean_firing_rate=run.mean_firing_rate,
+        metrics=StudentMetrics(top1=final.top1, top5=final.top5, samples=final.samples,
+                               spikes_per_sample=final.spikes_per_sample, mean_firing_rate=final.mean_firing_rate,
                                teacher_top1=src.teacher.artifact.manifest.metrics.top1, **best_metrics(history)),
     )
     return Trained(s_model, manifest)
@@ -274,8 +235,7 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     t_art = artifacts.load(teacher, expect="teacher")
     s_art = artifacts.load(student, expect="student") if student is not None else None
     ref = (s_art or t_art).manifest.data
-    device = resolve_device(cfg.device)
-    check_recipe(cfg, device, dataset_info(ref.dataset))  # before any data is read
+    run = RunContext.build(cfg, dataset_info(ref.dataset))  # the recipe checked before any data is read
     frames = ref.frames
     if frames is not None:  # event data: frames binned at the student's T
         T = cfg.T or (s_art.manifest.spiking.T if s_art is not None else default_T(t_art.manifest))
@@ -283,5 +243,5 @@ def distill(cfg: DistillConfig, teacher: str | Path, out: str | Path, student: s
     data = load_dataset(ref.dataset, cfg.data_dir or ref.data_dir, cfg.download, frames=frames,
                         image_size=recorded_image_size(ref.dataset, t_art.manifest.model.input_size))
     trained = distill_student(cfg, DistillInputs(FrozenTeacher.of(t_art), data, s_art),
-                              RunIO(checkpoint_path(out), resume, progress, _inputs(t_art, s_art)))
-    return save_trained(out, trained, Ranks.here(device))
+                              RunIO(checkpoint_path(out), resume, progress, _inputs(t_art, s_art)), run)
+    return save_trained(out, trained, run.ranks)

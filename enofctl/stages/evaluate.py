@@ -12,17 +12,19 @@ import torch.nn as nn
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl import artifacts, neurobench_adapter
+from enofctl.activity import ActivityMeter as ActivityMeter  # re-exported: it moved below the stages
 from enofctl.artifacts import Artifact
 from enofctl.data import Data, data_at, default_workers, load_dataset, recorded_image_size, split_on
 from enofctl.errors import UsageError
-from enofctl.neurobench_adapter import NeuroBenchRun
-from enofctl.ops import ACTIVATIONS, E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, footprint, totals
+from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, footprint, totals
 from enofctl.schema import ModelSpec
-from enofctl.spiking import SpikingNet, SpikingNeuron, logits_of
-from enofctl.stages.common import ProgressEvent, ProgressFn, batches_on, n_batches, resolve_device, topk_correct
-
-REPORT_SCHEMA_VERSION = 2  # 2: effective MACs, synapses, sparsity, footprint, NeuroBench; the
-# classifier of a student without RepAct counted once on its time-averaged input (MACs), not as SOPs per step
+from enofctl.schema.report import REPORT_SCHEMA_VERSION as REPORT_SCHEMA_VERSION
+from enofctl.schema.report import EvalResult, EvalRun, Gates, Speed  # the result models (re-exported)
+from enofctl.schema.report import LayerActivity as LayerActivity
+from enofctl.spiking import SpikingNet, logits_of
+from enofctl.stages.batches import batches_on, n_batches, topk_correct
+from enofctl.stages.context import resolve_device
+from enofctl.stages.progress import ProgressEvent, ProgressFn
 
 
 class EvalConfig(BaseModel):
@@ -46,161 +48,6 @@ class EvalConfig(BaseModel):
                                "two warm-up passes; the median counts (0: skip)")
     neurobench: bool = Field(False, description="also run NeuroBench's own Benchmark (extra `neurobench`) on "
                              "every evaluated artifact and T")
-
-
-class LayerActivity(BaseModel):
-    name: str
-    neurons: int = Field(description="neurons per sample")
-    firing_rate: float = Field(description="spikes / (neurons * T)")
-    spikes_per_sample: float
-    silent: float = Field(description="fraction of neurons that never fired on the evaluated samples")
-    saturated: float = Field(description="fraction of neurons that fired at every step of every sample")
-
-
-class Speed(BaseModel):
-    device: str
-    batch_size: int
-    images_per_s: float
-    latency_ms_per_batch: float
-
-
-class EvalRun(BaseModel):
-    """One evaluation at one T (T is None for an ANN). Operations and energy are per sample."""
-
-    T: int | None
-    top1: float
-    top5: float
-    samples: int
-    spikes_per_sample: float | None
-    mean_firing_rate: float | None
-    firing_rates: dict[str, float]
-    layers: list[LayerActivity]
-    sops: float = Field(description="synaptic operations (accumulates triggered by spikes) per sample")
-    macs: float = Field(description="dense multiply-accumulates (layers fed analog values; every tap, padding "
-                        "and zero inputs included) per sample")
-    macs_effective: float = Field(0.0, description="multiply-accumulates of a non-zero input and a non-zero "
-                                  "weight (padding excluded) per sample")
-    synapses: float = Field(0.0, description="every (input, weight) pair of every layer call, padding excluded, "
-                            "per sample (NeuroBench's Dense)")
-    energy_pj: float = Field(description="macs * e_mac + sops * e_ac per sample (dense MACs), picojoules")
-    energy_effective_pj: float = Field(0.0, description="macs_effective * e_mac + sops * e_ac per sample, "
-                                       "picojoules")
-    ann_energy_pj: float = Field(description="energy of the same network as an ANN: its dense macs * e_mac")
-    energy_ratio: float = Field(description="energy_pj / ann_energy_pj")
-    activation_sparsity: float | None = Field(None, description="zero outputs / outputs of the spiking neurons "
-                                              "(1 - mean firing rate); None for an ANN")
-    activation_sparsity_all: float | None = Field(None, description="zero outputs / outputs of every activation "
-                                                  "module, non-spiking ones (RepAct's ReLU, an ANN's ReLUs) "
-                                                  "included: NeuroBench's activation_sparsity")
-    activation_sparsity_by_layer: dict[str, float] = Field(default_factory=dict)
-    footprint_bytes: int = Field(0, description="parameters and buffers, bytes")
-    parameters: int = 0
-    connection_sparsity: float = Field(0.0, description="fraction of conv / linear weights that are exactly 0")
-    classifier: str | None = Field(None, description="name of the classifier layer")
-    repact_macs: float | None = Field(None, description="MACs of the classifier fed RepAct's analog feature")
-    ops: list[LayerOps]
-    ann_ops: list[LayerOps] = Field(default_factory=list, description="a student's network run as an ANN")
-    speed: Speed | None = None
-    neurobench: NeuroBenchRun | None = Field(None, description="NeuroBench's own figures (eval --neurobench)")
-
-
-class EvalResult(BaseModel):
-    """What `enofctl eval` reports for one artifact: one run per T in ``runs``. The top-level figures (``top1``,
-    ``spikes_per_sample``, ...) are those of the run at ``T``: the student's own T when it was evaluated, else
-    the largest T evaluated; ``at(T)`` gives any other run."""
-
-    model_config = ConfigDict(protected_namespaces=())
-
-    schema_version: int = REPORT_SCHEMA_VERSION
-    artifact: str
-    sha256: str
-    kind: str
-    model: str
-    dataset: str
-    top1: float
-    top5: float
-    samples: int
-    T: int | None
-    spikes_per_sample: float | None
-    firing_rates: dict[str, float]
-    sops: float
-    macs: float
-    macs_effective: float = 0.0
-    energy_pj: float
-    energy_effective_pj: float = 0.0
-    energy_ratio: float
-    e_mac: float
-    e_ac: float
-    runs: list[EvalRun]
-
-    def at(self, T: int | None) -> EvalRun:
-        """The run at ``T`` (None: an ANN's one run); a UsageError names the T evaluated when it is not one."""
-        run = next((r for r in self.runs if r.T == T), None)
-        if run is None:
-            raise UsageError(f"{Path(self.artifact).name} was evaluated at T = "
-                             f"{', '.join(str(r.T) for r in self.runs)}, not at T = {T}")
-        return run
-
-
-class ActivityMeter:
-    """Counts the spikes of every neuron of every spiking layer through forward hooks (no neuron state)."""
-
-    def __init__(self, model: nn.Module):
-        self.counts: dict[str, torch.Tensor] = {}  # per neuron: spikes over all steps and samples
-        self.rows: dict[str, int] = {}  # T * samples seen
-        # every activation module (spiking or not): [non-zero outputs, outputs] over all calls
-        self.density: dict[str, list[int]] = {}
-        self.spiking: set[str] = set()
-        root = model.body if isinstance(model, SpikingNet) else model  # layer names as in the teacher
-        self._hooks = [
-            m.register_forward_hook(self._hook(name, m))
-            for name, m in root.named_modules() if isinstance(m, SpikingNeuron)
-        ]
-        for name, m in root.named_modules():
-            if isinstance(m, ACTIVATIONS):
-                self._hooks.append(m.register_forward_hook(self._density(name)))
-                if isinstance(m, SpikingNeuron):
-                    self.spiking.add(name)
-
-    def _density(self, name: str):
-        def fn(_mod, _inp, out):
-            d = self.density.setdefault(name, [0, 0])
-            d[0] += int(torch.count_nonzero(out.detach()))
-            d[1] += out.numel()
-
-        return fn
-
-    def sparsity(self, spiking_only: bool) -> float | None:
-        """Zero outputs / outputs over the activation modules seen (only the spiking ones: ``spiking_only``)."""
-        seen = [d for n, d in self.density.items() if n in self.spiking or not spiking_only]
-        total = sum(d[1] for d in seen)
-        return 1 - sum(d[0] for d in seen) / total if total else None
-
-    def sparsity_by_layer(self) -> dict[str, float]:
-        return {n: 1 - d[0] / d[1] for n, d in self.density.items() if d[1]}
-
-    def _hook(self, name: str, neuron: SpikingNeuron):
-        def fn(_mod, _inp, out):
-            per_neuron = (out.detach() != 0).flatten(1).sum(0, dtype=torch.float64)  # [neurons], spike events
-            self.counts[name] = self.counts[name] + per_neuron if name in self.counts else per_neuron
-            self.rows[name] = self.rows.get(name, 0) + out.shape[0]
-
-        return fn
-
-    def close(self) -> None:
-        for h in self._hooks:
-            h.remove()
-
-    def layers(self, samples: int, T: int) -> list[LayerActivity]:
-        out = []
-        for n, c in self.counts.items():
-            rows = self.rows[n]  # = T * samples
-            out.append(LayerActivity(
-                name=n, neurons=c.numel(), firing_rate=c.sum().item() / (c.numel() * rows),
-                spikes_per_sample=c.sum().item() / samples, silent=(c == 0).double().mean().item(),
-                saturated=(c == rows).double().mean().item(),
-            ))
-        return out
 
 
 @torch.no_grad()
@@ -358,16 +205,6 @@ def evaluate(path: str | Path, cfg: EvalConfig, progress: ProgressFn | None = No
     result = measure_artifact(art, data, cfg, progress)
     result.artifact = str(path)  # as given
     return result
-
-
-class Gates(BaseModel):
-    """Thresholds a CI pipeline can stop on. None: not checked."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_top1: float | None = Field(None, ge=0, le=1)
-    max_spikes_per_sample: float | None = Field(None, ge=0)
-    max_energy_ratio: float | None = Field(None, ge=0)
 
 
 def gate_failures(results: list[EvalResult], gates: Gates) -> list[str]:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from enofctl import __version__, artifacts
 from enofctl.errors import MissingDependencyError, UsageError
 from enofctl.io import atomic_write
+from enofctl.schema.export import ExportResult, LayerSpikes, ReaderCheck, VerifyResult  # (re-exported)
 from enofctl.spiking.nir_export import DEFAULT_DT, fold_batchnorm, import_nir, to_nir
 
 HEAD_SUFFIX = ".head.safetensors"
@@ -32,15 +33,6 @@ class ExportConfig(BaseModel):
                            "layer (more NIR readers take SumPool2d)")
     split_head: bool = Field(False, description="RepAct students: export the spiking body as NIR and save the "
                              "ReLU + pool + classifier head beside it")
-
-
-class ExportResult(BaseModel):
-    path: str
-    head: str | None = Field(None, description="the split head (safetensors), if any")
-    nodes: int
-    neurons: int
-    dt: float
-    T: int
 
 
 def head_path(out: str | Path) -> Path:
@@ -106,52 +98,11 @@ def export(student: str | Path, cfg: ExportConfig, out: str | Path) -> ExportRes
 # verification: the file read back by other simulators against enofctl's own forward pass
 
 
-class LayerSpikes(BaseModel):
-    name: str = Field(description="enofctl's neuron (module) name")
-    node: str = Field(description="the NIR node")
-    enofctl: int
-    folded: int = Field(description="enofctl with BatchNorm folded into the convs, as in the graph")
-    reader: int
-
-
-class ReaderCheck(BaseModel):
-    reader: str
-    agreement: float | None = Field(None, description="fraction of inputs whose predicted class equals enofctl's")
-    top1: float | None = None
-    spikes_equal: bool = Field(False, description="every layer's spike count equals enofctl's")
-    layers_equal: int = 0
-    folded_spikes_equal: bool = Field(False, description="every layer's spike count equals that of enofctl "
-                                      "running the student with BatchNorm folded, as the graph has it")
-    layers: list[LayerSpikes] = Field(default_factory=list)
-    max_logit_diff: float | None = None
-    seconds: float = 0.0
-    error: str | None = Field(None, description="why the reader could not run the graph")
-
-
-class VerifyResult(BaseModel):
-    graph: str
-    student: str
-    samples: int
-    T: int
-    dt: float
-    top1: float = Field(description="enofctl's top-1 on these samples")
-    spikes: int = Field(description="enofctl's spikes over all samples, steps and layers")
-    readers: list[ReaderCheck]
-
-    @property
-    def identical(self) -> bool:
-        """Every reader: the same prediction for every input, and the same spikes per layer as enofctl (or,
-        where folding the BatchNorm moved a current across a threshold by an ulp, as enofctl running the
-        folded network the graph describes)."""
-        return all(r.error is None and r.agreement == 1.0 and (r.spikes_equal or r.folded_spikes_equal)
-                   for r in self.readers)
-
-
 @torch.no_grad()
 def _reference(net, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, dict[str, int]]:
     """enofctl's logits and per-layer spike counts on ``x``, run as `eval` runs it (both meters attached)."""
+    from enofctl.activity import ActivityMeter
     from enofctl.ops import OpsMeter
-    from enofctl.stages.evaluate import ActivityMeter
 
     net.eval()
     meter, ops = ActivityMeter(net), OpsMeter(net)

@@ -13,26 +13,17 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from enofctl import signals
-from enofctl.data import Augment, Data, data_on, limit_train, split_validation
+from enofctl.data import Augment, Data
 from enofctl.distributed import Ranks
 from enofctl.errors import TrainingError, UsageError
 from enofctl.models.norm import batch_norms, recompute_bn
 from enofctl.spiking import logits_of
-from enofctl.stages.common import (
-    ProgressEvent,
-    ProgressFn,
-    StageWarning,
-    TrainConfig,
-    accuracy,
-    batches_on,
-    check_finite,
-    check_recipe,
-    cosine_with_warmup,
-    make_optimizer,
-    n_batches,
-    seed_everything,
-)
+from enofctl.stages.batches import accuracy, batches_on, n_batches
+from enofctl.stages.common import TrainConfig
+from enofctl.stages.context import RunContext
+from enofctl.stages.optim import cosine_with_warmup, make_optimizer, seed_everything
+from enofctl.stages.progress import ProgressEvent, ProgressFn, StageWarning
+from enofctl.stages.results import check_finite
 from enofctl.stages.train_state import TrainState
 
 # step_loss(net, x, y) -> (loss, logged terms as detached 0-d tensors); net is the model, or its DDP wrapper
@@ -253,9 +244,10 @@ def run_config(cfg: TrainConfig, io: RunIO) -> dict[str, Any]:
     return {**cfg.model_dump(mode="json"), **{f"input:{k}": v for k, v in io.inputs.items()}}
 
 
-def build_loop(trainee: Trainee, data: Data, cfg: TrainConfig, ranks: Ranks, progress: ProgressFn | None) -> Loop:
+def build_loop(trainee: Trainee, run: RunContext, progress: ProgressFn | None) -> Loop:
     """Seed, wrap for torchrun, and make the optimizer and schedule (in this order: the random draws of a run
     depend on it)."""
+    cfg, ranks, data = run.cfg, run.ranks, run.data
     generator = seed_everything(cfg.seed)
     model, net = ranks.wrap(trainee.model, cfg.sync_bn)
     opt = make_optimizer(model, cfg)
@@ -265,9 +257,9 @@ def build_loop(trainee: Trainee, data: Data, cfg: TrainConfig, ranks: Ranks, pro
     return Loop(trainee, net, state, data, cfg, ranks, steps, ranks.main_only(progress))
 
 
-def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io: RunIO | None = None,
-        ) -> list[dict[str, float]]:
-    """Train ``trainee.model`` in place for ``cfg.epochs`` epochs; returns the history (one row per epoch).
+def fit(trainee: Trainee, run: RunContext, io: RunIO | None = None) -> list[dict[str, float]]:
+    """Train ``trainee.model`` in place for ``cfg.epochs`` epochs on ``run.data`` (placed: `RunContext.placed`)
+    with ``run``'s recipe ``cfg`` and ranks; returns the history (one row per epoch).
 
     With ``cfg.amp`` the step runs under bfloat16 autocast. Row 0 (``cfg.eval_before``) is the untrained
     model's accuracy. After each epoch the validation split (``cfg.val_fraction``) and the test split are
@@ -275,15 +267,12 @@ def fit(trainee: Trainee, data: Data, cfg: TrainConfig, device: torch.device, io
     from the last finished epoch. With validation, the model ends with the weights of the first epoch with
     the highest validation top-1 (``best_epoch(history)``), kept across a resume.
     """
+    if run.data is None:
+        raise ValueError("fit needs the run's data: RunContext.placed(data)")
     io = io or RunIO()
-    signals.checkpoint = io.checkpoint  # what an interrupt's message points to
-    check_recipe(cfg, device, data.info)
-    if cfg.val_fraction and data.val is None:
-        data = split_validation(data, cfg.val_fraction, cfg.seed)
-    data = data_on(limit_train(data, cfg.limit_train, cfg.seed), device, cfg.workers)  # a no-op when done before
-    ranks = Ranks.here(device)
-    check_batches(trainee.model, len(data.train), cfg, ranks.size)
-    loop = build_loop(trainee, data, cfg, ranks, io.progress)
+    cfg, ranks = run.cfg, run.ranks
+    check_batches(trainee.model, len(run.data.train), cfg, ranks.size)
+    loop = build_loop(trainee, run, io.progress)
     state, config = loop.state, run_config(cfg, io)
     if io.resume and io.checkpoint is not None and io.checkpoint.exists():
         state.load(io.checkpoint, trainee.stage, config)

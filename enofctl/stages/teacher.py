@@ -15,8 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, DatasetInfo, data_on, dataset_info, limit_train, load_dataset, split_validation
-from enofctl.distributed import Ranks
+from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset
 from enofctl.errors import ConversionError, DataError, UsageError, first_sentence
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
@@ -25,20 +24,13 @@ from enofctl.models.build import check_recorded_kwargs
 from enofctl.schema import ActSpec, DataRef, FrameSpec, Manifest, ModelSpec, TeacherMetrics
 from enofctl.spiking import logits_of
 from enofctl.spiking.convert import activation_order
-from enofctl.stages.common import (
-    ProgressFn,
-    StageResult,
-    StageWarning,
-    TrainConfig,
-    Trained,
-    accuracy,
-    best_metrics,
-    check_recipe,
-    resolve_device,
-    save_trained,
-    seed_everything,
-)
+from enofctl.stages.batches import accuracy
+from enofctl.stages.common import TrainConfig
+from enofctl.stages.context import RunContext, resolve_device
 from enofctl.stages.loop import RunIO, Trainee, fit
+from enofctl.stages.optim import seed_everything
+from enofctl.stages.progress import ProgressFn, StageWarning
+from enofctl.stages.results import StageResult, Trained, best_metrics, save_trained
 from enofctl.stages.train_state import checkpoint_path
 
 # A small ResNet that suits each dataset when --model is not given (narrow ones train on a CPU).
@@ -144,14 +136,13 @@ def _teacher_model(cfg: TeacherConfig, data: Data, init: Artifact | None) -> tup
     return spec.model_copy(update={"act": cfg.act}), model  # staged CQ training: relu -> clamp -> cq
 
 
-def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunIO | None = None) -> Trained:
+def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunIO | None = None,
+          run: RunContext | None = None) -> Trained:
     """The core of `teacher train`: a teacher trained on ``data`` (optionally from ``init``'s weights), with
-    its manifest; nothing is read or written here but the checkpoint ``io`` names."""
-    device = resolve_device(cfg.device)
-    if cfg.val_fraction and data.val is None:
-        data = split_validation(data, cfg.val_fraction, cfg.seed)
-    data = limit_train(data, cfg.limit_train, cfg.seed)  # one fixed subset for every epoch
-    data = data_on(data, device, cfg.workers)  # once, for training and the final test
+    its manifest; nothing is read or written here but the checkpoint ``io`` names. ``run``: the run's context
+    (built here when not given)."""
+    run = (run or RunContext.build(cfg, data.info)).placed(data)  # once, for training and the final test
+    device, data = run.device, run.data
     seed_everything(cfg.seed)
     spec, model = _teacher_model(cfg, data, init)
     _check_runs(model, spec)
@@ -159,9 +150,9 @@ def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunI
         check_for_snn(model, spec)
     model.to(device)
     trainee = Trainee("teacher-train", model, CrossEntropyStep(cfg.label_smoothing), spec.mean, spec.std)
-    history = fit(trainee, data, cfg, device, io)
+    history = fit(trainee, run, io)
     metrics = TeacherMetrics(**accuracy(model, data.test, device, spec.mean, spec.std, limit=cfg.limit_test,
-                                        shard=Ranks.here(device).shard),  # the weights saved
+                                        shard=run.ranks.shard),  # the weights saved
                              **best_metrics(history))
     manifest = Manifest(
         kind="teacher", stage="teacher-train", model=spec,
@@ -177,13 +168,12 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
                   progress: ProgressFn | None = None) -> StageResult:
     """`teacher train`: read the data (and ``cfg.init``), train (`teach`), write ``out``."""
     out = artifacts.check_output_path(out, inputs=(cfg.init,), checkpoint=True)
-    device = resolve_device(cfg.device)
-    check_recipe(cfg, device, dataset_info(cfg.dataset))  # before any data is read or downloaded
+    run = RunContext.build(cfg, dataset_info(cfg.dataset))  # the recipe checked before any data is read
     data = load_dataset(cfg.dataset, cfg.data_dir, cfg.download, frames=cfg.frames, image_size=cfg.image_size)
     init = artifacts.load(cfg.init, expect="teacher") if cfg.init else None
     inputs = {"init": init.sha256} if init is not None else {}
-    trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress, inputs))
-    return save_trained(out, trained, Ranks.here(device))
+    trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress, inputs), run)
+    return save_trained(out, trained, run.ranks)
 
 
 class FetchConfig(BaseModel):

@@ -16,6 +16,7 @@ from clihelp import TINY, assert_one_error_line, listing, manifest, ok, run
 from enofctl.data import load_dataset
 from enofctl.errors import ArtifactError, TrainingError, UsageError
 from enofctl.stages.common import TrainConfig
+from enofctl.stages.context import RunContext
 from enofctl.stages.loop import RunIO, Trainee, fit
 from enofctl.stages.train_state import TrainState, resume_changes
 
@@ -126,7 +127,7 @@ def test_non_finite_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_p
     ckpt = tmp_path / "t.safetensors.ckpt"
     trainee = Trainee("teacher-train", model, step, data.info.mean, data.info.std)
     with pytest.raises(TrainingError, match="non-finite weights .*after epoch 2"):
-        fit(trainee, data, cfg, torch.device("cpu"), RunIO(ckpt))
+        fit(trainee, RunContext.of(cfg, data, torch.device("cpu")), RunIO(ckpt))
     kept = torch.load(ckpt, weights_only=True)
     assert kept["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
