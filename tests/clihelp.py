@@ -78,24 +78,39 @@ class Pipeline:
 
 
 _pipeline: Pipeline | None = None
+_dir: Path | None = None
+_outputs: tuple[dict[str, str], dict[str, str]] = ({}, {})  # stdout, stderr of each step run so far
+
+
+def _step(name: str, *args: object) -> None:
+    """Run one pipeline step (once per session) and keep what it printed."""
+    stdout, stderr = _outputs
+    if name not in stdout:
+        code, stdout[name], stderr[name] = run(*args)
+        if code != 0:
+            pytest.fail(f"pipeline step {name} failed ({code}): {stderr[name]}")
+
+
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline's first step alone (teacher train on `synthetic`, `TINY`), run once per session and shared by
+    every test that needs some small trained teacher; tests only read it."""
+    global _dir
+    if _dir is None:
+        _dir = tmp_path_factory.mktemp("pipeline")
+    t = _dir / "t.safetensors"
+    _step("teacher", "teacher", "train", "--dataset", "synthetic", *TINY, "--out", t)
+    return t
 
 
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     """teacher train -> convert -> distill (twice) on `synthetic`, run once per session; tests only read it."""
     global _pipeline
     if _pipeline is None:
-        d = tmp_path_factory.mktemp("pipeline")
-        t, s0, s, s2 = (d / n for n in ("t.safetensors", "s0.safetensors", "s.safetensors", "s2.safetensors"))
-        stdout, stderr = {}, {}
-        steps = {
-            "teacher": ("teacher", "train", "--dataset", "synthetic", *TINY, "--out", t),
-            "convert": ("convert", t, "--T", "2", "--out", s0),
-            "distill": ("distill", "--teacher", t, "--student", s0, "--out", s, *QUICK),
-            "distill2": ("distill", "--teacher", t, "--T", "2", "--out", s2, *QUICK),
-        }
-        for name, args in steps.items():
-            code, stdout[name], stderr[name] = run(*args)
-            if code != 0:
-                pytest.fail(f"pipeline step {name} failed ({code}): {stderr[name]}")
-        _pipeline = Pipeline(d, t, s0, s, s2, stdout, stderr)
+        t = tiny_teacher(tmp_path_factory)
+        d = t.parent
+        s0, s, s2 = (d / n for n in ("s0.safetensors", "s.safetensors", "s2.safetensors"))
+        _step("convert", "convert", t, "--T", "2", "--out", s0)
+        _step("distill", "distill", "--teacher", t, "--student", s0, "--out", s, *QUICK)
+        _step("distill2", "distill", "--teacher", t, "--T", "2", "--out", s2, *QUICK)
+        _pipeline = Pipeline(d, t, s0, s, s2, *_outputs)
     return _pipeline

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -21,3 +23,20 @@ def tiny_resnet20():
     from enofctl.models import build_model
 
     return build_model("resnet20", 10, 3, {"width": 0.125}).eval(), (3, 16, 16)
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained teacher (`synthetic`, 1/8-width ResNet20, one epoch), trained once per session: the CLI
+    pipeline's first step (clihelp.py). Read it only; copy it to change it."""
+    from clihelp import tiny_teacher
+
+    return tiny_teacher(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def pipe(tmp_path_factory: pytest.TempPathFactory):
+    """teacher -> convert -> distill (twice) through the CLI, run once per session (clihelp.Pipeline)."""
+    from clihelp import pipeline
+
+    return pipeline(tmp_path_factory)

@@ -104,11 +104,10 @@ def test_time_left_is_weighted_by_T(tmp_path, monkeypatch: pytest.MonkeyPatch) -
     assert clock[0] == 4 * 1 + 4 * 2 + 3 * 2 and len(cells) == 12
 
 
-def test_the_teacher_is_read_and_built_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Along a whole ablation the teacher file is read and hashed once and its network built once."""
-    t = tmp_path / "t.safetensors"
-    ok("teacher", "train", "--dataset", "synthetic", "--width", "0.125", "--epochs", "1", "--limit-train", "64",
-       "--quiet", "--out", t)
+def test_the_teacher_is_read_and_built_once(tiny_teacher, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Along a whole ablation the teacher file is read and hashed once and its network built once (each cell's
+    student converted and calibrated from it; the reconstruction steps, which read nothing, are left out)."""
+    t = tiny_teacher
     loads, builds = [], []
     real_load, real_build = artifacts.load, artifacts.Artifact.build
 
@@ -123,7 +122,8 @@ def test_the_teacher_is_read_and_built_once(tmp_path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(ablate_mod.artifacts, "load", counting_load)
     monkeypatch.setattr(artifacts.Artifact, "build", counting_build)
     cfg = AblateConfig(grid="enof", T=[1], seeds=[0], variants=["baseline", "+L_AF"],
-                       train=DistillConfig(epochs=1, limit_train=32, limit_test=16, batch_size=16, device="cpu"))
+                       train=DistillConfig(epochs=1, limit_train=32, limit_test=16, batch_size=16, device="cpu",
+                                           reconstruct=0))
     with pytest.warns(ablate_mod.StageWarning, match="one seed gives no confidence interval"):
         result = ablate_mod.ablate(cfg, t, tmp_path / "abl")
     assert [expect for _, expect in loads].count("teacher") == 1  # the rest: cells looked up before training
@@ -131,14 +131,16 @@ def test_the_teacher_is_read_and_built_once(tmp_path, monkeypatch: pytest.Monkey
     assert len(result.cells) == 2 and result.test_samples == 16
 
 
-def test_cli_ablate_writes_tables_and_resumes(tmp_path) -> None:
-    """Both grids, two T and two seeds, two variants of each grid (10 cells to train, 1 epoch of 64 samples)."""
-    t = tmp_path / "t.safetensors"
-    ok("teacher", "train", "--dataset", "synthetic", "--width", "0.125", "--epochs", "1", "--quiet", "--out", t)
+@pytest.mark.slow
+def test_cli_ablate_writes_tables_and_resumes(tiny_teacher, tmp_path) -> None:
+    """Both grids, two T and two seeds, two variants of each grid (10 cells to train, 1 epoch of 64 samples).
+    The cells start from the plain copy of the teacher (--no-calibrate): calibrating and reconstructing each
+    start would cost most of the time and show nothing about the tables (test_calibrate.py covers it)."""
+    t = tiny_teacher
     out = tmp_path / "abl"
     args = ("ablate", "--teacher", t, "--grid", "both", "--T", "1,2", "--seeds", "0,1", "--epochs", "1",
             "--variants", "baseline,+L_AF,CE,KD", "--limit-train", "64", "--limit-test", "64", "--decay", "1",
-            "--reset", "soft", "--v-init", "0.5", "--out", out, "--quiet")
+            "--reset", "soft", "--v-init", "0.5", "--no-calibrate", "--out", out, "--quiet")
     code, stdout, stderr = run(*args)
     assert code == 0 and stdout.strip() == str(out / "ablation.md"), stderr
     assert stderr.splitlines() == ["enofctl: warning: --seeds: 2 seeds; ablation verdicts need 5 (intervals from "

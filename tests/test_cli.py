@@ -17,17 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelp import QUICK, TINY, Pipeline, assert_one_error_line, listing, manifest, ok, pipeline, run, sha256
+from clihelp import QUICK, TINY, Pipeline, assert_one_error_line, listing, manifest, ok, run, sha256
 
 from enofctl import artifacts
 from enofctl.schema import SCHEMA_VERSION
 from enofctl.stages.evaluate import REPORT_SCHEMA_VERSION
-
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory) -> Pipeline:
-    return pipeline(tmp_path_factory)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # happy path
@@ -208,7 +202,8 @@ def test_recipe_options_reach_the_manifest(tmp_path: Path) -> None:
 
 def test_limit_test_evaluates_the_first_n_test_samples(pipe: Pipeline, tmp_path: Path) -> None:
     out = tmp_path / "s.safetensors"
-    ok("distill", "--teacher", pipe.teacher, "--T", "1", *QUICK, "--limit-test", "7", "--quiet", "--out", out)
+    ok("distill", "--teacher", pipe.teacher, "--T", "1", *QUICK, "--limit-test", "7", "--reconstruct", "0", "--quiet",
+       "--out", out)
     m = manifest(out)
     assert m.config["limit_test"] == 7 and m.metrics.samples == 7
     for acc in (*(h["test_top1"] for h in m.history), m.metrics.top1):  # per-epoch and final: out of 7
@@ -218,7 +213,7 @@ def test_limit_test_evaluates_the_first_n_test_samples(pipe: Pipeline, tmp_path:
 
 def test_convert_no_repact(pipe: Pipeline, tmp_path: Path) -> None:
     out = tmp_path / "nr.safetensors"
-    assert ok("convert", pipe.teacher, "--T", "2", "--no-repact", "--out", out) == f"{out}\n"
+    assert ok("convert", pipe.teacher, "--T", "2", "--no-repact", "--reconstruct", "0", "--out", out) == f"{out}\n"
     m = manifest(out)
     assert m.spiking.repact is False and manifest(pipe.student0).spiking.repact is True
     # without RepAct the last activation before the classifier spikes too: one more spiking layer
@@ -230,7 +225,7 @@ def test_convert_no_repact(pipe: Pipeline, tmp_path: Path) -> None:
 def test_neuron_options_reach_the_student(pipe: Pipeline, tmp_path: Path) -> None:
     out = tmp_path / "if.safetensors"
     ok("convert", pipe.teacher, "--decay", "1", "--v-th", "1", "--reset", "soft", "--v-init", "0.5",
-       "--surrogate", "atan", "--out", out)
+       "--surrogate", "atan", "--reconstruct", "0", "--out", out)
     assert manifest(out).spiking.neuron.model_dump() == {
         "kind": "lif", "decay": 1.0, "v_th": 1.0, "reset": "soft", "surrogate": "atan", "alpha": None, "v_init": 0.5}
     assert_one_error_line(*run("convert", pipe.teacher, "--v-init", "1.5", "--out", out), 2, "--v-init")
@@ -239,9 +234,9 @@ def test_neuron_options_reach_the_student(pipe: Pipeline, tmp_path: Path) -> Non
 def test_convert_json_and_odd_file_name(pipe: Pipeline, tmp_path: Path) -> None:
     """The printed path is the path, verbatim, even with characters that rich would read as markup."""
     out = tmp_path / "a[bold]b [x]:smile:.safetensors"
-    assert ok("convert", pipe.teacher, "--T", "3", "--out", out) == f"{out}\n"
+    assert ok("convert", pipe.teacher, "--T", "3", "--reconstruct", "0", "--out", out) == f"{out}\n"
     assert manifest(out).spiking.T == 3
-    data = json.loads(ok("convert", pipe.teacher, "--T", "3", "--out", out, "--json"))
+    data = json.loads(ok("convert", pipe.teacher, "--T", "3", "--reconstruct", "0", "--out", out, "--json"))
     cal, met = data.pop("calibration"), data.pop("metrics")
     assert data == {"artifact": str(out), "kind": "student", "T": 3, "method": "surrogate", "repact": True}
     assert met == manifest(out).metrics.model_dump() and 0 <= met["top1"] <= 1

@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelp import QUICK, TINY, Pipeline, assert_one_error_line, listing, manifest, ok, pipeline, run, sha256
+from clihelp import QUICK, TINY, Pipeline, assert_one_error_line, listing, manifest, ok, run, sha256
 
 from enofctl import artifacts
-
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory) -> Pipeline:
-    return pipeline(tmp_path_factory)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # bad inputs: one error line, the right exit code, nothing written

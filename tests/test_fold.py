@@ -134,10 +134,10 @@ def test_epoch_zero_records_the_start_in_the_mode_training_uses(tmp_path: Path) 
                                 limit_train=64, workers=0), tmp_path / "t.safetensors")
     t_art = artifacts.load(tmp_path / "t.safetensors", expect="teacher")
     data = load_dataset("synthetic")
-    cfg = DistillConfig(T=2, epochs=1, limit_train=64, batch_size=32, calibrate=1, workers=0)
+    cfg = DistillConfig(T=2, epochs=1, limit_train=64, batch_size=32, calibrate=1, reconstruct=0, workers=0)
     trained = distill_student(cfg, DistillInputs(FrozenTeacher.of(t_art), data))
     row0 = trained.manifest.history[0]
-    student, _ = convert_teacher(t_art, SurrogateConvertConfig(T=2, calibrate=1, seed=0))
+    student, _ = convert_teacher(t_art, SurrogateConvertConfig(T=2, calibrate=1, reconstruct=0, seed=0))
     spec = t_art.manifest.model
     right = n = 0
     train_mode(student)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +30,13 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it for a socket bound to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("robust") / "t.safetensors"
@@ -38,9 +46,9 @@ def teacher(tmp_path_factory) -> Path:
 
 def test_torchrun_distill_two_cpu_processes(teacher: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.safetensors"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "enofctl", "distill", "--teacher", str(teacher), "--T", "2", "--epochs", "1",
-           "--limit-train", "128", "--batch-size", "32", "--out", str(out), "--json"]
+           "--limit-train", "128", "--batch-size", "32", "--reconstruct", "0", "--out", str(out), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]

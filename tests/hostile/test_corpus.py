@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from clihelp import assert_one_error_line, pipeline, run
+from clihelp import assert_one_error_line, run
 from corpus import CASES, Case, Ctx
 
 
@@ -22,11 +22,6 @@ def _snapshot(folder: Path) -> dict[str, str]:
         else:
             out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    return pipeline(tmp_path_factory)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -8,14 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from clihelp import pipeline
 from corpus import Ctx, forged_kwargs
-
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    return pipeline(tmp_path_factory)
 
 
 def test_checkpoint_path_in_a_manifest_is_one_line_and_never_read(pipe, tmp_path: Path) -> None:

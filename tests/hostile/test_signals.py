@@ -5,6 +5,7 @@ with one line on stderr and exit 130 (Ctrl-C) or 143 (SIGTERM). Real processes, 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,22 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
 
 
+def _wait_until_handled(proc: subprocess.Popen, signum: int, timeout: float = 60.0) -> None:
+    """Wait until the child has installed its handler for ``signum`` (the entry point does so first, before the
+    heavy imports): Linux's /proc/PID/status lists the caught signals as a hex mask (SigCgt)."""
+    status = Path(f"/proc/{proc.pid}/status")
+    if not status.exists():
+        pytest.skip("no /proc/PID/status here to see when the child's signal handlers are installed")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the child ended before it installed its signal handlers"
+        caught = re.search(r"^SigCgt:\s*([0-9a-fA-F]+)$", status.read_text(), re.MULTILINE)
+        if caught and int(caught.group(1), 16) >> (signum - 1) & 1:
+            return
+        time.sleep(0.002)
+    pytest.fail(f"the child did not install a handler for signal {signum} within {timeout} s")
+
+
 def _start(*args: object) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "enofctl", *map(str, args)], env=_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -30,7 +47,9 @@ def _start(*args: object) -> subprocess.Popen:
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_during_imports_is_one_line(tmp_path: Path, signum: int, code: int) -> None:
     proc = _start("inspect", tmp_path / "nothing.safetensors")
-    time.sleep(0.4)  # enofctl is importing torch and timm (seconds)
+    # Python itself catches SIGINT from its start; enofctl's handlers are ready once SIGTERM (installed after
+    # SIGINT, before torch and timm are imported, which takes seconds) is caught too
+    _wait_until_handled(proc, signal.SIGTERM)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err

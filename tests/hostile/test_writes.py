@@ -12,17 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from clihelp import TINY, assert_one_error_line, listing, pipeline, run
+from clihelp import TINY, assert_one_error_line, listing, run
 
 from enofctl.errors import WriteError
 from enofctl.io import atomic_write, remove_stale_temps
 
 TRAIN = ("teacher", "train", "--dataset", "synthetic", *TINY, "--limit-train", "64", "--device", "cpu", "--quiet")
-
-
-@pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    return pipeline(tmp_path_factory)
 
 
 def _enospc(*_args, **_kwargs):
