@@ -1,3 +1,3 @@
 """enofctl: turn a trained ANN into an accurate, low-activity spiking neural network."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -65,6 +65,7 @@ def test_torchrun_distill_two_cpu_processes(teacher: Path, tmp_path: Path) -> No
     assert history[-1]["test_top1"] == pytest.approx(single.top1, abs=2.5 / single.samples)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     args = ["teacher", "train", "--dataset", "digits", "--width", "0.25", "--epochs", "5", "--quiet",
             "--seed", "3"]
@@ -141,6 +142,7 @@ def test_gates_fail_with_exit_3(teacher: Path, tmp_path: Path) -> None:
     ok("eval", teacher, "--limit", "32", "--speed-batches", "0", "--max-spikes-per-sample", "0")
 
 
+@pytest.mark.slow
 def test_ci_example_script_runs(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     env = _env()
