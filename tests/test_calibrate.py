@@ -137,9 +137,9 @@ def test_calibrated_student_is_not_worse_than_the_plain_copy(teacher: Path, tmp_
 def test_per_channel_values_survive_save_and_load_and_act_in_eval(teacher: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     # the calibrated buffers are under test, not the reconstruction steps after them (test_fold.py): left out
-    cal = ("--T", "4", "--calibrate", "2", "--batch-size", "64", "--no-fold", "--reconstruct", "0")
-    ok("convert", teacher, *cal, "--out", a)
-    ok("convert", teacher, *cal, "--out", b)
+    opts = ("--T", "4", "--calibrate", "2", "--batch-size", "64", "--no-fold", "--reconstruct", "0")
+    ok("convert", teacher, *opts, "--out", a)
+    ok("convert", teacher, *opts, "--out", b)
     art = artifacts.load(a)
     assert art.manifest.tensors_sha256 == artifacts.load(b).manifest.tensors_sha256  # deterministic for a seed
     cal = art.manifest.calibration
@@ -155,7 +155,7 @@ def test_per_channel_values_survive_save_and_load_and_act_in_eval(teacher: Path,
     artifacts.save(plain, art.manifest.model_copy(deep=True), reset)
     assert _top1(plain) != _top1(a) or _top1(a, 2) != _top1(plain, 2)
     other = tmp_path / "seed1.safetensors"
-    ok("convert", teacher, *cal, "--seed", "1", "--out", other)
+    ok("convert", teacher, *opts, "--seed", "1", "--out", other)
     assert artifacts.load(other).manifest.tensors_sha256 != art.manifest.tensors_sha256
 
 
