@@ -1,7 +1,8 @@
-"""README's commands table cannot drift from the CLI: each row's command line, and every option snippet its
-description gives (`--calibrate N`, `--reset hard/soft`, `--kd-alpha/--kd-tau`), is parsed by the command's own
-parser; for the commands that read an input file first, the snippet also runs through the real entry point
-(with a missing input) and must not be refused for the option itself."""
+"""The commands tables (README's short one, docs/commands.md's full one) cannot drift from the CLI: each row's
+command line, and every option snippet its description gives (`--calibrate N`, `--reset hard/soft`,
+`--kd-alpha/--kd-tau`), is parsed by the command's own parser; for the commands that read an input file
+first, the snippet also runs through the real entry point (with a missing input) and must not be refused for
+the option itself."""
 
 from __future__ import annotations
 
@@ -15,19 +16,21 @@ from typer.main import get_command
 import enofctl.cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = README.parent / "docs" / "commands.md"  # the full table; README's is the short one
 ROOT = get_command(enofctl.cli.app)
 PLACEHOLDER = {"N": "1", "MODEL": "resnet18", "S": "2", "F": "0.1", "LAYER=W": "act1=0.1"}
 INPUT = {"TEACHER", "T", "STUDENT", "ARTIFACT...", "FILE"}  # a path: the input the command reads
 
 
 def _rows() -> list[tuple[list[str], str]]:
-    text = README.read_text()
-    table = text[text.index("| command | what it does |"):]
-    table = table[: table.index("\n\n")]
     rows = []
-    for line in table.splitlines()[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        rows.append((cells[0].strip("`").split()[1:], cells[1]))
+    for doc in (README, GUIDE):
+        text = doc.read_text()
+        table = text[text.index("| command | what it does |"):]
+        table = table[: table.index("\n\n")]
+        for line in table.splitlines()[2:]:
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows.append((cells[0].strip("`").split()[1:], cells[1]))
     return rows
 
 
@@ -92,5 +95,5 @@ def test_the_distill_row_names_no_calibrate_zero() -> None:
     """`distill --calibrate 0` is refused (--no-calibrate is the plain copy); the table must not offer it."""
     code, _, err = run("distill", "--teacher", "missing.safetensors", "--calibrate", "0", "--out", "o.safetensors")
     assert code == 2 and "--calibrate" in err
-    distill = next(d for w, d in ROWS if w[:1] == ["distill"])
-    assert "`--no-calibrate`" in distill and "`0`" not in distill
+    for distill in (d for w, d in ROWS if w[:1] == ["distill"]):  # README's row and the guide's
+        assert "`--no-calibrate`" in distill and "`0`" not in distill
