@@ -1,6 +1,6 @@
 """Synaptic operations, multiply-accumulates, activation sparsity and the energy estimate of a network.
 
-One rule for every conv / linear layer (README.md, "Reading `eval`"): **a layer is counted on the input it
+One rule for every conv / linear layer (docs/reading-eval.md): **a layer is counted on the input it
 actually receives, at every call**, so a count is one of a computation the network does.
 
 - an input that is binary (every element 0 or one same positive amplitude: spikes) costs one accumulate per
