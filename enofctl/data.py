@@ -51,7 +51,6 @@ class DatasetInfo:
     classes: tuple[str, ...] = field(default=())
 
 
-_GRAY = ((0.5,), (0.5,))
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
         "digits", 10, 1, (8, 8), (0.3,), (0.38,), 1, False,

@@ -48,7 +48,6 @@ no layer can absorb, and any layer NIR has no node for.
 
 from __future__ import annotations
 
-import json
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,7 +106,6 @@ class NIRExport:
     graph: Any  # nir.NIRGraph
     neurons: dict[str, str]  # NIR node name -> enofctl neuron (module) name
     head: dict[str, torch.Tensor] | None = None  # split_head: ReLU -> pool -> classifier, as tensors
-    notes: list[str] = field(default_factory=list)
 
 
 def _name(qualname: str) -> str:
@@ -492,18 +490,6 @@ def to_nir(net: SpikingNet, input_size: tuple[int, int, int], dt: float = DEFAUL
                          "spikes carry the threshold, which NIR neurons cannot express; export a surrogate "
                          "student (convert --method surrogate --reset hard)")
     return _Builder(net, dt, sum_pool, split_head).build(input_size)
-
-
-def metadata_json(value: Any) -> str:
-    """Graph metadata values are strings (HDF5 datasets): JSON for anything structured."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def head_forward(head: dict[str, torch.Tensor], x_seq: torch.Tensor) -> torch.Tensor:
-    """The split head on the body's outputs ``x_seq`` [T, B, C, H, W]: ReLU, global average pool, mean over
-    T, classifier -> logits [B, K]."""
-    feat = torch.relu(x_seq).mean(dim=(-2, -1)).mean(0)  # [B, C]
-    return feat @ head["weight"].T + head["bias"]
 
 
 def fold_batchnorm(net: SpikingNet) -> SpikingNet:
