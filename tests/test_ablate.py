@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from types import SimpleNamespace
 
@@ -174,3 +175,33 @@ def test_cli_ablate_writes_tables_and_resumes(tiny_teacher, tmp_path) -> None:
     assert_one_error_line(*run("ablate", "--teacher", t, "--variants", "best", "--out", out), 2, "unknown variant")
     assert_one_error_line(*run("ablate", "--teacher", t, "--grid", "enof", "--variants", "KD", "--out", out), 2,
                           "none is in --grid enof")
+
+
+def test_cells_sharing_a_start_convert_once_and_train_as_if_converted(tiny_teacher, tmp_path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cells that differ only in their loss (baseline, +L_AF) start from one conversion per seed and T; each
+    trains a copy of it (the first cell's training leaves the second's start untouched), and a cell equals the
+    one of a student converted for itself."""
+    distill_mod = importlib.import_module("enofctl.stages.distill")  # the module (the package exports the function)
+    conversions = []
+    real = distill_mod.convert_teacher
+
+    def counting(teacher, cfg, *args, **kwargs):
+        conversions.append((cfg.T, cfg.seed, cfg.repact))
+        return real(teacher, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(distill_mod, "convert_teacher", counting)
+    cfg = AblateConfig(grid="enof", T=[1], seeds=[0, 1], variants=["baseline", "+L_AF"],
+                       train=DistillConfig(epochs=1, limit_train=32, limit_test=16, batch_size=16, device="cpu",
+                                           calibrate=2, reconstruct=3))
+    with pytest.warns(ablate_mod.StageWarning):
+        shared = ablate_mod.ablate(cfg, tiny_teacher, tmp_path / "shared")
+    assert sorted(conversions) == [(1, 0, False), (1, 1, False)]
+    # the second user of a start (+L_AF after baseline), converted for itself: the same cell
+    cell = next(c for c in shared.cells if (c.variant, c.seed) == ("+L_AF", 1))
+    with pytest.warns(ablate_mod.StageWarning):
+        alone = ablate_mod.ablate(cfg.model_copy(update={"seeds": [1], "variants": ["+L_AF"]}), tiny_teacher,
+                                  tmp_path / "alone").cells[0]
+    assert len(conversions) == 3 and (alone.top1, alone.spikes_per_sample) == (cell.top1, cell.spikes_per_sample)
+    a, b = artifacts.load(alone.artifact), artifacts.load(cell.artifact)
+    assert a.tensors.keys() == b.tensors.keys() and all(a.tensors[k].equal(b.tensors[k]) for k in a.tensors)

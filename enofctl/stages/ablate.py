@@ -315,7 +315,8 @@ def ablate(cfg: AblateConfig, teacher: str | Path, out_dir: str | Path,
     t_art = artifacts.load(teacher, expect="teacher")  # the right kind, before anything is measured or trained
     tm = t_art.manifest
     src = DistillInputs(FrozenTeacher.of(t_art), load_dataset(tm.data.dataset, cfg.train.data_dir or tm.data.data_dir,
-                                                              frames=tm.data.frames))  # event data: its frames
+                                                              frames=tm.data.frames),  # event data: its frames
+                        starts={})  # cells of one seed and T that differ only in their loss share the start
     # the teacher on the very samples the cells are tested on (its manifest's figure may cover others)
     t_run = measure(src.teacher.model, src.data.test, resolve_device(cfg.train.device), tm.model,
                     EvalConfig(limit=cfg.train.limit_test, speed_batches=0))

@@ -7,6 +7,7 @@ trains, and is evaluated with, its own classifier.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,7 +153,13 @@ def _start(cfg: DistillConfig, src: DistillInputs, progress: ProgressFn | None =
         conv = SurrogateConvertConfig(T=cfg.T or default_T(t_art.manifest), neuron=cfg.neuron, repact=cfg.repact,
                                       calibrate=0 if scratch else cfg.calibrate, reconstruct=cfg.reconstruct,
                                       seed=cfg.seed, data_dir=cfg.data_dir, device=cfg.device)
+        key = conv.model_dump_json() + f"|fresh={scratch}"
+        if src.starts is not None and key in src.starts:  # the same conversion done before: a copy of it
+            s_model, s_manifest = src.starts[key]
+            return copy.deepcopy(s_model), s_manifest, [t_art.parent_ref()]
         s_model, s_manifest = convert_teacher(t_art, conv, progress, fresh=scratch, device=device)
+        if src.starts is not None:
+            src.starts[key] = (copy.deepcopy(s_model), s_manifest)
         return s_model, s_manifest, [t_art.parent_ref()]
     s_model = src.student.build()
     if cfg.T:

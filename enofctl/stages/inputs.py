@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch.nn as nn
 
 from enofctl.artifacts import Artifact
 from enofctl.data import Data
+
+if TYPE_CHECKING:
+    from enofctl.schema import Manifest
+    from enofctl.spiking import SpikingNet
 
 
 @dataclass
@@ -34,3 +39,6 @@ class DistillInputs:
     teacher: FrozenTeacher
     data: Data
     student: Artifact | None = None
+    # converted starts by their conversion config, kept unmodified (None: convert every time). `ablate` gives one,
+    # so that cells differing only in what they are trained with (loss terms) convert the teacher once per seed
+    starts: dict[str, tuple[SpikingNet, Manifest]] | None = None
