@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from enofctl.data import DatasetInfo
+    from enofctl.datasets.registry import DatasetInfo
 
 
 @dataclass(frozen=True)

@@ -35,23 +35,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enofctl.data import Augment, Data, DatasetInfo, TensorSplit, dataset_info
+from enofctl.augment import Augment
+from enofctl.datasets.registry import CIFAR10_CLASSES, GESTURE_CLASSES, DatasetInfo, dataset, registered
+from enofctl.datasets.tensors import Data, TensorSplit
 from enofctl.errors import DataError
 from enofctl.io import atomic_write
 from enofctl.schema import FrameSpec
 
 CACHE_FORMAT = 1  # bump when the frames a spec gives change
 
-SENSORS: dict[str, tuple[int, int]] = {"nmnist": (34, 34), "cifar10-dvs": (128, 128), "dvs-gesture": (128, 128)}
-DEFAULT_FRAMES: dict[str, FrameSpec] = {
-    "nmnist": FrameSpec(T=8),
-    "cifar10-dvs": FrameSpec(T=10, size=(48, 48)),
-    "dvs-gesture": FrameSpec(T=16, size=(64, 64)),
-}
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-GESTURE_CLASSES = ("hand_clapping", "right_hand_wave", "left_hand_wave", "right_arm_clockwise",
-                   "right_arm_counter_clockwise", "left_arm_clockwise", "left_arm_counter_clockwise", "arm_roll",
-                   "air_drums", "air_guitar", "other_gestures")
+# the sensors, classes and default frames are registered in enofctl.datasets.registry; this view of the default
+# frames is what enofctl.cli reads
+DEFAULT_FRAMES: dict[str, FrameSpec] = {d.name: d.default_frames() for d in registered() if d.events}
 CIFAR10_DVS_TEST = 0.1  # no published split: the last 10 % of each class's files (by name) are the test split
 
 
@@ -95,7 +90,7 @@ def read_nmnist(path: Path) -> Events:
         raise DataError(f"{path} is truncated or not an N-MNIST .bin file ({size} bytes: not whole 5-byte events)")
     ev = _tonic_io().read_mnist_file(str(path), dtype=np.dtype([("x", np.int64), ("y", np.int64),
                                                                 ("t", np.int64), ("p", np.int64)]))
-    return _checked(Events(ev["x"], ev["y"], ev["t"], ev["p"]), SENSORS["nmnist"], path)
+    return _checked(Events(ev["x"], ev["y"], ev["t"], ev["p"]), dataset("nmnist").sensor, path)
 
 
 def _aedat_header(path: Path) -> tuple[float, int]:
@@ -236,8 +231,7 @@ def _nmnist_sources(root: Path, split: str) -> list[Source]:
     if not folder.is_dir():
         raise DataError(f"nmnist: {folder} not found; --data-dir must hold N-MNIST's Train/ and Test/ folders "
                         "(what Train.zip and Test.zip extract to: folders 0-9 of .bin files)")
-    classes = tuple(str(i) for i in range(10))
-    per_class = _class_files(folder, classes, (".bin",), "nmnist")
+    per_class = _class_files(folder, dataset("nmnist").info.classes, (".bin",), "nmnist")
     return [Source(f, _labelled(read_nmnist, c)) for c, files in enumerate(per_class) for f in files]
 
 
@@ -302,8 +296,6 @@ def _gesture_sources(root: Path, split: str) -> list[Source]:
 
 
 _SOURCES = {"nmnist": _nmnist_sources, "cifar10-dvs": _cifar10_dvs_sources, "dvs-gesture": _gesture_sources}
-_CLASSES = {"nmnist": tuple(str(i) for i in range(10)), "cifar10-dvs": CIFAR10_CLASSES,
-            "dvs-gesture": GESTURE_CLASSES}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -329,7 +321,7 @@ def read_split(name: str, root: Path, split: str, spec: FrameSpec) -> tuple[torc
             return got["x"], got["y"]
         except Exception:  # a damaged cache file is rebuilt from the sources
             pass
-    sensor, frames, labels = SENSORS[name], [], []
+    sensor, frames, labels = dataset(name).sensor, [], []
     for s in sources:
         for i, (ev, label) in enumerate(s.read(s.path)):
             what = f"{s.path}" + (f" (gesture {i + 1})" if name == "dvs-gesture" else "")
@@ -372,13 +364,18 @@ class FrameSplit(TensorSplit):
 
 def load_events(name: str, root: Path | None, spec: FrameSpec | None = None) -> Data:
     """An event dataset from its published layout under ``root`` as frames (see the module docstring)."""
-    info = dataset_info(name)
-    spec = spec or DEFAULT_FRAMES[name]
+    entry = dataset(name)
+    info, spec = entry.info, spec or entry.default_frames()
     if root is None:
         raise DataError(f"{name}: pass --data-dir with the dataset's extracted files (see `enofctl datasets`)")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{name}: --data-dir {root} does not exist")
-    info = replace(info, image_size=tuple(spec.size or SENSORS[name]))
+    info = replace(info, image_size=tuple(spec.size or entry.sensor))
     splits = [FrameSplit(*read_split(name, root, s, spec), info, spec) for s in ("train", "test")]
-    return Data(info, splits[0], splits[1], _CLASSES[name], frames=spec, root=root)
+    return Data(info, splits[0], splits[1], info.classes, frames=spec, root=root)
+
+
+def load_registered(info: DatasetInfo, root: Path | None, download: bool, frames: FrameSpec | None) -> Data:
+    """The event datasets' loader in the registry (nothing is downloaded)."""
+    return load_events(info.name, root, frames)

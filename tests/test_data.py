@@ -18,13 +18,13 @@ from enofctl.data import (
     Augment,
     Data,
     TensorSplit,
-    _read_idx,
     augment_batch,
     autoaugment,
     cutout,
     load_dataset,
     split_validation,
 )
+from enofctl.datasets.images import read_idx
 from enofctl.errors import DataError, UsageError
 
 
@@ -128,11 +128,11 @@ def test_idx_reader_plain_and_gzip(tmp_path) -> None:
     (tmp_path / "a-idx3-ubyte").write_bytes(_idx_bytes(arr))
     with gzip.open(tmp_path / "b-idx3-ubyte.gz", "wb") as f:
         f.write(_idx_bytes(arr))
-    assert np.array_equal(_read_idx(tmp_path / "a-idx3-ubyte"), arr)
-    assert np.array_equal(_read_idx(tmp_path / "b-idx3-ubyte.gz"), arr)
+    assert np.array_equal(read_idx(tmp_path / "a-idx3-ubyte"), arr)
+    assert np.array_equal(read_idx(tmp_path / "b-idx3-ubyte.gz"), arr)
     (tmp_path / "c-idx3-ubyte").write_bytes(_idx_bytes(arr)[:-3])
     with pytest.raises(DataError, match="truncated"):
-        _read_idx(tmp_path / "c-idx3-ubyte")
+        read_idx(tmp_path / "c-idx3-ubyte")
 
 
 def test_mnist_like_from_a_folder_and_missing(tmp_path) -> None:

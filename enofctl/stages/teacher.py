@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
 from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset
+from enofctl.datasets.registry import dataset, registered
 from enofctl.errors import ConversionError, DataError, UsageError, first_sentence
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
@@ -33,19 +34,9 @@ from enofctl.stages.progress import ProgressFn, StageWarning
 from enofctl.stages.results import StageResult, Trained, best_metrics, save_trained
 from enofctl.stages.train_state import checkpoint_path
 
-# A small ResNet that suits each dataset when --model is not given (narrow ones train on a CPU).
-DEFAULT_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
-    "digits": ("resnet20", {"width": 0.25}),
-    "synthetic": ("resnet20", {"width": 0.125}),
-    "mnist": ("resnet20", {"width": 0.25}),
-    "fashion-mnist": ("resnet20", {"width": 0.25}),
-    "cifar10": ("resnet20", {}),
-    "cifar100": ("resnet20", {}),
-    "imagefolder": ("resnet18", {}),
-    "nmnist": ("resnet20", {"width": 0.25}),
-    "cifar10-dvs": ("resnet20", {}),
-    "dvs-gesture": ("resnet20", {"width": 0.5}),
-}
+# A small ResNet that suits each dataset when --model is not given (narrow ones train on a CPU) is registered with
+# the dataset (enofctl.datasets.registry); this view of them is what enofctl.cli reads.
+DEFAULT_MODELS: dict[str, tuple[str, dict[str, Any]]] = {d.name: d.default_model() for d in registered()}
 
 
 class TeacherConfig(TrainConfig):
@@ -71,7 +62,7 @@ class TeacherConfig(TrainConfig):
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
-    default_name, default_kwargs = DEFAULT_MODELS[data.info.name]
+    default_name, default_kwargs = dataset(data.info.name).default_model()
     if name is None:
         name, kwargs = default_name, {**default_kwargs, **kwargs}
     i = data.info
