@@ -128,13 +128,11 @@ def benchmark(model: nn.Module, batches: Callable[[], Iterable[tuple[torch.Tenso
                [ClassificationAccuracy, ActivationSparsity, ActivationSparsityByLayer, SynapticOperations,
                 MembraneUpdates]]
     was_training = model.training
-    stem_once = model.stem_once if isinstance(model, SpikingNet) else None
+    every_step = model.mode(stem_once=False) if isinstance(model, SpikingNet) else contextlib.nullcontext()
     out, err = io.StringIO(), io.StringIO()
     try:
-        if stem_once is not None:
-            model.stem_once = False
         # not quiet: quiet sends stdout to None, and with it the lines NeuroBench prints for a metric that failed
-        with torch.no_grad(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with every_step, torch.no_grad(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             bench = Benchmark(nb_model, loader, [], [lambda logits: logits.argmax(-1)], metrics)
             try:
                 res = bench.run(quiet=False)
@@ -143,8 +141,6 @@ def benchmark(model: nn.Module, batches: Callable[[], Iterable[tuple[torch.Tenso
     except Exception as e:  # NeuroBench's own failure on this model: reported, the rest of eval goes on
         return NeuroBenchRun(version=version, error=f"NeuroBench failed: {first_line(e)}")
     finally:
-        if stem_once is not None:
-            model.stem_once = stem_once
         model.train(was_training)
     failed = [line.strip() for line in out.getvalue().splitlines() if line.strip().startswith("Error running")]
     if failed:

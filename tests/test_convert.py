@@ -179,6 +179,26 @@ def test_set_T_changes_every_neuron(tiny_resnet20) -> None:
             torch.testing.assert_close(y, fresh(x))
 
 
+def test_mode_sets_and_restores_the_flags_nested_and_on_error(tiny_resnet20) -> None:
+    teacher, size = tiny_resnet20
+    net = make_spiking(teacher, SpikingSpec(T=2), size)
+    assert net.stem_once
+    first = net.neurons()[net.first_neuron]
+    first.repeat_input = True
+    flags = lambda: (net.stem_once, [m.repeat_input for m in net.neurons().values()])  # noqa: E731
+    before = flags()
+    with net.every_step():
+        assert not net.stem_once and not any(flags()[1])
+        with net.mode(stem_once=True):
+            assert net.stem_once and not any(flags()[1])
+        assert flags() == (False, [False] * len(before[1]))
+        with pytest.raises(RuntimeError), net.mode(repeat_input=True):
+            assert all(flags()[1])
+            raise RuntimeError("inside")
+        assert flags() == (False, [False] * len(before[1]))
+    assert flags() == before
+
+
 def test_ann_forward_with_feature(tiny_resnet20) -> None:
     teacher, size = tiny_resnet20
     x = torch.randn(2, *size)

@@ -211,9 +211,7 @@ class _Builder:
         from torch.fx.passes.shape_prop import ShapeProp
 
         T = self.net.T
-        for m in self.net.neurons().values():
-            m.repeat_input = False
-        with torch.no_grad():
+        with self.net.mode(repeat_input=False), torch.no_grad():  # gm runs the body: T rows, one step each
             ShapeProp(gm).propagate(torch.zeros(T, *input_size))
         self.shape = {n: tuple(n.meta["tensor_meta"].shape[1:]) for n in gm.graph.nodes
                       if isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata)}
@@ -501,10 +499,9 @@ def fold_batchnorm(net: SpikingNet) -> SpikingNet:
 
     from enofctl.models.base import replace_module
 
-    folded = copy.deepcopy(net).eval()
+    with net.mode(repeat_input=False):  # the copy's neurons take one step per row, as the graph's do
+        folded = copy.deepcopy(net).eval()
     body = folded.body
-    for m in folded.neurons().values():
-        m.repeat_input = False
     graph = _Tracer().trace(body)
     modules = dict(body.named_modules())
     for n in graph.nodes:
