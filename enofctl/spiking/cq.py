@@ -33,6 +33,7 @@ from enofctl.errors import ConversionError
 from enofctl.models.acts import QCFS, ClampQuant
 from enofctl.models.base import replace_module
 from enofctl.schema import CalibratedLayer, Calibration, NeuronSpec
+from enofctl.spiking.bn import fold_bn_weights
 from enofctl.spiking.neuron import SpikingNeuron
 
 
@@ -88,13 +89,11 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """conv then bn in eval mode, as one conv: w' = w * g / s, b' = (b - mu) * g / s + beta."""
     new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    weight, bias = fold_bn_weights(conv.weight, conv.bias, bn)
     with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        new.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        new.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+        new.weight.copy_(weight)
+        new.bias.copy_(bias)
     return new
-
 
 
 def quantize_weights(model: nn.Module, bits: int, normalize: bool = True) -> nn.Module:

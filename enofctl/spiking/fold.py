@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from enofctl.errors import CalibrationError, ConversionError
+from enofctl.spiking.bn import BatchNorm, rescale_bn
 from enofctl.spiking.neuron import SpikingNeuron
 
 
@@ -103,7 +104,7 @@ class _Graph:
 
     def is_affine(self, node: fx.Node) -> bool:
         """A BatchNorm, conv or linear layer: its output scale can be chosen."""
-        return isinstance(self.module(node), nn.modules.batchnorm._BatchNorm | nn.Conv2d | nn.Conv1d | nn.Linear)
+        return isinstance(self.module(node), BatchNorm | nn.Conv2d | nn.Conv1d | nn.Linear)
 
     def is_pass(self, node: fx.Node) -> bool:
         if node.op == "call_module":
@@ -150,17 +151,12 @@ def _channels_of(S: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _fold_affine(m: nn.Module, s_in: torch.Tensor, r: torch.Tensor) -> None:
     """``m`` (in place) reads its input at scale ``s_in`` and writes at scale ``r``."""
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        s_in = _channels_of(s_in, m.running_mean).to(m.running_mean)
-        r = _channels_of(r, m.running_mean).to(m.running_mean)
-        if not torch.all(s_in == 1):
-            m.running_mean.div_(s_in)
-            m.running_var.add_(m.eps).div_(s_in * s_in).sub_(m.eps)
-        if m.affine:
-            m.weight.data.div_(r)
-            m.bias.data.div_(r)
-        elif not torch.all(r == 1):
-            raise FoldUnsupported("a BatchNorm without affine parameters cannot take a channel scale")
+    if isinstance(m, BatchNorm):
+        try:
+            rescale_bn(m, _channels_of(s_in, m.running_mean).to(m.running_mean),
+                       _channels_of(r, m.running_mean).to(m.running_mean))
+        except ValueError as e:  # no affine parameters to take the output scale
+            raise FoldUnsupported(str(e)) from e
         return
     w = m.weight.data  # [O, I, ...]
     s_in = _channels_of(s_in, w[0]).to(w)

@@ -58,6 +58,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from enofctl.errors import ConversionError, MissingDependencyError, UsageError
+from enofctl.spiking.bn import BatchNorm, fold_bn_weights
 from enofctl.spiking.convert import SpikingNet
 from enofctl.spiking.fold import ChannelScale
 from enofctl.spiking.neuron import SpikingNeuron
@@ -117,14 +118,10 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(m, SpikingNeuron | nn.ReLU | ChannelScale) or super().is_leaf_module(m, qualname)
 
 
-def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.batchnorm._BatchNorm):
+def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """``weight``/``bias`` of a layer followed by ``bn`` (eval mode) as one layer, computed in float64."""
-    w, shape = weight.double(), (-1,) + (1,) * (weight.dim() - 1)
-    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps) if bn.affine else \
-        1.0 / torch.sqrt(bn.running_var.double() + bn.eps)
-    b = torch.zeros(weight.shape[0], dtype=torch.float64) if bias is None else bias.double()
-    shift = bn.bias.double() if bn.affine else 0.0
-    return (w * scale.view(shape)).float(), ((b - bn.running_mean.double()) * scale + shift).float()
+    w, b = fold_bn_weights(weight, bias, bn, dtype=torch.float64)
+    return w.float(), b.float()
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -284,7 +281,7 @@ class _Builder:
             self.nodes[name] = nir.Affine(weight=_scaled(weight, f, 1), bias=_np(bias))
             self._connect(ins, name)
             return [_Term(name)]
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if isinstance(m, BatchNorm):
             src = n.args[0]
             if not (src.op == "call_module" and isinstance(modules[src.target], nn.Conv2d | nn.Linear)
                     and len(src.users) == 1):
@@ -334,12 +331,12 @@ class _Builder:
         users = list(n.users)
         if len(users) == 1 and users[0].op == "call_module":
             bn = modules[users[0].target]
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            if isinstance(bn, BatchNorm):
                 if bn.training or bn.running_mean is None:
                     raise ConversionError(f"cannot fold {users[0].target!r}: no running statistics")
                 return _fold_bn(weight, bias, bn)
         for u in users:
-            if u.op == "call_module" and isinstance(modules[u.target], nn.modules.batchnorm._BatchNorm):
+            if u.op == "call_module" and isinstance(modules[u.target], BatchNorm):
                 raise ConversionError(f"cannot fold {u.target!r} into {n.target!r}: the layer has other readers")
         return weight, bias
 
@@ -505,7 +502,7 @@ def fold_batchnorm(net: SpikingNet) -> SpikingNet:
     graph = _Tracer().trace(body)
     modules = dict(body.named_modules())
     for n in graph.nodes:
-        if n.op != "call_module" or not isinstance(modules[n.target], nn.modules.batchnorm._BatchNorm):
+        if n.op != "call_module" or not isinstance(modules[n.target], BatchNorm):
             continue
         src = n.args[0]
         layer = modules.get(src.target) if src.op == "call_module" else None
