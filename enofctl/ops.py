@@ -57,6 +57,7 @@ from enofctl.models.acts import BOUNDED
 from enofctl.schema.report import LayerKind as Kind
 from enofctl.schema.report import LayerOps
 from enofctl.spiking import SpikingNet, SpikingNeuron
+from enofctl.spiking.probe import evaluating
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
 E_AC_PJ = 0.9  # pJ per 32-bit float accumulate, 45 nm (Horowitz 2014)
@@ -339,12 +340,9 @@ def dense_macs(model: nn.Module, input_size: tuple[int, ...], root: nn.Module | 
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     meter = OpsMeter(model, root, force_analog=True, effective=False)
-    was_training = model.training
     try:
-        model.eval()
-        with modes, torch.no_grad():
+        with evaluating(model), modes:
             model(torch.zeros(rows, *input_size, device=device, dtype=dtype))
     finally:
-        model.train(was_training)
         meter.close()
     return meter.rows(rows, e_mac=e_mac, e_ac=0.0)

@@ -21,6 +21,7 @@ from enofctl.models.base import replace_module
 from enofctl.schema import SpikingSpec
 from enofctl.spiking.neuron import SpikingNeuron
 from enofctl.spiking.packing import SpikePacker
+from enofctl.spiking.probe import evaluating
 
 CONVERTIBLE = (nn.ReLU, nn.ReLU6, *BOUNDED)
 _ACT_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me",
@@ -55,16 +56,13 @@ def activation_order(model: nn.Module, input_size: tuple[int, int, int],
     ]
     # a (partly) spiking model folds time into the batch: one sample needs T rows
     rows = max((m.T for m in model.modules() if isinstance(m, SpikingNeuron)), default=1)
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             model(torch.zeros(rows, *input_size))
     except RuntimeError as e:  # e.g. an input size that does not fit the model
         raise ConversionError(f"cannot run the model on an input of size {tuple(input_size)}: "
                               f"{str(e).splitlines()[0][:200]}") from e
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     seen: set[str] = set()
@@ -117,19 +115,15 @@ def _stem_can_run_once(net: SpikingNet, input_size: tuple[int, ...]) -> bool:
     if net.first_neuron is None:
         return False
     probe = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
-    was_training = net.training
-    net.eval()
     try:
-        with torch.no_grad():
+        with evaluating(net):
             with net.every_step():
                 every_step = net.forward_feature(probe)
             with net.mode(stem_once=True):
                 once = net.forward_feature(probe)
-        return once.shape == every_step.shape and torch.allclose(once, every_step, rtol=1e-4, atol=1e-5)
+            return once.shape == every_step.shape and torch.allclose(once, every_step, rtol=1e-4, atol=1e-5)
     except RuntimeError:
         return False
-    finally:
-        net.train(was_training)
 
 
 class SpikingNet(nn.Module):
