@@ -32,6 +32,7 @@ from enofctl.errors import MissingDependencyError, first_line
 from enofctl.ops import ACTIVATIONS
 from enofctl.schema.report import NeuroBenchRun
 from enofctl.spiking import SpikingNet, SpikingNeuron, logits_of
+from enofctl.spiking.probe import evaluating
 
 INSTALL = "pip install 'enofctl[neurobench]'"
 
@@ -127,14 +128,12 @@ def benchmark(model: nn.Module, batches: Callable[[], Iterable[tuple[torch.Tenso
     metrics = [[Footprint, ConnectionSparsity, ParameterCount],
                [ClassificationAccuracy, ActivationSparsity, ActivationSparsityByLayer, SynapticOperations,
                 MembraneUpdates]]
-    was_training = model.training
-    stem_once = model.stem_once if isinstance(model, SpikingNet) else None
+    # evaluating restores the mode found here: eval, where TorchModel's constructor has put the model
+    every_step = model.mode(stem_once=False) if isinstance(model, SpikingNet) else contextlib.nullcontext()
     out, err = io.StringIO(), io.StringIO()
     try:
-        if stem_once is not None:
-            model.stem_once = False
         # not quiet: quiet sends stdout to None, and with it the lines NeuroBench prints for a metric that failed
-        with torch.no_grad(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with every_step, evaluating(model), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             bench = Benchmark(nb_model, loader, [], [lambda logits: logits.argmax(-1)], metrics)
             try:
                 res = bench.run(quiet=False)
@@ -142,10 +141,6 @@ def benchmark(model: nn.Module, batches: Callable[[], Iterable[tuple[torch.Tenso
                 nb_model.cleanup_hooks()
     except Exception as e:  # NeuroBench's own failure on this model: reported, the rest of eval goes on
         return NeuroBenchRun(version=version, error=f"NeuroBench failed: {first_line(e)}")
-    finally:
-        if stem_once is not None:
-            model.stem_once = stem_once
-        model.train(was_training)
     failed = [line.strip() for line in out.getvalue().splitlines() if line.strip().startswith("Error running")]
     if failed:
         return NeuroBenchRun(version=version, error=f"NeuroBench: {failed[0][:200]}")

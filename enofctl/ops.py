@@ -44,6 +44,7 @@ as NeuroBench counts it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 from typing import Literal
@@ -56,6 +57,7 @@ from enofctl.models.acts import BOUNDED
 from enofctl.schema.report import LayerKind as Kind
 from enofctl.schema.report import LayerOps
 from enofctl.spiking import SpikingNet, SpikingNeuron
+from enofctl.spiking.probe import evaluating
 
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
 E_AC_PJ = 0.9  # pJ per 32-bit float accumulate, 45 nm (Horowitz 2014)
@@ -169,6 +171,14 @@ class OpsMeter:
 
     While attached, a SpikingNet runs its first layers at every step (``stem_once`` off): the figures follow
     the papers' convention that every layer computes at every step, whatever shortcut training takes.
+
+    A layer's input is matched to a neuron's output (spikes of per-channel amplitude) or to the event frames
+    by its storage address, ``data_ptr()``, not by tensor identity: between the neuron and the layer there
+    may be views (flatten, reshape, an eval-mode dropout, an identity) that are new tensor objects on the
+    same memory. A match cannot be stale: the recorded tensors are held until the model's next forward, so
+    their memory is not freed and handed to another tensor meanwhile; and a view that is only part of the
+    recorded tensor is told apart by its element count. A layer fed a copy (a pool's output, say) finds no
+    match and is judged by its values (``is_binary``).
     """
 
     def __init__(self, model: nn.Module, root: nn.Module | None = None, force_analog: bool = False,
@@ -183,9 +193,10 @@ class OpsMeter:
         self.calls: dict[str, int] = {}
         self.kinds: dict[str, set[str]] = {}
         self.types: dict[str, Literal["conv", "linear"]] = {}
-        self._net, self._stem_once = (model, model.stem_once) if isinstance(model, SpikingNet) else (None, False)
+        self._net = model if isinstance(model, SpikingNet) else None
+        self._modes = contextlib.ExitStack()  # undone by close()
         if self._net is not None:
-            self._net.stem_once = False
+            self._modes.enter_context(self._net.mode(stem_once=False))
         rel = {id(m): n for n, m in root.named_modules()}
         # the outputs of neurons whose spikes carry per-channel amplitudes (a calibrated student), by storage,
         # kept alive until the model's next forward: a layer reading one (or a view of it) reads spikes
@@ -262,8 +273,7 @@ class OpsMeter:
             h.remove()
         self._hooks = []
         self._forget()
-        if self._net is not None:
-            self._net.stem_once = self._stem_once
+        self._modes.close()
 
     def __enter__(self) -> OpsMeter:
         return self
@@ -319,28 +329,20 @@ def dense_macs(model: nn.Module, input_size: tuple[int, ...], root: nn.Module | 
     For a SpikingNet, the figures of its body run as an ANN (one time step's worth of MACs), named as in
     the teacher.
     """
-    rows, neurons = 1, []
+    rows, modes = 1, contextlib.nullcontext()
     if isinstance(model, SpikingNet):
         # its neurons unfold T rows per sample: feed T rows to the body (no time-averaging), divide by T;
         # every row is one step of one image, so no neuron may repeat its input over time here
-        rows = model.T
-        neurons = list(model.neurons().values())
+        rows, modes = model.T, model.mode(repeat_input=False)
         model = model.body
         root = model if root is None else root
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     meter = OpsMeter(model, root, force_analog=True, effective=False)
-    was_training, repeats = model.training, [n.repeat_input for n in neurons]
     try:
-        model.eval()
-        for n in neurons:
-            n.repeat_input = False
-        with torch.no_grad():
+        with evaluating(model), modes:
             model(torch.zeros(rows, *input_size, device=device, dtype=dtype))
     finally:
-        model.train(was_training)
-        for n, repeat in zip(neurons, repeats, strict=True):
-            n.repeat_input = repeat
         meter.close()
     return meter.rows(rows, e_mac=e_mac, e_ac=0.0)

@@ -179,6 +179,43 @@ def test_set_T_changes_every_neuron(tiny_resnet20) -> None:
             torch.testing.assert_close(y, fresh(x))
 
 
+def test_mode_sets_and_restores_the_flags_nested_and_on_error(tiny_resnet20) -> None:
+    teacher, size = tiny_resnet20
+    net = make_spiking(teacher, SpikingSpec(T=2), size)
+    assert net.stem_once
+    first = net.neurons()[net.first_neuron]
+    first.repeat_input = True
+    flags = lambda: (net.stem_once, [m.repeat_input for m in net.neurons().values()])  # noqa: E731
+    before = flags()
+    with net.every_step():
+        assert not net.stem_once and not any(flags()[1])
+        with net.mode(stem_once=True):
+            assert net.stem_once and not any(flags()[1])
+        assert flags() == (False, [False] * len(before[1]))
+        with pytest.raises(RuntimeError), net.mode(repeat_input=True):
+            assert all(flags()[1])
+            raise RuntimeError("inside")
+        assert flags() == (False, [False] * len(before[1]))
+    assert flags() == before
+
+
+def test_evaluating_restores_the_training_mode_and_capture_stops_early() -> None:
+    from enofctl.spiking.probe import capture, evaluating
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).train()
+    with pytest.raises(RuntimeError), evaluating(net):
+        assert not net.training and not torch.is_grad_enabled()
+        raise RuntimeError("inside")
+    assert net.training and torch.is_grad_enabled()
+    x = torch.randn(5, 3)
+    got, out = capture(net, {"relu": net[1], "fc": net[0]}, x, stop_after="relu")
+    assert out is None and set(got) == {"relu", "fc"}
+    torch.testing.assert_close(got["relu"], torch.relu(net[0](x)))
+    got, out = capture(net, {"last": net[2]}, x, what="input", clone=True)
+    torch.testing.assert_close(out, net(x))
+    torch.testing.assert_close(got["last"], got["last"].clamp(min=0))
+
+
 def test_ann_forward_with_feature(tiny_resnet20) -> None:
     teacher, size = tiny_resnet20
     x = torch.randn(2, *size)

@@ -18,6 +18,7 @@ from enofctl.models import build_model
 from enofctl.models.acts import QCFS, ClampQuant, apply_act
 from enofctl.schema import ActSpec, Manifest, NeuronSpec, SpikingSpec
 from enofctl.spiking import SpikingNet, make_spiking
+from enofctl.spiking.bn import fold_bn_weights, rescale_bn
 from enofctl.spiking.cq import calibrate_bias, fold_bn, if_neuron, make_if_snn, normalize_thresholds, quantize_weights
 from enofctl.stages.convert import CQ_NEURON
 
@@ -148,6 +149,37 @@ def test_fold_bn_refuses_nothing_it_cannot_pair() -> None:
     m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.BatchNorm2d(3)).eval()
     fold_bn(m, (2, 5, 5))
     assert isinstance(m[2], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_fold_bn_weights_is_the_layer_then_its_batchnorm(affine: bool, bias: bool) -> None:
+    torch.manual_seed(0)
+    for layer, bn, x in ((nn.Conv2d(2, 3, 3, bias=bias), nn.BatchNorm2d(3, affine=affine), torch.randn(4, 2, 5, 5)),
+                         (nn.Linear(6, 3, bias=bias), nn.BatchNorm1d(3, affine=affine), torch.randn(4, 6))):
+        bn.eval()
+        with torch.no_grad():
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.1, 2.0)
+            if affine:
+                bn.weight.normal_()
+                bn.bias.normal_()
+            ref = bn(layer(x))
+            w, b = fold_bn_weights(layer.weight, layer.bias, bn, dtype=torch.float64)
+            assert w.dtype == b.dtype == torch.float64
+            layer.weight.copy_(w)
+            layer.bias = nn.Parameter(b.float())
+            torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_rescale_bn_refuses_an_output_scale_without_affine_parameters() -> None:
+    bn = nn.BatchNorm2d(3, affine=False).eval()
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    with pytest.raises(ValueError, match="affine"):
+        rescale_bn(bn, torch.full((3,), 2.0), torch.full((3,), 2.0))
+    assert all(torch.equal(v, before[k]) for k, v in bn.state_dict().items())  # nothing changed
+    rescale_bn(bn, torch.full((3,), 2.0), torch.ones(3))  # the input side alone is fine
+    torch.testing.assert_close(bn.running_mean, before["running_mean"] / 2)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])

@@ -43,6 +43,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -52,6 +53,7 @@ from enofctl.models.norm import recompute_bn
 from enofctl.schema import CalibratedChannels, ChannelCalibration
 from enofctl.spiking.convert import logits_of
 from enofctl.spiking.neuron import SpikingNeuron, neuron_sequence, per_channel
+from enofctl.spiking.probe import capture, evaluating, time_mean
 
 # Candidate thresholds, as multiples of a channel's high input percentile: from far below (a channel whose
 # activations are mostly small) to above it.
@@ -62,26 +64,10 @@ FIT_T = 16  # above this T a fit looks at FIT_SAMPLES * FIT_T / T values, so its
 _NEVER = 1e4  # a threshold this many times a channel's input scale: the channel never fires
 
 
-class _Stop(Exception):
-    pass
-
-
-def _seen(net: nn.Module, module: nn.Module, x: torch.Tensor, what: str) -> torch.Tensor:
+def _seen(net: nn.Module, module: nn.Module, x: torch.Tensor, what: Literal["input", "output"]) -> torch.Tensor:
     """``module``'s input (``what="input"``) or output when ``net`` runs on ``x`` (the pass stops there)."""
-    got: list[torch.Tensor] = []
-
-    def hook(mod, inp, out=None):
-        got.append((inp[0] if what == "input" else out).detach().clone())
-        raise _Stop
-
-    h = module.register_forward_pre_hook(hook) if what == "input" else module.register_forward_hook(hook)
-    try:
-        net(x)
-    except _Stop:
-        pass
-    finally:
-        h.remove()
-    return got[0]
+    got, _ = capture(net, {"seen": module}, x, stop_after="seen", what=what, clone=True)
+    return got["seen"]
 
 
 def _teacher_target(ann: nn.Module, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -89,16 +75,12 @@ def _teacher_target(ann: nn.Module, module: nn.Module, x: torch.Tensor) -> torch
     frame through the ANN) its mean over the frames, the time average the student's spikes are fitted to."""
     if x.dim() != 5:
         return _seen(ann, module, x, "output")
-    return _time_mean(_seen(lambda frames: logits_of(ann, frames), module, x, "output"), x.shape[1])
+    return time_mean(_seen(lambda frames: logits_of(ann, frames), module, x, "output"), x.shape[1])
 
 
 def _channel_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over every dimension but 1 (channels) -> [C]."""
     return t.transpose(0, 1).reshape(t.shape[1], -1).sum(1) if t.dim() > 1 else t.sum().view(1)
-
-
-def _time_mean(spk: torch.Tensor, T: int) -> torch.Tensor:
-    return spk.unflatten(0, (T, -1)).mean(0)  # [T*B, ...] -> [B, ...]
 
 
 def _percentile(xs: list[torch.Tensor], q: float, cap: int = 1 << 16) -> torch.Tensor:
@@ -146,7 +128,7 @@ def _try(neuron: SpikingNeuron, xs, targets, th: torch.Tensor) -> tuple[torch.Te
     s_ar = torch.zeros_like(th)
     s_rr = torch.zeros_like(th)
     for x, a in zip(xs, targets, strict=True):
-        r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=per_channel(th, x)), T)
+        r = time_mean(neuron_sequence(x, spec, T, repeat, v_th=per_channel(th, x)), T)
         s_ar += _channel_sum(a * r)
         s_rr += _channel_sum(r * r)
     amp = torch.where(s_rr > 0, s_ar / s_rr.clamp(min=1e-12), torch.zeros_like(s_rr)).clamp(min=0)
@@ -191,7 +173,7 @@ def _relative_error(neuron: SpikingNeuron, xs, targets, th: torch.Tensor, amp: t
     spec, T, repeat = neuron.spec, neuron.T, neuron.repeat_input
     num = den = 0.0
     for x, a in zip(xs, targets, strict=True):
-        r = _time_mean(neuron_sequence(x, spec, T, repeat, v_th=per_channel(th, x)), T) * per_channel(amp, a)
+        r = time_mean(neuron_sequence(x, spec, T, repeat, v_th=per_channel(th, x)), T) * per_channel(amp, a)
         num += float(((a - r) ** 2).sum())
         den += float((a * a).sum())
     return num / max(den, 1e-12)
@@ -340,15 +322,14 @@ def reconstruct(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor],
     hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: outs.__setitem__(n, o)) for n, m in neurons.items()]
     params = [p for p in snn.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
-    was_training = snn.training
-    snn.eval()  # BatchNorm normalizes with the running statistics calibration used (and keeps them)
     losses: list[float] = []
+    # eval: BatchNorm normalizes with the running statistics calibration used (and keeps them)
     try:
-        with torch.enable_grad():
+        with evaluating(snn, no_grad=False), torch.enable_grad():
             for step in range(steps):
                 i = step % len(batches)
                 logits = snn(batches[i])
-                layer = sum(((_time_mean(outs[n], snn.T) - targets[i][n]) ** 2).mean()
+                layer = sum(((time_mean(outs[n], snn.T) - targets[i][n]) ** 2).mean()
                             / (targets[i][n] ** 2).mean().clamp(min=1e-12) for n in neurons) / max(len(neurons), 1)
                 kl = F.kl_div(logits.log_softmax(1), logits_t[i].log_softmax(1), log_target=True,
                               reduction="batchmean")
@@ -365,7 +346,6 @@ def reconstruct(snn: nn.Module, ann: nn.Module, batches: Sequence[torch.Tensor],
     finally:
         for h in hooks:
             h.remove()
-        snn.train(was_training)
         for p in params:
             p.grad = None
     tail = losses[-len(batches):] if losses else [0.0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -20,6 +21,7 @@ from enofctl.models.base import replace_module
 from enofctl.schema import SpikingSpec
 from enofctl.spiking.neuron import SpikingNeuron
 from enofctl.spiking.packing import SpikePacker
+from enofctl.spiking.probe import evaluating
 
 CONVERTIBLE = (nn.ReLU, nn.ReLU6, *BOUNDED)
 _ACT_MODULES = ("torch.nn.modules.activation", "timm.layers.activations", "timm.layers.activations_me",
@@ -54,16 +56,13 @@ def activation_order(model: nn.Module, input_size: tuple[int, int, int],
     ]
     # a (partly) spiking model folds time into the batch: one sample needs T rows
     rows = max((m.T for m in model.modules() if isinstance(m, SpikingNeuron)), default=1)
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             model(torch.zeros(rows, *input_size))
     except RuntimeError as e:  # e.g. an input size that does not fit the model
         raise ConversionError(f"cannot run the model on an input of size {tuple(input_size)}: "
                               f"{str(e).splitlines()[0][:200]}") from e
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     seen: set[str] = set()
@@ -116,21 +115,15 @@ def _stem_can_run_once(net: SpikingNet, input_size: tuple[int, ...]) -> bool:
     if net.first_neuron is None:
         return False
     probe = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0))
-    was_training = net.training
-    net.eval()
     try:
-        with torch.no_grad():
-            net.stem_once = False
-            every_step = net.forward_feature(probe)
-            net.stem_once = True
-            once = net.forward_feature(probe)
-        return once.shape == every_step.shape and torch.allclose(once, every_step, rtol=1e-4, atol=1e-5)
+        with evaluating(net):
+            with net.every_step():
+                every_step = net.forward_feature(probe)
+            with net.mode(stem_once=True):
+                once = net.forward_feature(probe)
+            return once.shape == every_step.shape and torch.allclose(once, every_step, rtol=1e-4, atol=1e-5)
     except RuntimeError:
         return False
-    finally:
-        net.stem_once = False
-        net.body.get_submodule(net.first_neuron).repeat_input = False  # the flag follows stem_once
-        net.train(was_training)
 
 
 class SpikingNet(nn.Module):
@@ -163,6 +156,33 @@ class SpikingNet(nn.Module):
 
     def neurons(self) -> dict[str, SpikingNeuron]:
         return {n: m for n, m in self.body.named_modules() if isinstance(m, SpikingNeuron)}
+
+    @contextlib.contextmanager
+    def mode(self, *, stem_once: bool | None = None, repeat_input: bool | None = None) -> Iterator[SpikingNet]:
+        """Within the block, ``stem_once`` set on the net and ``repeat_input`` on every neuron (None: left as
+        is); on exit, exception or not, both are back to what they were on entry, so blocks nest.
+
+        ``repeat_input`` matters to code that runs ``body`` itself (a forward of the net sets the first
+        neuron's flag from ``stem_once``): ``repeat_input=False`` makes every row of a ``[T*B, ...]`` input one
+        step of one image."""
+        neurons = list(self.neurons().values())
+        saved_stem, saved_repeat = self.stem_once, [m.repeat_input for m in neurons]
+        try:
+            if stem_once is not None:
+                self.stem_once = stem_once
+            if repeat_input is not None:
+                for m in neurons:
+                    m.repeat_input = repeat_input
+            yield self
+        finally:
+            self.stem_once = saved_stem
+            for m, repeat in zip(neurons, saved_repeat, strict=True):
+                m.repeat_input = repeat
+
+    def every_step(self) -> contextlib.AbstractContextManager[SpikingNet]:
+        """``mode(stem_once=False, repeat_input=False)``: every layer computes at every step (the convention
+        operation counts follow, whatever shortcut training takes)."""
+        return self.mode(stem_once=False, repeat_input=False)
 
     def get_classifier(self) -> nn.Module:
         return self.body.get_classifier()

@@ -33,7 +33,9 @@ from enofctl.errors import ConversionError
 from enofctl.models.acts import QCFS, ClampQuant
 from enofctl.models.base import replace_module
 from enofctl.schema import CalibratedLayer, Calibration, NeuronSpec
+from enofctl.spiking.bn import fold_bn_weights
 from enofctl.spiking.neuron import SpikingNeuron
+from enofctl.spiking.probe import capture, evaluating, time_mean
 
 
 def if_neuron(spec: NeuronSpec, T: int, v_th: float) -> SpikingNeuron:
@@ -68,13 +70,10 @@ def fold_bn(model: nn.Module, input_size: tuple[int, ...]) -> nn.Module:
 
     hooks = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     hooks += [m.register_forward_hook(bn_hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    was_training = model.training
     try:
-        model.eval()
-        with torch.no_grad():
+        with evaluating(model):
             model(torch.zeros(2, *input_size))
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     for conv_name, bn_name in pairs:
@@ -88,13 +87,11 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """conv then bn in eval mode, as one conv: w' = w * g / s, b' = (b - mu) * g / s + beta."""
     new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                     conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    weight, bias = fold_bn_weights(conv.weight, conv.bias, bn)
     with torch.no_grad():
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        new.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        new.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+        new.weight.copy_(weight)
+        new.bias.copy_(bias)
     return new
-
 
 
 def quantize_weights(model: nn.Module, bits: int, normalize: bool = True) -> nn.Module:
@@ -143,33 +140,11 @@ def make_if_snn(ann: nn.Module, neuron: NeuronSpec, T: int, input_size: tuple[in
 # data-driven steps after conversion
 
 
-class _Stop(Exception):
-    """Raised by a capture hook to end a forward pass early (the layers after it are not needed)."""
-
-
 def _capture(net: nn.Module, root: nn.Module, x: torch.Tensor, names: Sequence[str],
              stop_after: str | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Run ``net(x)`` and return the outputs of ``root``'s modules ``names`` (and the net's output, unless
     the pass stopped early after ``stop_after``)."""
-    got: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):
-        def fn(mod, inp, out):
-            got[name] = out
-            if name == stop_after:
-                raise _Stop
-
-        return fn
-
-    hooks = [root.get_submodule(n).register_forward_hook(hook(n)) for n in names]
-    try:
-        out = net(x)
-    except _Stop:
-        out = None
-    finally:
-        for h in hooks:
-            h.remove()
-    return got, out
+    return capture(net, {n: root.get_submodule(n) for n in names}, x, stop_after=stop_after)
 
 
 def if_neurons(body: nn.Module, input_size: tuple[int, ...]) -> list[tuple[str, str | None]]:
@@ -191,13 +166,10 @@ def if_neurons(body: nn.Module, input_size: tuple[int, ...]) -> list[tuple[str, 
 
     hooks = [m.register_forward_hook(layer_hook) for m in body.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     hooks += [m.register_forward_pre_hook(neuron_hook) for m in body.modules() if is_if(m)]
-    was_training = body.training
     try:
-        body.eval()
-        with torch.no_grad():
+        with evaluating(body):
             body(torch.zeros(T, *input_size))
     finally:
-        body.train(was_training)
         for h in hooks:
             h.remove()
     return order
@@ -246,10 +218,6 @@ def normalize_thresholds(snn: nn.Module, ann: nn.Module, batches: Sequence[torch
     return out
 
 
-def _time_mean(out: torch.Tensor, T: int) -> torch.Tensor:
-    return out.unflatten(0, (T, -1)).mean(0)  # [T*B, ...] -> [B, ...]
-
-
 def _channel_dims(src: nn.Module, a: torch.Tensor) -> list[int]:
     """The dimensions to average over for one value per channel of ``src``'s bias."""
     ch = a.dim() - 1 if isinstance(src, nn.Linear) else 1
@@ -285,7 +253,7 @@ class _Gaps:
         for x in self.batches:
             a_acts, a_out = _capture(self.ann, self.ann, x, keep, stop_after=upto)
             s_acts, s_out = _capture(self.snn, body, x, keep, stop_after=upto)
-            pairs = [(n, a_acts[n].clamp(0, float(body.get_submodule(n).v_th)), _time_mean(s_acts[n], T))
+            pairs = [(n, a_acts[n].clamp(0, float(body.get_submodule(n).v_th)), time_mean(s_acts[n], T))
                      for n in keep]
             if upto is None:
                 pairs.append(("logits", a_out, s_out))

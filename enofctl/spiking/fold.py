@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from enofctl.errors import CalibrationError, ConversionError
+from enofctl.spiking.bn import BatchNorm, rescale_bn
 from enofctl.spiking.neuron import SpikingNeuron
 
 
@@ -103,7 +104,7 @@ class _Graph:
 
     def is_affine(self, node: fx.Node) -> bool:
         """A BatchNorm, conv or linear layer: its output scale can be chosen."""
-        return isinstance(self.module(node), nn.modules.batchnorm._BatchNorm | nn.Conv2d | nn.Conv1d | nn.Linear)
+        return isinstance(self.module(node), BatchNorm | nn.Conv2d | nn.Conv1d | nn.Linear)
 
     def is_pass(self, node: fx.Node) -> bool:
         if node.op == "call_module":
@@ -150,17 +151,12 @@ def _channels_of(S: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _fold_affine(m: nn.Module, s_in: torch.Tensor, r: torch.Tensor) -> None:
     """``m`` (in place) reads its input at scale ``s_in`` and writes at scale ``r``."""
-    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        s_in = _channels_of(s_in, m.running_mean).to(m.running_mean)
-        r = _channels_of(r, m.running_mean).to(m.running_mean)
-        if not torch.all(s_in == 1):
-            m.running_mean.div_(s_in)
-            m.running_var.add_(m.eps).div_(s_in * s_in).sub_(m.eps)
-        if m.affine:
-            m.weight.data.div_(r)
-            m.bias.data.div_(r)
-        elif not torch.all(r == 1):
-            raise FoldUnsupported("a BatchNorm without affine parameters cannot take a channel scale")
+    if isinstance(m, BatchNorm):
+        try:
+            rescale_bn(m, _channels_of(s_in, m.running_mean).to(m.running_mean),
+                       _channels_of(r, m.running_mean).to(m.running_mean))
+        except ValueError as e:  # no affine parameters to take the output scale
+            raise FoldUnsupported(str(e)) from e
         return
     w = m.weight.data  # [O, I, ...]
     s_in = _channels_of(s_in, w[0]).to(w)
@@ -189,17 +185,11 @@ def _block_input_attr(g: _Graph, add: fx.Node, operand: fx.Node) -> str | None:
     return f"{block_name}.downsample" if operand in first.args else None
 
 
-@torch.no_grad()
-def fold_calibration(snn: nn.Module) -> dict[str, int]:
-    """Fold every ``scaling="channel"`` neuron of ``snn`` (a SpikingNet) into the spec's neuron, in place: the
-    thresholds into the layers before it, the amplitudes into the layers after, identity shortcuts given a
-    ``ChannelScale``. Returns the shortcut scales placed (module name -> channels), for the spec. The
-    neurons keep their buffers' names as scaling "none" neurons: the caller rebuilds the spec."""
-    body, v_th = snn.body, None
-    g = _trace(body)
-    nodes = list(g.graph.nodes)
+def _wanted_scales(g: _Graph, nodes: list[fx.Node]) -> dict[fx.Node, torch.Tensor]:
+    """Pass 1: the output scale each BatchNorm, conv or add is asked for (what the neuron reading it needs of
+    its input)."""
     wanted: dict[fx.Node, torch.Tensor] = {}
-    for node in nodes:  # pass 1: the scale each neuron needs of its input
+    for node in nodes:
         if g.is_neuron(node):
             neuron = g.module(node)
             if neuron.scaling != "channel":
@@ -209,6 +199,39 @@ def fold_calibration(snn: nn.Module) -> dict[str, int]:
     for node in nodes:  # adds not asked for (e.g. feeding RepAct's ReLU) keep scale 1
         if g.is_add(node) and node not in wanted:
             _require(g, node, torch.ones(1, dtype=torch.float64), wanted)
+    return wanted
+
+
+def _scale_shortcuts(g: _Graph, add: fx.Node, S: dict[fx.Node, torch.Tensor], r: torch.Tensor) -> dict[str, int]:
+    """Bring every operand of ``add`` to its scale ``r``: an operand at another scale (a shortcut carrying
+    spikes) gets a ``ChannelScale`` on its edge. Returns the scales placed (module name -> channels)."""
+    body, one, placed = g.body, torch.ones(1, dtype=torch.float64), {}
+    for a in [a for a in add.args if isinstance(a, fx.Node)]:
+        s_a = S.get(a, one)
+        if torch.allclose(_channels_of(s_a, r), _channels_of(r, s_a), rtol=1e-9, atol=0):
+            continue
+        attr = _block_input_attr(g, add, a)
+        if attr is None:
+            where = list(add.meta.get("nn_module_stack") or [""])[-1]
+            raise FoldUnsupported(f"cannot fold the add in {where!r}: an operand carries spikes of "
+                                  "another scale and there is no shortcut to scale")
+        scale = _channels_of(s_a, r) / _channels_of(r, s_a)
+        install_shortcut_scales(body, {attr: scale.numel()})
+        body.get_submodule(attr).to(next(body.parameters()).device).scale.copy_(scale.float())
+        placed[attr] = scale.numel()
+    return placed
+
+
+@torch.no_grad()
+def fold_calibration(snn: nn.Module) -> dict[str, int]:
+    """Fold every ``scaling="channel"`` neuron of ``snn`` (a SpikingNet) into the spec's neuron, in place: the
+    thresholds into the layers before it, the amplitudes into the layers after, identity shortcuts given a
+    ``ChannelScale``. Returns the shortcut scales placed (module name -> channels), for the spec. The
+    neurons keep their buffers' names as scaling "none" neurons: the caller rebuilds the spec."""
+    body = snn.body
+    g = _trace(body)
+    nodes = list(g.graph.nodes)
+    wanted = _wanted_scales(g, nodes)
     S: dict[fx.Node, torch.Tensor] = {}
     placed: dict[str, int] = {}
     one = torch.ones(1, dtype=torch.float64)
@@ -230,21 +253,8 @@ def fold_calibration(snn: nn.Module) -> dict[str, int]:
         elif g.is_pass(node):
             S[node] = ins[0] if ins else one
         elif g.is_add(node):
-            r = wanted[node]
-            for a in [a for a in node.args if isinstance(a, fx.Node)]:
-                s_a = S.get(a, one)
-                if torch.allclose(_channels_of(s_a, r), _channels_of(r, s_a), rtol=1e-9, atol=0):
-                    continue
-                attr = _block_input_attr(g, node, a)
-                if attr is None:
-                    where = list(node.meta.get("nn_module_stack") or [""])[-1]
-                    raise FoldUnsupported(f"cannot fold the add in {where!r}: an operand carries spikes of "
-                                          "another scale and there is no shortcut to scale")
-                scale = _channels_of(s_a, r) / _channels_of(r, s_a)
-                install_shortcut_scales(body, {attr: scale.numel()})
-                body.get_submodule(attr).to(next(body.parameters()).device).scale.copy_(scale.float())
-                placed[attr] = scale.numel()
-            S[node] = r
+            S[node] = wanted[node]
+            placed.update(_scale_shortcuts(g, node, S, S[node]))
         elif all(torch.all(s == 1) for s in ins):
             S[node] = one  # an op we do not know, on unscaled inputs: nothing to fold
         else:
