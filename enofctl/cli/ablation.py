@@ -14,7 +14,6 @@ from enofctl.cli import options as o
 from enofctl.cli.display import MAIN_RANK, emit, err
 from enofctl.cli.student import BnMode
 from enofctl.config import AblateConfig, DistillConfig
-from enofctl.report import write_ablation
 
 ABLATE, TRAIN = o.defaults(AblateConfig), o.defaults(DistillConfig)
 
@@ -72,6 +71,7 @@ def ablate(
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
                        train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg, ci=ci,
                        variants=o.parse_name_list(variants, "--variants"))
+    from enofctl.report import write_ablation
     from enofctl.stages.ablate import ablate as run  # torch: only once the options are sound
     from enofctl.stages.ablate import seed_warning
     from enofctl.stages.progress import StageWarning

@@ -12,7 +12,6 @@ from enofctl.cli import options as o
 from enofctl.cli.display import emit, err, print_table, progress
 from enofctl.config import EvalConfig
 from enofctl.errors import GateError
-from enofctl.report import check_report_dir, tables, write_report
 from enofctl.schema.report import Gates
 
 EVAL = o.defaults(EvalConfig)
@@ -69,6 +68,8 @@ def evaluate(
     Ts = o.parse_int_list(T)
     if layers_at is not None and layers_at not in (Ts or [layers_at]):
         raise typer.BadParameter(f"{layers_at} is not one of --T {T}", param_hint="--layers-at")
+    from enofctl.report import check_report_dir, tables, write_report  # numpy: only when the command runs
+
     if report is not None:
         check_report_dir(report)
     from enofctl import neurobench_adapter  # torch: only once the options are sound
