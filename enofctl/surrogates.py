@@ -1,16 +1,19 @@
 """Surrogate gradients of a spike: d spike / d x at x = u - v_th, each with its default sharpness/width ``alpha``.
 
-A leaf module (torch only): the registry's names are part of the manifest schema (`enofctl.schema`), the
-functions are what `enofctl.spiking.neuron.SpikeFn` differentiates with.
+The functions are what `enofctl.spiking.neuron.SpikeFn` differentiates with; their names and default alphas are
+part of the manifest schema and live without torch in `enofctl.schema.surrogates` (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal
 
 import torch
+
+from enofctl.schema.surrogates import SURROGATE_ALPHAS, SurrogateName
+
+__all__ = ["SURROGATES", "SURROGATE_ALPHAS", "SurrogateName"]
 
 
 def _rect(x: torch.Tensor, a: float) -> torch.Tensor:
@@ -47,14 +50,11 @@ def _dspike(x: torch.Tensor, a: float) -> torch.Tensor:
     return inside * (a / (2 * math.tanh(a / 2))) * (1 - torch.tanh(a * x) ** 2)
 
 
-SURROGATES: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float]] = {
-    "rect": (_rect, 1.0),
-    "triangle": (_triangle, 1.0),
-    "sigmoid": (_sigmoid, 4.0),
-    "atan": (_atan, 2.0),
-    "tanh": (_tanh, 3.0),
-    "dspike": (_dspike, 3.0),
+_FUNCTIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "rect": _rect, "triangle": _triangle, "sigmoid": _sigmoid, "atan": _atan, "tanh": _tanh, "dspike": _dspike,
 }
+assert list(_FUNCTIONS) == list(SURROGATE_ALPHAS), "a surrogate without its default alpha, or the reverse"
 
-# the names a spec, the CLI and the docs accept: the registry's keys
-SurrogateName = Literal[tuple(SURROGATES)]  # type: ignore[valid-type]
+SURROGATES: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float]] = {
+    name: (fn, SURROGATE_ALPHAS[name]) for name, fn in _FUNCTIONS.items()
+}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -37,14 +38,32 @@ app = typer.Typer(
 )
 
 
+def _version_of(package: str) -> str:
+    """``package.__version__`` without importing the package (torch takes seconds): the literal in its
+    ``version.py`` (torch's carries the build's tag, e.g. +cu130, which its distribution's metadata may not),
+    else the installed distribution's version."""
+    import ast
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            tree = ast.parse(Path(folder, "version.py").read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets)
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+                return node.value.value
+    return importlib.metadata.version(package)
+
+
 def _print_version(value: bool) -> None:
     if value:
-        import timm
-        import torch
-
         from enofctl import __version__
 
-        print(f"enofctl {__version__} (torch {torch.__version__}, timm {timm.__version__})")
+        print(f"enofctl {__version__} (torch {_version_of('torch')}, timm {_version_of('timm')})")
         raise typer.Exit()
 
 

@@ -1,4 +1,4 @@
-"""`enofctl ablate`."""
+"""`enofctl ablate`. The stages (and torch) are imported when the command runs, not here."""
 
 from __future__ import annotations
 
@@ -13,11 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from enofctl.cli import options as o
 from enofctl.cli.display import MAIN_RANK, emit, err
 from enofctl.cli.student import BnMode
-from enofctl.report import write_ablation
-from enofctl.stages import DistillConfig
-from enofctl.stages.ablate import AblateConfig, seed_warning
-from enofctl.stages.ablate import ablate as run
-from enofctl.stages.common import StageWarning
+from enofctl.config import AblateConfig, DistillConfig
 
 ABLATE, TRAIN = o.defaults(AblateConfig), o.defaults(DistillConfig)
 
@@ -75,6 +71,11 @@ def ablate(
     cfg = AblateConfig(grid=grid.value, T=o.parse_int_list(T), seeds=o.parse_int_list(seeds, "--seeds", lo=0),
                        train=train, kd_alpha=kd_alpha, act_reg=act_reg, logit_reg=logit_reg, ci=ci,
                        variants=o.parse_name_list(variants, "--variants"))
+    from enofctl.report import write_ablation
+    from enofctl.stages.ablate import ablate as run  # torch: only once the options are sound
+    from enofctl.stages.ablate import seed_warning
+    from enofctl.stages.progress import StageWarning
+
     few = seed_warning(cfg.seeds)
     if few and MAIN_RANK:
         print(f"enofctl: warning: {few}", file=sys.stderr)  # now, not after the run

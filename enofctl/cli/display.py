@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -27,8 +28,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from enofctl.stages.common import ProgressEvent, ProgressFn, StageWarning
 from enofctl.torchrun import launch
+
+if TYPE_CHECKING:  # the stages import torch: only what a command runs loads them
+    from enofctl.stages.progress import ProgressEvent, ProgressFn
 
 err = Console(stderr=True)
 err.soft_wrap = not err.is_terminal  # into a log file: one line per message, never wrapped at 80 columns
@@ -218,6 +221,8 @@ def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
 def warnings_to_stderr() -> Iterator[None]:
     """What a stage warns about (a ``StageWarning``), as ``enofctl: warning: ...`` lines on stderr; other
     warnings as Python shows them."""
+    from enofctl.stages.progress import StageWarning
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", StageWarning)
         yield

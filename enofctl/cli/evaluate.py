@@ -1,4 +1,4 @@
-"""`enofctl eval`."""
+"""`enofctl eval`. The stages (and torch) are imported when the command runs, not here."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from enofctl import neurobench_adapter
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, err, print_table, progress
+from enofctl.config import EvalConfig
 from enofctl.errors import GateError
-from enofctl.report import check_report_dir, tables, write_report
-from enofctl.stages import EvalConfig
-from enofctl.stages import evaluate as run
-from enofctl.stages.evaluate import Gates, gate_failures
+from enofctl.schema.report import Gates
 
 EVAL = o.defaults(EvalConfig)
 
@@ -71,8 +68,14 @@ def evaluate(
     Ts = o.parse_int_list(T)
     if layers_at is not None and layers_at not in (Ts or [layers_at]):
         raise typer.BadParameter(f"{layers_at} is not one of --T {T}", param_hint="--layers-at")
+    from enofctl.report import check_report_dir, tables, write_report  # numpy: only when the command runs
+
     if report is not None:
         check_report_dir(report)
+    from enofctl import neurobench_adapter  # torch: only once the options are sound
+    from enofctl.stages import evaluate as run
+    from enofctl.stages.evaluate import gate_failures
+
     if neurobench:
         neurobench_adapter.require()  # the extra is missing: one line, exit 1, before anything is measured
     cfg = EvalConfig(T=Ts, limit_test=limit_test if limit_test is not None else limit, batch_size=batch_size,

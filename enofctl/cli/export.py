@@ -1,4 +1,4 @@
-"""`enofctl export`."""
+"""`enofctl export`. The stages (and torch) are imported when the command runs, not here."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from rich.table import Table
 from enofctl.cli import options as o
 from enofctl.cli.display import emit
 from enofctl.cli.display import out as console
+from enofctl.config import ExportConfig
 from enofctl.errors import GateError
-from enofctl.stages.export import ExportConfig, VerifyResult, export, verify_export
+from enofctl.schema.export import VerifyResult
 
 EXPORT = o.defaults(ExportConfig)
 Format = o.choices("Format", o.literal(ExportConfig, "format"))
@@ -56,7 +57,8 @@ def export_cmd(
     quiet: o.Quiet = False,
 ) -> None:
     """Write a student for neuromorphic hardware: a NIR graph (BatchNorm folded, LIF/IF neurons at --dt)."""
-    from enofctl.spiking.nir_readers import READERS
+    from enofctl.spiking.nir_readers import READERS  # torch: only when the command runs
+    from enofctl.stages.export import export, verify_export
 
     readers = o.parse_name_list(verify, "--verify")
     for r in readers or []:

@@ -1,6 +1,8 @@
 """Option aliases and option groups shared by every command, so one option has one name, help and default
 everywhere. Defaults are read from the config model each command builds (``defaults(ConvertConfig).T``),
-choices from the registry or ``Literal`` they mirror; nothing here repeats a value of the library."""
+choices from the registry or ``Literal`` they mirror; nothing here repeats a value of the library. Everything
+here comes from `enofctl.config` and `enofctl.schema`, which import no torch: ``--help`` and a usage error
+never load it."""
 
 from __future__ import annotations
 
@@ -17,11 +19,17 @@ import typer
 from pydantic import BaseModel
 from typer.core import TyperCommand, TyperGroup
 
+from enofctl.config import (
+    RECIPES,
+    AblateConfig,
+    CQConvertConfig,
+    DistillConfig,
+    SurrogateConvertConfig,
+    TeacherConfig,
+    TrainConfig,
+)
 from enofctl.schema import ActSpec, NeuronSpec
-from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, TeacherConfig, TrainConfig
-from enofctl.stages.ablate import AblateConfig
-from enofctl.stages.distill import RECIPES
-from enofctl.surrogates import SURROGATES
+from enofctl.schema.surrogates import SURROGATE_ALPHAS
 
 M = typing.TypeVar("M", bound=BaseModel)
 
@@ -66,7 +74,7 @@ def literal(model: type[BaseModel], field: str) -> tuple[str, ...]:
     return typing.get_args(model.model_fields[field].annotation)
 
 
-Surrogate = choices("Surrogate", SURROGATES)
+Surrogate = choices("Surrogate", SURROGATE_ALPHAS)
 Reset = choices("Reset", literal(NeuronSpec, "reset"))
 Act = choices("Act", literal(ActSpec, "kind"))
 Method = choices("Method", literal(SurrogateConvertConfig, "method") + literal(CQConvertConfig, "method"))
@@ -175,7 +183,7 @@ def given(ctx: typer.Context) -> set[str]:
 def recipe_fields(ctx: typer.Context, recipe: RecipeName | None, fields: dict[str, Any]) -> dict[str, Any]:
     """DistillConfig keyword arguments: ``fields`` (every option's value) with the preset ``recipe`` applied
     under the options given explicitly (the neuron's as ``neuron.<field>``)."""
-    from enofctl.stages.distill import with_recipe
+    from enofctl.config.distill import with_recipe
 
     if recipe is None:
         return fields
@@ -372,9 +380,10 @@ Bins = choices("Bins", ("time", "count"))
 
 def frame_spec(dataset: str, frames: int | None, bins: str, size: int | None):
     """`teacher train`'s event options as a FrameSpec (None for image datasets, where they are refused)."""
-    from enofctl.data import EVENT_DATASETS
+    from enofctl.datasets.registry import event_datasets
     from enofctl.errors import UsageError
 
+    EVENT_DATASETS = event_datasets()
     if dataset not in EVENT_DATASETS:
         if frames is not None or size is not None or bins != "time":
             raise UsageError(f"--frames/--bins/--event-size apply to event datasets ({', '.join(EVENT_DATASETS)}), "

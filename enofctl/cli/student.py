@@ -1,4 +1,4 @@
-"""`enofctl convert` and `enofctl distill`."""
+"""`enofctl convert` and `enofctl distill`. The stages (and torch) are imported when a command runs, not here."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ import typer
 from enofctl import signals
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, progress, warnings_to_stderr
+from enofctl.config import CQConvertConfig, DistillConfig, SurrogateConvertConfig, convert_config
 from enofctl.schema import NeuronSpec
-from enofctl.stages import CQConvertConfig, DistillConfig, SurrogateConvertConfig, convert_config
-from enofctl.stages import convert as run_convert
-from enofctl.stages import distill as run_distill
-from enofctl.stages.train_state import checkpoint_path
 
 CONVERT, CQ, DISTILL = o.defaults(SurrogateConvertConfig), o.defaults(CQConvertConfig), o.defaults(DistillConfig)
 ActRegKind = o.choices("ActRegKind", o.literal(DistillConfig, "act_reg_kind"))
@@ -91,6 +88,8 @@ def convert(
         cfg = convert_config(method="surrogate", neuron=neuron, repact=repact, percentile=percentile,
                              readout_ridge=readout_ridge, fold=fold, bn_reestimate=bn_reestimate,
                              reconstruct=reconstruct, reconstruct_lr=reconstruct_lr, **common)
+    from enofctl.stages import convert as run_convert  # torch: only once the options are sound
+
     with progress(quiet, "calibrate") as cb:
         res = run_convert(teacher, cfg, out, progress=cb)
     result = {"artifact": str(res.path), "kind": "student", "T": T, "method": method.value,
@@ -185,6 +184,9 @@ def distill(
     if cfg.init == "scratch" and student is not None:
         raise typer.BadParameter(f"--recipe {recipe_preset.value} trains from scratch (--init scratch): not with "
                                  "--student (give --init teacher to fine-tune it)", param_hint="--student")
+    from enofctl.stages import distill as run_distill  # torch: only once the options are sound
+    from enofctl.stages.train_state import checkpoint_path
+
     signals.keeps_checkpoint(checkpoint_path(Path(out)))  # what an interrupt's line points to
     with progress(quiet, "distill") as cb, warnings_to_stderr():
         res = run_distill(cfg, teacher, out, student=student, resume=resume, progress=cb)

@@ -1,4 +1,4 @@
-"""`enofctl teacher train|fetch`."""
+"""`enofctl teacher train|fetch`. The stages (and torch) are imported when a command runs, not here."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import typer
 from enofctl import signals
 from enofctl.cli import options as o
 from enofctl.cli.display import emit, progress, warnings_to_stderr
-from enofctl.models.base import MAX_WIDTH
+from enofctl.config import DEFAULT_MODELS, MAX_WIDTH, FetchConfig, TeacherConfig
 from enofctl.schema import ActSpec
-from enofctl.stages import FetchConfig, TeacherConfig, fetch_teacher, train_teacher
-from enofctl.stages.teacher import DEFAULT_MODELS
-from enofctl.stages.train_state import checkpoint_path
 
 app = typer.Typer(help="Make the ANN teacher: train one here, or fetch pretrained timm weights.",
                   no_args_is_help=True, cls=o.PipelineGroup)
@@ -77,6 +74,9 @@ def train(
                         model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels),
                         for_snn=for_snn, frames=o.frame_spec(dataset, frames, bins.value, event_size),
                         image_size=image_size)
+    from enofctl.stages import train_teacher  # torch: only once the options are sound
+    from enofctl.stages.train_state import checkpoint_path
+
     signals.keeps_checkpoint(checkpoint_path(Path(out)))  # what an interrupt's line points to
     with progress(quiet, "teacher") as cb, warnings_to_stderr():
         res = train_teacher(cfg, out, resume=resume, progress=cb)
@@ -99,6 +99,8 @@ def fetch(
     """Fetch a pretrained timm model as a teacher, re-headed to the dataset's classes when they differ."""
     cfg = FetchConfig(model=model, checkpoint=o.path_str(checkpoint), dataset=dataset, data_dir=o.path_str(data_dir),
                       download=download, model_kwargs=o.parse_kv(model_arg))
+    from enofctl.stages import fetch_teacher  # torch: only once the options are sound
+
     with warnings_to_stderr():
         res = fetch_teacher(cfg, out)
     emit(_result_json(res), json_, str(res.path))

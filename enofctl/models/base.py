@@ -7,6 +7,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from enofctl.config.teacher import MAX_WIDTH  # (re-exported; the CLI reads it without torch)
 from enofctl.errors import UsageError
 
 
@@ -60,9 +61,6 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` where the submodule called ``name`` (a dotted path) is."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
-MAX_WIDTH = 16.0  # resnet20 at 16x has 1,024 channels in its last stage; much wider does not fit in memory
 
 
 def scaled_channels(c: int, width: float) -> int:

@@ -1,5 +1,6 @@
 """The persisted schema: every model an artifact's manifest is made of, in one place at the bottom of the
-import graph (it needs only pydantic and the surrogate registry, `enofctl.surrogates`).
+import graph: it needs only pydantic (no torch; the surrogates' names and default alphas are in
+`enofctl.schema.surrogates`).
 
     Manifest                    schema_version, kind, stage, created, config, history, tensors_sha256
     ├── model: ModelSpec        the timm network to rebuild, its input and normalization

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from enofctl.schema.base import Frozen
-from enofctl.surrogates import SURROGATES, SurrogateName
+from enofctl.schema.surrogates import SURROGATE_ALPHAS, SurrogateName
 
 
 class NeuronSpec(Frozen):
@@ -27,7 +27,7 @@ class NeuronSpec(Frozen):
     v_init: float = Field(0.0, ge=0.0, le=1.0, description="initial membrane, as a fraction of v_th")
 
     def surrogate_alpha(self) -> float:
-        return self.alpha if self.alpha is not None else SURROGATES[self.surrogate][1]
+        return self.alpha if self.alpha is not None else SURROGATE_ALPHAS[self.surrogate]
 
 
 class SpikingSpec(Frozen):

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl import artifacts, neurobench_adapter
 from enofctl.activity import ActivityMeter as ActivityMeter  # re-exported: it moved below the stages
 from enofctl.artifacts import Artifact
-from enofctl.data import Data, data_at, default_workers, load_dataset, recorded_image_size, split_on
+from enofctl.config.evaluate import EvalConfig  # the config, defined without torch (re-exported)
+from enofctl.data import Data, data_at, load_dataset, recorded_image_size, split_on
 from enofctl.errors import UsageError
-from enofctl.ops import E_AC_PJ, E_MAC_PJ, LayerOps, OpsMeter, dense_macs, footprint, totals
+from enofctl.ops import LayerOps, OpsMeter, dense_macs, footprint, totals
 from enofctl.schema import ModelSpec
 from enofctl.schema.report import REPORT_SCHEMA_VERSION as REPORT_SCHEMA_VERSION
 from enofctl.schema.report import EvalResult, EvalRun, Gates, Speed  # the result models (re-exported)
@@ -25,29 +25,6 @@ from enofctl.spiking import SpikingNet, logits_of
 from enofctl.stages.batches import batches_on, n_batches, topk_correct
 from enofctl.stages.context import resolve_device
 from enofctl.stages.progress import ProgressEvent, ProgressFn
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    T: list[int] | None = Field(None, description="time steps to evaluate a student at; None = its own T. "
-                                "Teachers (ANNs) ignore it.")
-    batch_size: int = Field(256, ge=1)
-    limit_test: int | None = Field(None, ge=1, validation_alias=AliasChoices("limit_test", "limit"),
-                                  description="evaluate only the first N test samples (the name of "
-                                  "TrainConfig's; `limit` is accepted too)")
-    dataset: str | None = Field(None, description="override the artifact's dataset")
-    data_dir: str | None = None
-    download: bool = False
-    device: str = "auto"
-    e_mac: float = Field(E_MAC_PJ, gt=0, description="pJ per multiply-accumulate (Horowitz 2014, 45 nm)")
-    e_ac: float = Field(E_AC_PJ, gt=0, description="pJ per accumulate (Horowitz 2014, 45 nm)")
-    workers: int = Field(default_factory=default_workers, ge=0, description="processes that decode image "
-                         "folders (0: this one); default: the cores this process may use but one, at most 8")
-    speed_batches: int = Field(5, ge=0, description="timed passes over one batch for throughput/latency, after "
-                               "two warm-up passes; the median counts (0: skip)")
-    neurobench: bool = Field(False, description="also run NeuroBench's own Benchmark (extra `neurobench`) on "
-                             "every evaluated artifact and T")
 
 
 @torch.no_grad()

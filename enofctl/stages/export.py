@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from enofctl import __version__, artifacts
+from enofctl.config.export import ExportConfig  # the config, defined without torch (re-exported)
 from enofctl.errors import MissingDependencyError, UsageError
 from enofctl.io import atomic_write
 from enofctl.schema.export import ExportResult, LayerSpikes, ReaderCheck, VerifyResult  # (re-exported)
-from enofctl.spiking.nir_export import DEFAULT_DT, fold_batchnorm, import_nir, to_nir
+from enofctl.spiking.nir_export import fold_batchnorm, import_nir, to_nir
 
 HEAD_SUFFIX = ".head.safetensors"
-
-
-class ExportConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    format: Literal["nir"] = "nir"
-    dt: float = Field(DEFAULT_DT, gt=0, description="seconds per time step the NIR neuron parameters are given "
-                      "for (snnTorch's reader assumes 1e-4)")
-    sum_pool: bool = Field(False, description="average pools as nir.SumPool2d, their 1/k^2 moved into the next "
-                           "layer (more NIR readers take SumPool2d)")
-    split_head: bool = Field(False, description="RepAct students: export the spiking body as NIR and save the "
-                             "ReLU + pool + classifier head beside it")
 
 
 def head_path(out: str | Path) -> Path:

@@ -11,54 +11,27 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from enofctl import artifacts
 from enofctl.artifacts import Artifact
+from enofctl.config.teacher import FetchConfig, TeacherConfig  # (re-exported)
 from enofctl.data import Data, DatasetInfo, dataset_info, load_dataset
-from enofctl.datasets.registry import dataset, registered
+from enofctl.datasets.registry import dataset
 from enofctl.errors import ConversionError, DataError, UsageError, first_sentence
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
 from enofctl.models.build import check_recorded_kwargs
-from enofctl.schema import ActSpec, DataRef, FrameSpec, Manifest, ModelSpec, TeacherMetrics
+from enofctl.schema import DataRef, Manifest, ModelSpec, TeacherMetrics
 from enofctl.spiking import logits_of
 from enofctl.spiking.convert import activation_order
 from enofctl.stages.batches import accuracy
-from enofctl.stages.common import TrainConfig
 from enofctl.stages.context import RunContext, resolve_device
 from enofctl.stages.loop import RunIO, Trainee, fit
 from enofctl.stages.optim import seed_everything
 from enofctl.stages.progress import ProgressFn, StageWarning
 from enofctl.stages.results import StageResult, Trained, best_metrics, save_trained
 from enofctl.stages.train_state import checkpoint_path
-
-# A small ResNet that suits each dataset when --model is not given (narrow ones train on a CPU) is registered with
-# the dataset (enofctl.datasets.registry); this view of them is what enofctl.cli reads.
-DEFAULT_MODELS: dict[str, tuple[str, dict[str, Any]]] = {d.name: d.default_model() for d in registered()}
-
-
-class TeacherConfig(TrainConfig):
-    dataset: str = "digits"
-    data_dir: str | None = None
-    download: bool = False
-    model: str | None = Field(None, description="any timm model name; None = the dataset's default")
-    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
-    init: str | None = Field(None, description="start from this teacher artifact's weights")
-    act: ActSpec = Field(default_factory=ActSpec, description="activation: relu, clamp, cq or qcfs (CQ training)")
-    for_snn: bool = Field(True, description="before training, check that the teacher can become a spiking "
-                          "student (its activations can spike; no clamped residual network)")
-    frames: FrameSpec | None = Field(None, description="event datasets: frames per sample, binning and size "
-                                     "(None: the dataset's default); the teacher averages its logits over them")
-    image_size: int | None = Field(None, ge=8, le=1024, description="imagefolder: the side its images are "
-                                   "resized to (None: 224), recorded as the model's input size")
-
-    @field_validator("model_kwargs")
-    @classmethod
-    def _recordable(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        check_recorded_kwargs(kwargs)  # a UsageError: numbers only, never a file, URL or hub id
-        return kwargs
 
 
 def model_spec_for(data: Data, name: str | None, kwargs: dict[str, Any]) -> ModelSpec:
@@ -165,18 +138,6 @@ def train_teacher(cfg: TeacherConfig, out: str | Path, resume: bool = False,
     inputs = {"init": init.sha256} if init is not None else {}
     trained = teach(cfg, data, init, RunIO(checkpoint_path(out), resume, progress, inputs), run)
     return save_trained(out, trained, run.ranks)
-
-
-class FetchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str
-    checkpoint: str | None = Field(None, description=".safetensors or torch checkpoint; None = the hub")
-    dataset: str = "digits"  # as teacher train's
-    data_dir: str | None = None
-    download: bool = False
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    evaluate: bool = Field(True, description="measure test accuracy when the dataset is available")
 
 
 def _pretrained(cfg: FetchConfig, info: DatasetInfo) -> nn.Module:
