@@ -116,3 +116,10 @@ def test_the_registry_imports_no_torch() -> None:
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'torchvision')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_no_module_over_400_lines() -> None:
+    """The house's size limit for a module (issue #25); a module that grows past it is split by concern."""
+    long = {str(p.relative_to(PACKAGE)): n for p in sorted(PACKAGE.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}
