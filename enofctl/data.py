@@ -12,7 +12,7 @@ everything needed to feed it. A validation split is carved from the training set
 from __future__ import annotations
 
 from enofctl.augment import Augment, augment_batch, autoaugment, cutout
-from enofctl.datasets.folder import FolderSplit, default_workers
+from enofctl.datasets.folder import FolderSplit
 from enofctl.datasets.load import data_at, load_dataset, recorded_image_size
 from enofctl.datasets.paths import DEBIAN_FASHION_MNIST, default_data_dir
 from enofctl.datasets.registry import DATASETS, DatasetInfo, availability, dataset, dataset_info, event_datasets
@@ -26,6 +26,7 @@ from enofctl.datasets.tensors import (
     split_validation,
     stratified_subset,
 )
+from enofctl.datasets.workers import default_workers
 
 EVENT_DATASETS = event_datasets()  # what enofctl.cli reads; the registry says which datasets are event data
 

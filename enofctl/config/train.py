@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-def default_workers() -> int:
-    """Data-loading worker processes when none are asked for: one per core this process may use but one (the
-    training process's), at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(8, cores - 1))
+from enofctl.datasets.workers import default_workers
 
 
 class TrainConfig(BaseModel):

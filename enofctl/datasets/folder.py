@@ -1,10 +1,8 @@
-"""An image folder streamed through torchvision (`FolderSplit`), for data too large to hold in memory, and the
-number of worker processes that decode it."""
+"""An image folder streamed through torchvision (`FolderSplit`), for data too large to hold in memory."""
 
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,16 +12,6 @@ import torch
 from enofctl.augment import Augment
 from enofctl.datasets.registry import DatasetInfo
 from enofctl.errors import DataError
-
-
-def default_workers() -> int:
-    """Data-loading worker processes when none are asked for: one per core this process may use but one (the
-    training process's), at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(8, cores - 1))
 
 
 class EpochBatches:

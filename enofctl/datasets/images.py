@@ -15,10 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from enofctl.datasets.folder import FolderSplit, default_workers
+from enofctl.datasets.folder import FolderSplit
 from enofctl.datasets.paths import default_data_dir, find_idx, mnist_candidates
 from enofctl.datasets.registry import DatasetInfo
 from enofctl.datasets.tensors import Data, TensorSplit
+from enofctl.datasets.workers import default_workers
 from enofctl.errors import DataError, first_line
 from enofctl.schema import FrameSpec
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from enofctl.augment import Augment
-from enofctl.datasets.folder import FolderSplit, default_workers
+from enofctl.datasets.folder import FolderSplit
 from enofctl.datasets.registry import DatasetInfo
+from enofctl.datasets.workers import default_workers
 from enofctl.errors import UsageError
 from enofctl.schema import FrameSpec, TrainSubset
 
