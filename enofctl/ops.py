@@ -53,14 +53,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enofctl.config.evaluate import E_AC_PJ, E_MAC_PJ  # pJ per MAC / AC, 45 nm (Horowitz 2014)
 from enofctl.models.acts import BOUNDED
 from enofctl.schema.report import LayerKind as Kind
 from enofctl.schema.report import LayerOps
 from enofctl.spiking import SpikingNet, SpikingNeuron
 from enofctl.spiking.probe import evaluating
-
-E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
-E_AC_PJ = 0.9  # pJ per 32-bit float accumulate, 45 nm (Horowitz 2014)
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_FN = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

@@ -6,8 +6,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from enofctl.config.train import default_workers
 
-# the energy per operation `eval` multiplies the counted operations by: `enofctl.ops`'s defaults, repeated here
-# so that the config (and the CLI's help) reads them without torch (tests/test_cli_startup.py checks they agree)
+# the energy per operation `eval` multiplies the counted operations by (`enofctl.ops` reads them from here;
+# the config and the CLI's help need them without torch)
 E_MAC_PJ = 4.6  # pJ per 32-bit float multiply-accumulate, 45 nm (Horowitz 2014)
 E_AC_PJ = 0.9  # pJ per 32-bit float accumulate, 45 nm (Horowitz 2014)
 

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# seconds per step: snnTorch's NIR reader assumes this step; `enofctl.spiking.nir_export`'s default, repeated here
-# so that the config (and the CLI's help) reads it without torch (tests/test_cli_startup.py checks they agree)
+# seconds per step: snnTorch's NIR reader assumes this step; `enofctl.spiking.nir_export` reads it from here
+# (the config and the CLI's help need it without torch)
 DEFAULT_DT = 1e-4
 
 

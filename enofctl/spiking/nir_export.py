@@ -57,6 +57,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from enofctl.config.export import DEFAULT_DT  # seconds per step: snnTorch's NIR reader assumes it
 from enofctl.errors import ConversionError, UsageError
 from enofctl.spiking.bn import BatchNorm
 from enofctl.spiking.convert import SpikingNet
@@ -64,7 +65,6 @@ from enofctl.spiking.nir_layers import _fold_bn, _LayerMapping, _name, _same, _T
 
 __all__ = ["DEFAULT_DT", "NIRExport", "fold_batchnorm", "import_nir", "lif_tau", "to_nir"]
 
-DEFAULT_DT = 1e-4  # seconds per step: snnTorch's NIR reader assumes this step
 
 
 @dataclass
