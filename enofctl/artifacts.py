@@ -14,19 +14,24 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import struct
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn as nn
-from pydantic import ValidationError
 
+from enofctl.artifact_file import (
+    DIGEST_KEY,
+    METADATA_KEY,
+    file_sha256,
+    manifest_metadata,
+    read_header,
+    read_manifest,
+)
 from enofctl.errors import ArtifactError, UsageError, WriteError
-from enofctl.io import atomic_write, file_kind, loads_bounded, regular_file
+from enofctl.io import atomic_write, file_kind
 from enofctl.models import build_model, forward_problem
 from enofctl.models.acts import apply_act
-from enofctl.models.build import check_recorded_kwargs
 from enofctl.schema import (
     SCHEMA_VERSION,
     DataRef,
@@ -37,7 +42,6 @@ from enofctl.schema import (
     TeacherMetrics,
     Versions,
     current_versions,
-    upgrade,
 )
 from enofctl.spiking import make_spiking
 
@@ -48,9 +52,6 @@ __all__ = [
     "load", "manifest_metadata", "read_header", "save", "seal", "tensors_digest", "verify",
 ]
 
-METADATA_KEY = "enofctl"
-DIGEST_KEY = "enofctl.manifest_sha256"  # sha256 of the manifest JSON, which holds the tensors' sha256
-MAX_HEADER_BYTES = 16 * 1024 * 1024  # a manifest plus a few thousand tensor entries fit easily
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -64,19 +65,6 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def manifest_metadata(text: str) -> dict[str, str]:
-    """The safetensors metadata that carries a manifest's JSON ``text`` and its sha256."""
-    return {METADATA_KEY: text, DIGEST_KEY: hashlib.sha256(text.encode()).hexdigest()}
 
 
 def check_output_path(out: str | Path, inputs: tuple[str | Path | None, ...] = (), checkpoint: bool = False) -> Path:
@@ -233,77 +221,10 @@ def _load_checked(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path
     model.load_state_dict(tensors)
 
 
-def read_header(path: Path) -> dict[str, Any]:
-    """The safetensors JSON header, bounded and checked against the file's size."""
-    try:
-        size = regular_file(path).st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise ArtifactError(f"{path} is not a safetensors file (only {size} bytes)")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES or n + 8 > size:
-                raise ArtifactError(f"{path} is not a safetensors file, or is truncated (bad header length)")
-            header = loads_bounded(f.read(n))
-    except ValueError as e:  # bad UTF-8, bad JSON, too deep, too long a number
-        raise ArtifactError(f"{path} is not a safetensors file (header {_reason(e)})") from e
-    except OSError as e:
-        raise ArtifactError(f"cannot read {path}: {e.strerror}") from e
-    if not isinstance(header, dict):
-        raise ArtifactError(f"{path} is not a safetensors file (header is not an object)")
-    end = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise ArtifactError(f"{path} is not a valid safetensors file (bad entry {name!r})")
-        end = max(end, offsets[1])
-    if 8 + n + end != size:
-        raise ArtifactError(f"{path} is truncated or has trailing bytes ({size} bytes, header says {8 + n + end})")
-    return header
-
-
-def _reason(e: ValueError) -> str:
-    """Why untrusted JSON was refused, e.g. "is not JSON", "refused: JSON nested deeper than 64 levels"."""
-    if isinstance(e, UnicodeDecodeError):
-        return "is not UTF-8"
-    return "is not JSON" if type(e).__name__ == "JSONDecodeError" else f"refused: {e}"
-
-
 def load(path: str | Path, expect: Literal["teacher", "student"] | None = None) -> Artifact:
     """Read and validate an artifact. ``expect`` refuses the other kind with a UsageError."""
     path = Path(path)
-    regular_file(path)
-    header = read_header(path)
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict) or METADATA_KEY not in meta:
-        raise ArtifactError(f"{path} is a safetensors file but not an enofctl artifact (no manifest)")
-    text = meta[METADATA_KEY]
-    if not isinstance(text, str) or meta.get(DIGEST_KEY) != hashlib.sha256(text.encode()).hexdigest():
-        raise ArtifactError(f"{path}: manifest does not match its sha256 (modified or corrupt file)")
-    try:
-        raw = loads_bounded(text)
-    except ValueError as e:
-        why = "" if type(e).__name__ == "JSONDecodeError" else f" ({_reason(e)})"
-        raise ArtifactError(f"{path}: manifest is not valid JSON{why}") from e
-    if not isinstance(raw, dict):
-        raise ArtifactError(f"{path}: manifest is not a JSON object")
-    try:
-        manifest = Manifest.model_validate(upgrade(raw))
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "manifest"
-        raise ArtifactError(f"{path}: invalid manifest at {where}: {err['msg']}") from e
-    except ArtifactError as e:
-        raise ArtifactError(f"{path}: {e}") from e
-    for key, value in manifest.model.kwargs.items():  # never a file, URL or hub id for timm to read
-        try:
-            check_recorded_kwargs({key: value})
-        except UsageError as e:
-            raise ArtifactError(f"{path}: manifest field model.kwargs.{key} refused: {e}") from e
-    if expect is not None and manifest.kind != expect:
-        raise UsageError(f"{path} is a {manifest.kind} artifact; a {expect} is expected here")
+    manifest = read_manifest(path, expect)
     try:
         from safetensors.torch import load_file
 

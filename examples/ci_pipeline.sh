@@ -14,7 +14,7 @@ if [ -n "${WIDTH:-}" ]; then width_args=(--width "$WIDTH"); fi
 enofctl teacher train --dataset "$dataset" "${width_args[@]}" --epochs "$epochs" --out "$out/teacher.safetensors" --quiet
 enofctl distill --teacher "$out/teacher.safetensors" --T "${T:-4}" --epochs "$epochs" \
   --out "$out/student.safetensors" --quiet
-enofctl inspect "$out/student.safetensors" --quiet   # validates the artifact, prints nothing
+enofctl inspect "$out/student.safetensors" --deep --quiet   # validates the artifact as a stage loads it, prints nothing
 
 gates=(--min-top1 "${MIN_TOP1:-0.9}")
 if [ -n "${MAX_SPIKES:-}" ]; then gates+=(--max-spikes-per-sample "$MAX_SPIKES"); fi

@@ -375,3 +375,18 @@ def test_fuzzed_artifact_is_loaded_or_refused(valid_artifact, tmp_path: Path, da
         art.build()
     except EnofError as e:
         assert str(e)
+
+
+def test_the_torch_free_digest_is_the_tensors_digest(tmp_path: Path) -> None:
+    """`inspect` checks the stored bytes with `artifact_file.stored_digest` (no torch): the digest `save` seals
+    with, for every dtype a state dict holds."""
+    from safetensors.torch import save_file
+
+    from enofctl.artifact_file import stored_digest
+
+    tensors = {"w": torch.randn(3, 2), "b": torch.zeros(0), "n": torch.tensor(7), "i": torch.arange(4),
+               "h": torch.ones(2, dtype=torch.bfloat16), "m": torch.tensor([True, False]),
+               "u": torch.arange(3, dtype=torch.uint8)}
+
+    save_file(tensors, str(tmp_path / "t.safetensors"))
+    assert stored_digest(tmp_path / "t.safetensors") == artifacts.tensors_digest(tensors)

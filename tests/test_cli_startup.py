@@ -116,3 +116,21 @@ def test_the_torch_free_copies_agree_with_the_library() -> None:
     assert stages.SurrogateConvertConfig is config.SurrogateConvertConfig
     assert ablate.AblateConfig is config.AblateConfig and export.ExportConfig is config.ExportConfig
     assert distill.RECIPES is config.RECIPES
+
+
+def test_inspect_reads_safetensors_and_pydantic_only(tmp_path: Path) -> None:
+    """`inspect` validates the header, the manifest and the tensors' bytes without torch, and shows what
+    `inspect --deep` (the model built, torch loaded) shows; a flipped tensor byte is caught without torch too."""
+    student = ROOT / "tests" / "data" / "v3_student_channel.safetensors"
+    raw = bytearray(student.read_bytes())
+    raw[-3] ^= 0xFF  # the last tensor's bytes
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(raw))
+    flipped = str(tmp_path / "flipped.safetensors")
+    light, text, bad, deep = enofctl_runs(("inspect", str(student), "--json"), ("inspect", str(student)),
+                                          ("inspect", flipped, "--quiet"),
+                                          ("inspect", str(student), "--deep", "--json"))
+    assert (light["code"], light["heavy"], text["code"], text["heavy"]) == (0, [], 0, [])
+    assert (bad["code"], bad["heavy"]) == (1, [])
+    assert deep["code"] == 0 and "torch" in deep["heavy"]
+    assert json.loads(light["out"]) == json.loads(deep["out"])
+    assert "sha256" in text["out"] and "student" in text["out"]

@@ -123,3 +123,29 @@ def test_no_module_over_400_lines() -> None:
     long = {str(p.relative_to(PACKAGE)): n for p in sorted(PACKAGE.rglob("*.py"))
             if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
+
+
+def long_functions(source: str, limit: int = 60) -> dict[str, int]:
+    """Functions of ``source`` longer than ``limit`` lines, their decorators and signature included (a Typer
+    command's options count)."""
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if (n := node.end_lineno - start + 1) > limit:
+                out[node.name] = n
+    return out
+
+
+def test_the_length_check_counts_the_signature() -> None:
+    body = "    x = 1\n" * 3
+    source = "@dec\ndef f(\n" + "    a: int = 0,\n" * 58 + ") -> None:\n" + body
+    assert long_functions(source) == {"f": 1 + 1 + 58 + 1 + 3}
+    assert long_functions("def g():\n" + body) == {}
+
+
+def test_no_function_over_60_lines() -> None:
+    """The house's size limit for a function (issue #25): a longer one is split into named steps."""
+    long = {f"{p.relative_to(PACKAGE)}:{name}": n for p in sorted(PACKAGE.rglob("*.py"))
+            for name, n in long_functions(p.read_text()).items()}
+    assert long == {}

@@ -7,14 +7,16 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 
 from enofctl import signals
 from enofctl.cli.options import PipelineGroup
+from enofctl.config.flags import flag_of
 from enofctl.errors import EnofError, first_line
 
 
@@ -97,27 +99,29 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-# pydantic fields whose option is not simply --field-name; nested configs whose fields are options themselves
-_OPTION_OF_FIELD = {"alpha": "--surrogate-alpha", "act_reg_weights": "--act-reg-weight", "model_kwargs": "--model-arg"}
-_NESTED = {"neuron", "train", "surrogate", "cq"}  # nested configs, and the tags of a union (convert's --method)
-
-
-def _option(loc: tuple) -> str:
-    """The option behind a validation error's location, e.g. ("neuron", "v_th") -> --v-th."""
-    names = [str(x) for x in loc if isinstance(x, str)]
-    while len(names) > 1 and names[0] in _NESTED:
-        names = names[1:]
-    if not names:
-        return "?"
-    return _OPTION_OF_FIELD.get(names[0], "--" + names[0].replace("_", "-"))
-
-
 def _click_error(e: Exception) -> NoReturn:
     if type(e).__name__ == "NoArgsIsHelpError":  # typer has printed the help already
         sys.exit(2)
     ctx = getattr(e, "ctx", None)
     hint = f" ({ctx.command_path} --help)" if ctx is not None else ""
     _fail(f"{e.format_message()}{hint}", e.exit_code)
+
+
+def _invalid_option(e: ValidationError) -> str:
+    first = e.errors()[0]
+    return f"invalid option {flag_of(first['loc'])}: {first['msg']}"
+
+
+# every failure that is not a usage error of click's or an interrupt: its line and exit code, first match wins
+_ERRORS: tuple[tuple[type[BaseException], Callable[[Any], tuple[str, int]]], ...] = (
+    (EnofError, lambda e: (str(e), e.exit_code)),
+    (ValidationError, lambda e: (_invalid_option(e), 2)),  # a config built from options no option check caught
+    (MemoryError, lambda e: ("out of memory; lower --batch-size or --T", 1)),
+    (OSError, lambda e: (f"{e.strerror or e}: {e.filename or ''}", 1)),
+    (RecursionError, lambda e: ("input nested too deeply to process", 1)),
+    (Exception, lambda e: (f"unexpected {type(e).__name__}: {first_line(e)} (ENOFCTL_DEBUG=1 shows the traceback; "
+                           "please report it)", 1)),  # a failure no check foresaw: still one line
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,23 +132,11 @@ def main(argv: list[str] | None = None) -> None:
         if rv == 130:  # newer typer turns Ctrl-C (and SIGTERM, a KeyboardInterrupt) into a return code
             signals.exit_interrupted()
         sys.exit(rv if isinstance(rv, int) else 0)
-    except EnofError as e:
-        _fail(str(e), e.exit_code)
     except _ClickError as e:
         _click_error(e)
-    except ValidationError as e:  # a config built from options that no option check caught
-        first = e.errors()[0]
-        _fail(f"invalid option {_option(first['loc'])}: {first['msg']}", 2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt) as e:  # older typer: click's Abort
         signals.exit_interrupted(e)
-    except MemoryError:
-        _fail("out of memory; lower --batch-size or --T", 1)
-    except OSError as e:
-        _fail(f"{e.strerror or e}: {e.filename or ''}", 1)
-    except RecursionError:
-        _fail("input nested too deeply to process", 1)
-    except Exception as e:  # a failure no check foresaw: still one line (the traceback with ENOFCTL_DEBUG=1)
-        _fail(f"unexpected {type(e).__name__}: {first_line(e)} (ENOFCTL_DEBUG=1 shows the traceback; please "
-              "report it)", 1)
+    except Exception as e:
+        _fail(*next(describe(e) for kind, describe in _ERRORS if isinstance(e, kind)))

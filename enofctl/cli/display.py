@@ -144,6 +144,84 @@ def _status(ev: ProgressEvent) -> str:
     return f"epoch {ev.epoch}/{ev.epochs}, step {ev.step}/{ev.steps}"
 
 
+def bar(*extra: TextColumn, live: bool = True) -> Progress:
+    """The one progress bar of every command, on stderr: description, bar, done/total, elapsed and the time
+    left, then ``extra`` columns. Not ``live`` (stderr is a pipe or a log): disabled, it would leave blank
+    lines."""
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), *extra, console=err, transient=True,
+                    disable=not live)
+
+
+class _StageView:
+    """What `progress` shows of one stage's events: the bar (at a terminal) or the heartbeat's lines (into a
+    log), the epoch lines and the run's clock."""
+
+    def __init__(self, what: str, live: bool):
+        self.what, self.name_of = what, escape(what)
+        self.bar = bar(TextColumn("{task.fields[run]}"), live=live)
+        self.beat = None if live else _Heartbeat(what, progress_interval())
+        self.task, self.epoch, self.clock = None, None, RunClock()
+        self.layer_t, self.layer_done = time.monotonic(), 0
+
+    def line(self, text: str) -> None:
+        if self.beat is not None:
+            self.beat.say(Text.from_markup(text).plain)
+        else:
+            self.bar.console.print(text)
+
+    def on_calibrate(self, ev: ProgressEvent) -> None:
+        if ev.step == 0:  # the first layer begins (data read, the plain copy's agreement measured)
+            self.layer_t = time.monotonic()
+        if ev.step > self.layer_done and self.beat is not None:
+            now = time.monotonic()
+            self.line(f"calibrate layer {ev.step}/{ev.steps}" + (" and the readout" if ev.step == ev.steps else "")
+                      + f" done ({now - self.layer_t:.1f}s)")
+            self.layer_t = now
+        self.layer_done = ev.step
+
+    def _bar_to(self, ev: ProgressEvent) -> None:
+        # distill calibrates (and reconstructs) its converted student first
+        name = ev.stage if ev.stage in ("calibrate", "reconstruct") else self.what
+        desc = escape(f"{name} epoch {ev.epoch}/{ev.epochs}" if ev.epochs > 1 else name)
+        if self.task is None:
+            self.task = self.bar.add_task(desc, total=ev.steps, run="")
+        elif (ev.stage, ev.epoch) != self.epoch:  # a new epoch: a fresh bar, or its clock stops at the first end
+            self.bar.reset(self.task, total=ev.steps, description=desc)
+        self.epoch = (ev.stage, ev.epoch)
+        self.bar.update(self.task, completed=ev.step, total=ev.steps, description=desc,
+                        run=self.clock.run_text(ev))
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        if self.beat is not None:
+            self.beat.status = _status(ev)
+        if ev.before:  # the epoch-0 evaluation, before the first step: not part of the run's estimate
+            self.line(f"[dim]{self.name_of}[/] epoch 0/{ev.epochs} (before training)  {_fmt(ev.before)}  "
+                      f"({ev.before.get('seconds', 0):.1f}s)")
+            return
+        if ev.stage == "calibrate":
+            self.on_calibrate(ev)
+        elif ev.stage == "reconstruct":
+            if ev.step == ev.steps:
+                self.line(f"reconstruct: {ev.steps} steps done")
+        elif ev.stage != "eval":
+            self.clock.step(ev)
+        self._bar_to(ev)
+        if ev.metrics:
+            left = self.clock.eta(ev)
+            eta = f", about {duration(left)} left" if left else ""
+            self.line(f"[dim]{self.name_of}[/] epoch {ev.epoch}/{ev.epochs}  {_fmt(ev.metrics)}  "
+                      f"({ev.metrics.get('seconds', 0):.1f}s{eta})")
+            self.clock.summary = ev.metrics
+
+    def close(self) -> None:
+        if self.clock.last is not None:
+            n = self.clock.last.epochs
+            self.line(f"[dim]{self.name_of}[/] done: {n} epoch{'s' if n != 1 else ''} in "
+                      f"{duration(self.clock.spent())}" + (f"  {_fmt(self.clock.summary)}" if self.clock.summary
+                                                           else ""))
+
+
 @contextlib.contextmanager
 def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
     """A callback for the stages' progress events. At a terminal: a bar per epoch (restarted each epoch, with
@@ -153,68 +231,27 @@ def progress(quiet: bool, what: str) -> Iterator[ProgressFn | None]:
     if quiet or not MAIN_RANK:
         yield None
         return
-    name_of = escape(what)
-    live = err.is_terminal
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[run]}"),
-                   console=err, transient=True,
-                   disable=not live)  # no live bar into pipes/logs: it would leave blank lines
-    beat = None if live else _Heartbeat(what, progress_interval())
-    task, epoch, clock, layer = None, None, RunClock(), {"t": time.monotonic(), "done": 0}
+    view = _StageView(what, live=err.is_terminal)
+    with view.bar, (view.beat or contextlib.nullcontext()):
+        yield view
+    view.close()
 
-    def line(text: str) -> None:
-        if beat is not None:
-            beat.say(Text.from_markup(text).plain)
-        else:
-            bar.console.print(text)
 
-    def on_calibrate(ev: ProgressEvent) -> None:
-        if ev.step == 0:  # the first layer begins (data read, the plain copy's agreement measured)
-            layer["t"] = time.monotonic()
-        if ev.step > layer["done"] and beat is not None:
-            now = time.monotonic()
-            line(f"calibrate layer {ev.step}/{ev.steps}" + (" and the readout" if ev.step == ev.steps else "")
-                 + f" done ({now - layer['t']:.1f}s)")
-            layer["t"] = now
-        layer["done"] = ev.step
+@contextlib.contextmanager
+def cell_progress(quiet: bool, what: str) -> Iterator:
+    """`ablate`'s callback ``on_cell(i, n, what, seconds, eta)``: a bar over the cells at a terminal, and a line
+    as each cell begins, with the time left."""
+    cells = bar(live=not quiet and MAIN_RANK and err.is_terminal)
+    task = cells.add_task(what, total=None)
 
-    def on_event(ev: ProgressEvent) -> None:
-        nonlocal task, epoch
-        if beat is not None:
-            beat.status = _status(ev)
-        if ev.before:  # the epoch-0 evaluation, before the first step: not part of the run's estimate
-            line(f"[dim]{name_of}[/] epoch 0/{ev.epochs} (before training)  {_fmt(ev.before)}  "
-                 f"({ev.before.get('seconds', 0):.1f}s)")
-            return
-        # distill calibrates (and reconstructs) its converted student first
-        name = ev.stage if ev.stage in ("calibrate", "reconstruct") else what
-        desc = f"{name} epoch {ev.epoch}/{ev.epochs}" if ev.epochs > 1 else name
-        if task is None:
-            task = bar.add_task(escape(desc), total=ev.steps, run="")
-        elif (ev.stage, ev.epoch) != epoch:  # a new epoch: a fresh bar, or its clock stops at the first epoch's end
-            bar.reset(task, total=ev.steps, description=escape(desc))
-        epoch = (ev.stage, ev.epoch)
-        if ev.stage == "calibrate":
-            on_calibrate(ev)
-        elif ev.stage == "reconstruct":
-            if ev.step == ev.steps:
-                line(f"reconstruct: {ev.steps} steps done")
-        elif ev.stage != "eval":
-            clock.step(ev)
-        bar.update(task, completed=ev.step, total=ev.steps, description=escape(desc), run=clock.run_text(ev))
-        if ev.metrics:
-            left = clock.eta(ev)
-            eta = f", about {duration(left)} left" if left else ""
-            line(f"[dim]{name_of}[/] epoch {ev.epoch}/{ev.epochs}  {_fmt(ev.metrics)}  "
-                 f"({ev.metrics.get('seconds', 0):.1f}s{eta})")
-            clock.summary = ev.metrics
+    def on_cell(i: int, n: int, cell: str, seconds: float, eta: float | None) -> None:
+        cells.update(task, completed=i, total=n, description=f"cell {min(i + 1, n)}/{n}: {cell}")
+        if not quiet and MAIN_RANK and i < n:
+            left = f", about {eta / 60:.1f} min left" if eta is not None else ""
+            err.print(f"[dim]{what}[/] cell {i + 1}/{n}: {cell}{left}")
 
-    with bar, (beat or contextlib.nullcontext()):
-        yield on_event
-    if clock.last is not None:
-        n = clock.last.epochs
-        line(f"[dim]{name_of}[/] done: {n} epoch{'s' if n != 1 else ''} in {duration(clock.spent())}"
-             + (f"  {_fmt(clock.summary)}" if clock.summary else ""))
+    with cells:
+        yield on_cell
 
 
 @contextlib.contextmanager

@@ -137,7 +137,7 @@ AutoAugmentOpt = Annotated[bool, typer.Option("--autoaugment/--no-autoaugment", 
 Cutout = Annotated[int, typer.Option(min=0, help="Cutout: blank a random SxS square of each training image "
                                      "(to the mean); 0 = off (DeVries & Taylor: 16 on CIFAR-10, 8 on CIFAR-100).")]
 ValFraction = Annotated[float, typer.Option(min=0.0, max=0.9, help="Hold out this fraction of the training set "
-                                            "(per class, fixed by --seed), validate each epoch and keep the best "
+                                            "(per class, fixed by the seed), validate each epoch and keep the best "
                                             "epoch's weights; 0 = off.")]
 Amp = Annotated[bool, typer.Option("--amp", help="Mixed precision: bfloat16 autocast on CUDA (compute "
                                    "capability 8.0+); a usage error elsewhere.")]
@@ -249,9 +249,10 @@ def neuron_options(
                       v_init=v_init)
 
 
-def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
-    """The training-recipe options of a stage whose config is ``stage``, with that config's defaults; the
-    builder returns them as ``stage`` keyword arguments (validated when the config is built)."""
+def recipe_options(stage: type[TrainConfig], without: tuple[str, ...] = ()) -> Callable[..., dict[str, Any]]:
+    """The training-recipe options of a stage whose config is ``stage``, with that config's defaults, less the
+    options named in ``without`` (e.g. ``seed`` where a command takes ``--seeds``); the builder returns them
+    as ``stage`` keyword arguments (validated when the config is built)."""
     d = defaults(stage)
 
     def options(
@@ -274,16 +275,20 @@ def recipe_options(stage: type[TrainConfig]) -> Callable[..., dict[str, Any]]:
         workers: Workers = d.workers,
         bn_recompute: BnRecompute = d.bn_recompute,
     ) -> dict[str, Any]:
-        return dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value, weight_decay=weight_decay,
-                    warmup_epochs=warmup_epochs, warmup_steps=warmup_steps, augment=augment,
-                    autoaugment=autoaugment, cutout=cutout,
-                    val_fraction=val_fraction, amp=amp, seed=seed, device=device.value, limit_train=limit_train,
-                    limit_test=limit_test, workers=workers, bn_recompute=bn_recompute)
+        values = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer.value,
+                      weight_decay=weight_decay, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
+                      augment=augment, autoaugment=autoaugment, cutout=cutout, val_fraction=val_fraction, amp=amp,
+                      seed=seed, device=device.value, limit_train=limit_train, limit_test=limit_test,
+                      workers=workers, bn_recompute=bn_recompute)
+        return {k: v for k, v in values.items() if k not in without}
 
+    if without:
+        sig = inspect.signature(options, eval_str=True)
+        options.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name not in without])
     return options
 
 
-def _calibration_count(calibrate: int | None, no_calibrate: bool) -> int | None:
+def calibration_count(calibrate: int | None, no_calibrate: bool) -> int | None:
     """The number of calibration batches the user asked for: None = the stage's default, 0 = off."""
     if calibrate is not None and no_calibrate:
         raise typer.BadParameter("give --calibrate N or --no-calibrate, not both", param_hint="--calibrate")
@@ -295,34 +300,25 @@ def _calibration_count(calibrate: int | None, no_calibrate: bool) -> int | None:
 
 _CALIBRATE_HELP = "Calibrate on N >= 1 batches of training images (no labels, no gradient step) before training or " \
     "saving: each channel's threshold and spike amplitude are fitted to the teacher"
-_NO_CALIBRATE = typer.Option("--no-calibrate", help="Keep the plain copy of the teacher's weights (no calibration, "
-                             "no data read).")
+NoCalibrate = Annotated[bool, typer.Option("--no-calibrate", help="Keep the plain copy of the teacher's weights (no "
+                                           "calibration, no data read).")]
+StudentCalibrate = Annotated[int | None, typer.Option(
+    max=100_000, show_default=str(defaults(SurrogateConvertConfig).calibrate),
+    help=f"{_CALIBRATE_HELP}, when the teacher is converted here.")]
 
 
 def calibration_options(
     calibrate: Annotated[int | None, typer.Option(
         max=100_000, show_default=f"{defaults(SurrogateConvertConfig).calibrate} for surrogate students, off for "
         "--method cq", help=f"{_CALIBRATE_HELP} (surrogate students), or the layer-wise bias (--method cq).")] = None,
-    no_calibrate: Annotated[bool, _NO_CALIBRATE] = False,
+    no_calibrate: NoCalibrate = False,
 ) -> int | None:
     """`convert`'s calibration options (both methods)."""
-    return _calibration_count(calibrate, no_calibrate)
-
-
-def student_calibration_options(
-    calibrate: Annotated[int | None, typer.Option(
-        max=100_000, show_default=str(defaults(SurrogateConvertConfig).calibrate),
-        help=f"{_CALIBRATE_HELP}, when the teacher is converted here.")] = None,
-    no_calibrate: Annotated[bool, _NO_CALIBRATE] = False,
-) -> int | None:
-    """The calibration options of the commands that convert a teacher into a surrogate student themselves
-    (`distill`, `ablate`): no --method there."""
-    return _calibration_count(calibrate, no_calibrate)
+    return calibration_count(calibrate, no_calibrate)
 
 
 Neuron = Annotated[NeuronSpec, Group(neuron_options)]
 Calibration = Annotated[int | None, Group(calibration_options)]
-StudentCalibration = Annotated[int | None, Group(student_calibration_options)]
 TeacherRecipe = Annotated[dict, Group(recipe_options(TeacherConfig))]
 DistillRecipe = Annotated[dict, Group(recipe_options(DistillConfig))]
 

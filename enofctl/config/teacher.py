@@ -35,7 +35,7 @@ class TeacherConfig(TrainConfig):
     @field_validator("model_kwargs")
     @classmethod
     def _recordable(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        from enofctl.models.build import check_recorded_kwargs  # (timm, torch: only when kwargs are given)
+        from enofctl.config.model_kwargs import check_recorded_kwargs
 
         if kwargs:
             check_recorded_kwargs(kwargs)  # a UsageError: numbers only, never a file, URL or hub id

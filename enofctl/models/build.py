@@ -3,7 +3,6 @@ it cannot build with; and a dry run that says whether a model can take its input
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -11,6 +10,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from enofctl.config.model_kwargs import check_model_kwargs, check_recorded_kwargs  # noqa: F401 (re-exported)
 from enofctl.errors import EnofError, UsageError, first_line
 
 
@@ -38,41 +38,6 @@ def build_model(name: str, num_classes: int, in_chans: int, kwargs: dict[str, An
         raise UsageError(f"model {name!r} with {kwargs} does not fit in memory") from e
     except Exception as e:  # timm's models check their arguments with asserts, ValueErrors, ...
         raise UsageError(f"model {name!r} cannot be built with {kwargs}: {first_line(e)}") from e
-
-
-def check_model_kwargs(kwargs: dict[str, Any]) -> None:
-    """Refuse option values no model can use: non-finite numbers, and drop rates outside [0, 1)."""
-    for key, value in kwargs.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UsageError(f"model option {key}={value}: not a finite number")
-        if key.endswith("drop_rate") or key.endswith("drop_path_rate") or key.endswith("drop_block_rate"):
-            if isinstance(value, bool) or not (isinstance(value, int | float) and 0 <= value < 1):
-                raise UsageError(f"model option {key}={value!r}: give a probability in [0, 1)")
-
-
-# The model kwargs a manifest or a config (--model-arg) may record, and so pass to timm.create_model: numbers
-# that shape the network (the registered models' width and drop_rate, timm's drop rates, channel/width/depth
-# multipliers, img_size, mlp_ratio, ...) under any name but those that fetch weights, and global_pool as a short
-# name. A string, a boolean, a list or an object is refused, and so is every name that makes timm read or
-# download something (checkpoint_path, pretrained, pretrained_cfg(_overlay), file, url, hf_hub_id, cache_dir):
-# a forged manifest cannot make enofctl read a file it names.
-_FETCHING = re.compile(r"pretrained.*|.*(path|file|url|hub|cache).*")
-_POOL_NAME = re.compile(r"[a-z]{1,16}")
-
-
-def check_recorded_kwargs(kwargs: dict[str, Any]) -> None:
-    """A UsageError naming the first model option a manifest or config may not record (see above)."""
-    for key, value in kwargs.items():
-        if _FETCHING.fullmatch(key):
-            raise UsageError(f"model option {key!r} is not allowed: enofctl never lets a model option name "
-                             "weights, a file, a URL or a hub id")
-        if key == "global_pool":
-            if not (isinstance(value, str) and _POOL_NAME.fullmatch(value)):
-                raise UsageError(f"model option global_pool={value!r}: give a pooling name such as avg")
-        elif isinstance(value, bool) or not isinstance(value, int | float):
-            raise UsageError(f"model option {key}={value!r} is not allowed: model options are numbers "
-                             "(global_pool: a name)")
-    check_model_kwargs(kwargs)
 
 
 def forward_problem(model: nn.Module, input_size: tuple[int, ...]) -> str | None:

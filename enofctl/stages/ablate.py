@@ -29,6 +29,7 @@ from enofctl.config.ablate import ACTIVITY_VARIANTS as ACTIVITY_VARIANTS  # defi
 from enofctl.config.ablate import ENOF_VARIANTS as ENOF_VARIANTS
 from enofctl.config.ablate import RECOMMENDED_SEEDS as RECOMMENDED_SEEDS
 from enofctl.config.ablate import AblateConfig
+from enofctl.config.evaluate import EvalConfig
 from enofctl.data import data_at, load_dataset
 from enofctl.errors import ArtifactError, UsageError
 from enofctl.io import atomic_write
@@ -40,8 +41,8 @@ from enofctl.spiking import logits_of
 from enofctl.stages.batches import batches_on
 from enofctl.stages.context import RunContext, resolve_device
 from enofctl.stages.distill import DistillConfig, distill_student
-from enofctl.stages.evaluate import EvalConfig, measure
 from enofctl.stages.inputs import DistillInputs, FrozenTeacher
+from enofctl.stages.measure import measure
 from enofctl.stages.progress import StageWarning
 from enofctl.stages.results import save_trained
 

@@ -18,6 +18,7 @@ from enofctl.artifacts import Artifact
 from enofctl.config.distill import RECIPES as RECIPES  # the config, defined without torch (re-exported)
 from enofctl.config.distill import DistillConfig
 from enofctl.config.distill import with_recipe as with_recipe
+from enofctl.config.evaluate import EvalConfig
 from enofctl.data import Data, data_at, dataset_info, load_dataset, recorded_image_size
 from enofctl.errors import UsageError
 from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill_loss
@@ -26,9 +27,9 @@ from enofctl.schema import DataRef, Manifest, ParentRef, StudentMetrics
 from enofctl.spiking import SpikingNet, ann_forward_with_feature
 from enofctl.stages.context import RunContext
 from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
-from enofctl.stages.evaluate import EvalConfig, measure
 from enofctl.stages.inputs import DistillInputs, FrozenTeacher
 from enofctl.stages.loop import RunIO, Trainee, check_batches, fit
+from enofctl.stages.measure import measure
 from enofctl.stages.progress import ProgressFn
 from enofctl.stages.results import StageResult, Trained, best_metrics, save_trained
 from enofctl.stages.train_state import checkpoint_path

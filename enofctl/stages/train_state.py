@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from enofctl.artifacts import checkpoint_path
+from enofctl.config.flags import flag_of
 from enofctl.errors import ArtifactError, UsageError, first_line
 from enofctl.io import atomic_write, regular_file, remove_stale_temps
 
@@ -31,9 +32,6 @@ CHECKPOINT_KEYS = ("stage", "epoch", "history", "model", "optimizer", "scheduler
 # options a resumed run may change (recorded in its history): none changes the draws of the epochs to come
 RESUME_SAFE = ("epochs", "limit_test", "log_every", "workers")
 # config keys whose option is not --key (nested configs' fields, model kwargs, the inputs' digests)
-_OPTION_OF_KEY = {"act.kind": "--act", "act.levels": "--levels", "model_kwargs.width": "--width",
-                  "neuron.alpha": "--surrogate-alpha", "act_reg_weights": "--act-reg-weight"}
-
 
 def finish_checkpoint(out: Path) -> None:
     path = checkpoint_path(out)
@@ -182,7 +180,7 @@ def resume_changes(path: Path, old: dict[str, Any], new: dict[str, Any], done: i
     differ = sorted(k for k in a.keys() | b.keys() if a.get(k, _ABSENT) != b.get(k, _ABSENT))
     unsafe = [k for k in differ if k not in RESUME_SAFE]
     if unsafe:
-        said = ", ".join(f"{_option(k)} {_shown(a.get(k, _ABSENT))} (now {_shown(b.get(k, _ABSENT))})"
+        said = ", ".join(f"{flag_of(k)} {_shown(a.get(k, _ABSENT))} (now {_shown(b.get(k, _ABSENT))})"
                          for k in unsafe)
         raise UsageError(f"{path} was written with other options: {said}; resume with the checkpoint's options, "
                          "or delete it to start over")
@@ -201,16 +199,6 @@ def _flat(d: dict[str, Any], prefix: str = ""):
             yield from _flat(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v
-
-
-def _option(key: str) -> str:
-    if key in _OPTION_OF_KEY:
-        return _OPTION_OF_KEY[key]
-    if key.startswith("model_kwargs."):
-        return f"--model-arg {key.split('.', 1)[1]}"
-    if key.startswith("input:"):
-        return f"--{key.split(':', 1)[1]} (another file)"
-    return "--" + key.rsplit(".", 1)[-1].replace("_", "-")
 
 
 def _shown(value: Any) -> str:

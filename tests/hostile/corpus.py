@@ -225,17 +225,17 @@ CASES = [
          ("cannot run on its own input size",)),
     Case("forged-input-size-convert", lambda c: ("convert", forged_input_size(c), "--no-calibrate", "--out", c.out),
          1, ("cannot run on its own input size",)),
-    # a re-signed manifest whose tensors do not fit its model: inspect checks what every loading stage checks
-    Case("forged-no-tensors-inspect", lambda c: ("inspect", forged(c, tensors={}), "--quiet"), 1,
+    # a re-signed manifest whose tensors do not fit its model: inspect --deep checks what every loading stage checks
+    Case("forged-no-tensors-inspect", lambda c: ("inspect", forged(c, tensors={}), "--deep", "--quiet"), 1,
          ("tensors do not match", "missing")),
     Case("forged-no-tensors-eval", lambda c: ("eval", forged(c, tensors={}), "--limit", "8"), 1, ("missing",)),
-    Case("forged-width-inspect", lambda c: ("inspect", forged_kwargs(c, width=0.25), "--quiet"), 1,
+    Case("forged-width-inspect", lambda c: ("inspect", forged_kwargs(c, width=0.25), "--deep", "--quiet"), 1,
          ("the model expects",)),
-    Case("forged-width-inspect-json", lambda c: ("inspect", forged_kwargs(c, width=0.25), "--json"), 1,
+    Case("forged-width-inspect-json", lambda c: ("inspect", forged_kwargs(c, width=0.25), "--deep", "--json"), 1,
          ("the model expects",)),
     Case("forged-student-width-inspect", lambda c: ("inspect", forged(c, c.pipe.student, kwargs={"width": 0.25}),
-                                                    "--quiet"), 1, ("the model expects",)),
-    Case("forged-input-size-inspect", lambda c: ("inspect", forged_input_size(c), "--quiet"), 1,
+                                                    "--deep", "--quiet"), 1, ("the model expects",)),
+    Case("forged-input-size-inspect", lambda c: ("inspect", forged_input_size(c), "--deep", "--quiet"), 1,
          ("cannot run on its own input size",)),
     # a re-signed manifest naming a file (or URL, hub id) for timm to read: refused on load, naming the field
     *(Case(f"forged-kwarg-{key}-{cmd}", lambda c, key=key, value=value, cmd=cmd: _load_cmd(
