@@ -24,6 +24,7 @@ def _result_json(res) -> dict:
 TEACHER, FETCH, ACT = o.defaults(TeacherConfig), o.defaults(FetchConfig), o.defaults(ActSpec)
 ModelArg = Annotated[list[str] | None, typer.Option(help="Extra timm.create_model KEY=VALUE (repeatable).")]
 _NAME, _KW = DEFAULT_MODELS[TEACHER.dataset]
+QcfsClip = o.choices("QcfsClip", o.literal(TeacherConfig, "qcfs_clip"))
 DEFAULT_MODEL = f"a small ResNet for the dataset; {TEACHER.dataset}: {_NAME} " + " ".join(
     f"{k} {v}" for k, v in _KW.items())
 
@@ -45,6 +46,9 @@ def train(
     levels: Annotated[int | None, typer.Option(min=1, max=1024, help="Quantization levels Q for --act cq/qcfs "
                                                "(convert at T = Q).", show_default="none; needed by "
                                                "--act cq/qcfs")] = ACT.levels,
+    qcfs_clip: Annotated[QcfsClip, typer.Option(help="--init from a ReLU teacher with --act qcfs: fit = each "
+                                                "clip starts where it quantizes its layer's ReLU outputs best; "
+                                                "fixed = QCFS's start, 8.")] = QcfsClip(TEACHER.qcfs_clip),
     for_snn: Annotated[bool, typer.Option("--for-snn/--no-check", help="Before training, check that the "
                                           "teacher can become a spiking student: activations that can spike "
                                           "(not SiLU/GELU), no --act clamp/cq on a residual network.")] = (
@@ -72,7 +76,8 @@ def train(
         kwargs["width"] = width
     cfg = TeacherConfig(**recipe, dataset=dataset, data_dir=o.path_str(data_dir), download=download, model=model,
                         model_kwargs=kwargs, init=o.path_str(init), act=ActSpec(kind=act.value, levels=levels),
-                        for_snn=for_snn, frames=o.frame_spec(dataset, frames, bins.value, event_size),
+                        qcfs_clip=qcfs_clip.value, for_snn=for_snn,
+                        frames=o.frame_spec(dataset, frames, bins.value, event_size),
                         image_size=image_size)
     from enofctl.stages import train_teacher  # torch: only once the options are sound
     from enofctl.stages.train_state import checkpoint_path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,6 +25,10 @@ class TeacherConfig(TrainConfig):
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="extra timm.create_model kwargs")
     init: str | None = Field(None, description="start from this teacher artifact's weights")
     act: ActSpec = Field(default_factory=ActSpec, description="activation: relu, clamp, cq or qcfs (CQ training)")
+    qcfs_clip: Literal["fit", "fixed"] = Field(
+        "fit", description="--init from a ReLU teacher with --act qcfs: fit = each QCFS clip starts where it "
+        "quantizes that layer's ReLU outputs with the least squared error (4 training batches); fixed = QCFS's "
+        "own start, 8")
     for_snn: bool = Field(True, description="before training, check that the teacher can become a spiking "
                           "student (its activations can spike; no clamped residual network)")
     frames: FrameSpec | None = Field(None, description="event datasets: frames per sample, binning and size "

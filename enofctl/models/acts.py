@@ -85,3 +85,22 @@ def apply_act(model: nn.Module, spec: ActSpec) -> nn.Module:
                 new.levels = spec.levels
             replace_module(model, name, new)
     return model
+
+
+def qcfs_mse(a: torch.Tensor, clip: float, levels: int) -> float:
+    """Mean squared error between ReLU outputs ``a`` and QCFS(``clip``, ``levels``) of the same inputs."""
+    q = torch.floor(a / clip * levels + 0.5).clamp(0, levels) * (clip / levels)
+    return float(((q - a) ** 2).mean())
+
+
+def fitted_clip(a: torch.Tensor, levels: int, grid: int = 64) -> float:
+    """The QCFS clip (lambda) that quantizes the ReLU outputs ``a`` (a sample of one layer's) with the least
+    squared error: searched over ``grid`` fractions of their maximum, the largest one kept on ties. All zero:
+    1.0 (any clip gives 0)."""
+    top = float(a.max()) if a.numel() else 0.0
+    if top <= 0:
+        return 1.0
+    candidates = [top * (i + 1) / grid for i in range(grid)]
+    errors = [qcfs_mse(a, c, levels) for c in candidates]
+    best = min(errors)
+    return max(c for c, e in zip(candidates, errors, strict=True) if e <= best)

@@ -20,12 +20,13 @@ from enofctl.datasets.registry import dataset
 from enofctl.errors import ConversionError, DataError, UsageError, first_sentence
 from enofctl.io import regular_file
 from enofctl.models import build_model, forward_problem
-from enofctl.models.acts import apply_act
+from enofctl.models.acts import apply_act, fitted_clip
 from enofctl.models.build import check_recorded_kwargs
 from enofctl.schema import DataRef, Manifest, ModelSpec, TeacherMetrics
 from enofctl.spiking import logits_of
 from enofctl.spiking.convert import activation_order
-from enofctl.stages.batches import accuracy
+from enofctl.spiking.probe import evaluating
+from enofctl.stages.batches import accuracy, batches_on
 from enofctl.stages.context import RunContext, resolve_device
 from enofctl.stages.loop import RunIO, Trainee, fit
 from enofctl.stages.optim import seed_everything
@@ -96,8 +97,39 @@ def _teacher_model(cfg: TeacherConfig, data: Data, init: Artifact | None) -> tup
         raise UsageError(f"--init {cfg.init or init.path} is a {spec.name} for {init.manifest.data.dataset}; "
                          f"it does not match --model/--dataset")
     model = init.build_ann()
+    fit = cfg.act.kind == "qcfs" and spec.act.kind == "relu" and cfg.qcfs_clip == "fit"
+    clips = _relu_clips(model, data, spec, cfg) if fit else {}
     apply_act(model, cfg.act)
+    for name, clip in clips.items():  # each QCFS where a ReLU was: the clip that quantizes its outputs best
+        with torch.no_grad():
+            model.get_submodule(name).clip.fill_(clip)
     return spec.model_copy(update={"act": cfg.act}), model  # staged CQ training: relu -> clamp -> cq
+
+
+def _relu_clips(model: nn.Module, data: Data, spec: ModelSpec, cfg: TeacherConfig,
+                batches: int = 4, per_layer: int = 200_000) -> dict[str, float]:
+    """Per ReLU of ``model`` (by name), the QCFS clip with the least squared quantization error on its
+    outputs over ``batches`` training batches (eval mode, a seeded draw of at most ``per_layer`` values each):
+    a ReLU teacher fine-tuned with --act qcfs starts near its own accuracy, not from QCFS's clip of 8."""
+    outputs: dict[str, list[torch.Tensor]] = {}
+    gen = torch.Generator().manual_seed(cfg.seed)
+
+    def keep(name: str, x: torch.Tensor) -> None:
+        a = torch.relu(x.detach()).flatten().cpu()
+        outputs.setdefault(name, []).append(a[torch.randperm(a.numel(), generator=gen)[:per_layer]])
+
+    relus = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: keep(n, args[0])) for n, m in relus]
+    try:
+        with evaluating(model):
+            for x, _ in batches_on(data.train, next(model.parameters()).device, spec.mean, spec.std,
+                                   batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                                   limit=batches * cfg.batch_size):
+                model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: fitted_clip(torch.cat(v)[:per_layer], cfg.act.levels) for n, v in outputs.items()}
 
 
 def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunIO | None = None,
