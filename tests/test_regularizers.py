@@ -50,7 +50,7 @@ def teacher(tmp_path_factory):
 
 
 def _student(teacher, out, **kw):
-    cfg = DistillConfig(T=2, epochs=2, limit_train=256, batch_size=32, seed=0, **kw)
+    cfg = DistillConfig(T=2, epochs=2, limit_train=256, batch_size=32, seed=0, reconstruct=0, **kw)
     res = distill(cfg, teacher, out)
     return res, evaluate(res.path, EvalConfig(speed_batches=0))
 
@@ -74,11 +74,13 @@ def test_cli_regularizer_options(teacher, tmp_path) -> None:
 
     out = tmp_path / "s.safetensors"
     ok("distill", "--teacher", teacher, "--T", "2", "--epochs", "1", "--limit-train", "64", "--quiet",
-       "--kd-alpha", "0.5", "--act-reg", "0.1", "--act-reg-kind", "l2", "--logit-reg", "0.01",
+       "--reconstruct", "0", "--kd-alpha", "0.5", "--act-reg", "0.1", "--act-reg-kind", "l2", "--logit-reg", "0.01",
        "--act-reg-weight", "stem.2=2", "--out", out)
     bad = tmp_path / "bad.safetensors"
-    # --quiet: the layer names are known once the student is converted, after calibration's progress lines
-    assert_one_error_line(*run("distill", "--teacher", teacher, "--quiet", "--act-reg", "0.1", "--act-reg-weight",
-                               "nope=1", "--out", bad), 2, "no spiking layer named 'nope'")
+    # the layer names are known from the teacher's architecture: refused before any calibration or step
+    code, out_text, err = run("distill", "--teacher", teacher, "--act-reg", "0.1", "--act-reg-weight", "nope=1",
+                              "--out", bad)
+    assert_one_error_line(code, out_text, err, 2, "no spiking layer named 'nope'")
+    assert "stem.2" in err
     assert_one_error_line(*run("distill", "--teacher", teacher, "--act-reg-kind", "l3", "--out", bad), 2)
     assert not bad.exists()

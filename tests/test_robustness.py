@@ -152,8 +152,10 @@ def test_ci_example_script_runs(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "ci" / "eval.json").exists()
-    env["MAX_SPIKES"] = "1"  # an impossible gate stops the pipeline with exit 3
-    proc = subprocess.run(["bash", str(root / "examples" / "ci_pipeline.sh"), str(tmp_path / "ci2")], env=env,
+    made = {p: p.stat().st_mtime_ns for p in (tmp_path / "ci").glob("*.safetensors")}
+    env.update(MAX_SPIKES="1", REUSE="1")  # an impossible gate stops the pipeline with exit 3; the stages cached
+    proc = subprocess.run(["bash", str(root / "examples" / "ci_pipeline.sh"), str(tmp_path / "ci")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "gate failed" in proc.stderr
+    assert {p: p.stat().st_mtime_ns for p in made} == made and len(made) == 2  # reused, not retrained

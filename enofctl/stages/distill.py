@@ -25,6 +25,7 @@ from enofctl.losses import DistillWeights, StudentOutput, TeacherOutput, distill
 from enofctl.models import feature_dim
 from enofctl.schema import DataRef, Manifest, ParentRef, StudentMetrics
 from enofctl.spiking import SpikingNet, ann_forward_with_feature
+from enofctl.spiking.convert import activation_order
 from enofctl.stages.context import RunContext
 from enofctl.stages.convert import SurrogateConvertConfig, convert_teacher
 from enofctl.stages.inputs import DistillInputs, FrozenTeacher
@@ -102,12 +103,23 @@ def default_T(teacher: Manifest) -> int:
     return teacher.data.frames.T if teacher.data.frames is not None else 4
 
 
-def _rate_hooks(student: SpikingNet, cfg: DistillConfig) -> tuple[dict[str, torch.Tensor], list]:
-    """Forward hooks that record each spiking layer's mean rate for the activity regularizer (none when off)."""
-    unknown = set(cfg.act_reg_weights) - set(student.neurons())
+def _check_layer_names(cfg: DistillConfig, layers: list[str]) -> None:
+    unknown = set(cfg.act_reg_weights) - set(layers)
     if unknown:
         raise UsageError(f"--act-reg-weights: no spiking layer named {sorted(unknown)[0]!r}; layers: "
-                         f"{', '.join(student.neurons())}")
+                         f"{', '.join(layers)}")
+
+
+def _layers_to_be(cfg: DistillConfig, src: DistillInputs) -> list[str]:
+    """The spiking layers of the student the teacher converts to (its activations but, with RepAct, the last),
+    known before any calibration: a misnamed --act-reg-weight fails at once."""
+    order = activation_order(src.teacher.model, tuple(src.teacher.artifact.manifest.model.input_size))
+    return order[:-1] if cfg.repact else order
+
+
+def _rate_hooks(student: SpikingNet, cfg: DistillConfig) -> tuple[dict[str, torch.Tensor], list]:
+    """Forward hooks that record each spiking layer's mean rate for the activity regularizer (none when off)."""
+    _check_layer_names(cfg, list(student.neurons()))
     rates: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: rates.__setitem__(n, o.mean()))
              for n, m in student.neurons().items()] if cfg.act_reg else []
@@ -122,6 +134,8 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     run = run or RunContext.build(cfg, src.data.info)
     device = run.device
     check_batches(src.teacher.model, len(src.data.train), cfg, run.ranks.size)  # before calibration
+    if cfg.act_reg_weights and src.student is None:
+        _check_layer_names(cfg, _layers_to_be(cfg, src))
     s_model, s_manifest, parents = _start(cfg, src, run.ranks.main_only(io.progress if io else None), device)
     t_model = src.teacher.model.to(device)
     check_pair(src.teacher.artifact, s_manifest, s_model, t_model)
