@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +56,7 @@ def logits_reg(student_logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DistillWeights:
-    """The weights and temperatures of `distill_loss` (`DistillConfig.loss_weights()` makes one)."""
+    """The weights and temperatures of `distill_loss` (`DistillWeights.of(DistillConfig)` makes one)."""
 
     label_smoothing: float = 0.0
     kd_alpha: float = 0.0
@@ -69,6 +71,11 @@ class DistillWeights:
     @property
     def needs_teacher(self) -> bool:
         return bool(self.laf_lambda or self.kd_alpha)
+
+    @classmethod
+    def of(cls, cfg: Any) -> DistillWeights:
+        """The weights a `DistillConfig` (or any object with these fields) gives."""
+        return cls(**{f.name: copy.copy(getattr(cfg, f.name)) for f in fields(cls)})
 
 
 @dataclass

@@ -92,6 +92,6 @@ def test_kd_or_laf_without_the_teacher_is_refused() -> None:
 def test_the_config_passes_every_weight() -> None:
     cfg = DistillConfig(label_smoothing=0.1, kd_alpha=0.2, kd_tau=3.0, laf_lambda=0.4, laf_tau=5.0, act_reg=0.6,
                         act_reg_kind="l2", act_reg_weights={"x": 2.0}, logit_reg=0.07)
-    w = cfg.loss_weights()
+    w = DistillWeights.of(cfg)
     assert {f.name: getattr(w, f.name) for f in dataclasses.fields(w)} == {
         f.name: getattr(cfg, f.name) for f in dataclasses.fields(w)}

@@ -149,3 +149,56 @@ def test_no_function_over_60_lines() -> None:
     long = {f"{p.relative_to(PACKAGE)}:{name}": n for p in sorted(PACKAGE.rglob("*.py"))
             for name, n in long_functions(p.read_text()).items()}
     assert long == {}
+
+
+def _every_import(path: Path, name: str, files: set[str]) -> set[str]:
+    """The enofctl modules ``path`` imports when it runs: at module level or in functions (lazily); not under
+    ``if TYPE_CHECKING:`` (annotations only)."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                   for stmt in node.body for n in ast.walk(stmt)}
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = name.split(".")
+                anchor = parts[: len(parts) - node.level + (1 if path.name == "__init__.py" else 0)]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+        else:
+            continue
+        out |= {t for t in targets if t in files and t != name}
+    return out
+
+
+# ARCHITECTURE.md's picture, top to bottom, coarsely: each module imports (even lazily) only its own layer or
+# those below it. The bottom: the torch-free models and configs (and what they read: the dataset registry).
+_BOTTOM = ("enofctl.schema", "enofctl.config", "enofctl.errors", "enofctl.datasets.registry",
+           "enofctl.datasets.paths", "enofctl.datasets.workers")
+
+
+def _layer(module: str) -> int:
+    if module.startswith("enofctl.cli") or module == "enofctl.__main__":
+        return 4
+    if module in ("enofctl.report", "enofctl.plots"):
+        return 3
+    if module.startswith("enofctl.stages"):
+        return 2
+    if module == "enofctl" or module.startswith(_BOTTOM):
+        return 0
+    return 1
+
+
+def test_no_arrow_upward() -> None:
+    """cli -> report/plots -> stages -> the library -> schema/config; lazy imports count (they are
+    dependencies too); only the package root (its version) is read from below. The check sees an arrow up."""
+    assert _layer("enofctl.stages.distill") > _layer("enofctl.losses") > _layer("enofctl.config.distill")
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    upward = sorted(f"{m} -> {d}" for m, p in files.items() for d in _every_import(p, m, set(files))
+                    if _layer(d) > _layer(m))
+    assert upward == []

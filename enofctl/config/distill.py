@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from enofctl.config.train import TrainConfig
 from enofctl.errors import UsageError
 from enofctl.schema import NeuronSpec
-
-if TYPE_CHECKING:
-    from enofctl.losses import DistillWeights
 
 
 class DistillConfig(TrainConfig):
@@ -43,15 +40,6 @@ class DistillConfig(TrainConfig):
         "calibration, the teacher used only for the losses (the EnOF authors' code)")
     data_dir: str | None = None
     download: bool = Field(False, description="let torchvision download the dataset")
-
-    def loss_weights(self) -> DistillWeights:
-        from enofctl.losses import DistillWeights
-
-        return DistillWeights(
-            label_smoothing=self.label_smoothing, kd_alpha=self.kd_alpha, kd_tau=self.kd_tau,
-            laf_lambda=self.laf_lambda, laf_tau=self.laf_tau, act_reg=self.act_reg,
-            act_reg_kind=self.act_reg_kind, act_reg_weights=dict(self.act_reg_weights), logit_reg=self.logit_reg,
-        )
 
 
 # Recipe presets: config overrides, applied under the options given explicitly (`with_recipe`).

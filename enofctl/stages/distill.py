@@ -149,7 +149,7 @@ def distill_student(cfg: DistillConfig, src: DistillInputs, io: RunIO | None = N
     data = run.data
     s_model.to(device)
     rates, hooks = _rate_hooks(s_model, cfg)
-    step = DistillStep(cfg.loss_weights(), t_model, rates)
+    step = DistillStep(DistillWeights.of(cfg), t_model, rates)
     try:
         history = fit(Trainee("distill", s_model, step, spec.mean, spec.std, frozen_norm=cfg.bn == "frozen"), run,
                       io)
