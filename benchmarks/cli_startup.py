@@ -24,7 +24,10 @@ COMMANDS: list[tuple[str, list[str]]] = [
     ("python -m enofctl --version", ["-m", "enofctl", "--version"]),
     ("python -m enofctl --help", ["-m", "enofctl", "--help"]),
     ("python -m enofctl distill --help", ["-m", "enofctl", "distill", "--help"]),
+    ("python -m enofctl inspect STUDENT", ["-m", "enofctl", "inspect", "tests/data/v3_student_channel.safetensors"]),
 ]
+DEEP = ("python -m enofctl inspect STUDENT --deep",
+        ["-m", "enofctl", "inspect", "tests/data/v3_student_channel.safetensors", "--deep"])
 
 
 def seconds(args: list[str], root: Path) -> float:
@@ -41,7 +44,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--before", type=Path, help="another checkout whose enofctl commands are timed alongside")
     a = ap.parse_args()
-    runs: list[tuple[str, list[str], Path]] = [(name, args, ROOT) for name, args in COMMANDS]
+    runs: list[tuple[str, list[str], Path]] = [(name, args, ROOT) for name, args in (*COMMANDS, DEEP)]
     if a.before is not None:
         runs += [(f"{name} (before)", args, a.before.resolve()) for name, args in COMMANDS[1:]]
     for _, args, root in runs:  # one untimed pass: the files in the page cache for every command alike
