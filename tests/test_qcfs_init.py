@@ -40,7 +40,7 @@ def test_a_relu_teacher_fine_tuned_to_qcfs_starts_from_fitted_clips(tiny_teacher
                             "64", "--batch-size", "32", "--out", tmp_path / f"{how}.safetensors", "--json", "--quiet"))
         art = artifacts.load(res["artifact"])
         assert art.manifest.config["qcfs_clip"] == how
-        clips[how] = [float(m.clip) for m in art.build().modules() if isinstance(m, QCFS)]
+        clips[how] = [float(m.clip.detach()) for m in art.build().modules() if isinstance(m, QCFS)]
         start[how] = art.manifest.history[0]["test_top1"]
     relu_top1 = artifacts.load(tiny_teacher).manifest.history[-1]["test_top1"]
     assert clips["fixed"] == pytest.approx([8.0] * len(clips["fixed"]), abs=1e-3)
