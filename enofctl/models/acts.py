@@ -89,8 +89,8 @@ def apply_act(model: nn.Module, spec: ActSpec) -> nn.Module:
 
 def qcfs_mse(a: torch.Tensor, clip: float, levels: int) -> float:
     """Mean squared error between ReLU outputs ``a`` and QCFS(``clip``, ``levels``) of the same inputs."""
-    q = torch.floor(a / clip * levels + 0.5).clamp(0, levels) * (clip / levels)
-    return float(((q - a) ** 2).mean())
+    with torch.no_grad():
+        return float(((QCFS(levels, clip)(a) - a) ** 2).mean())
 
 
 def fitted_clip(a: torch.Tensor, levels: int, grid: int = 64) -> float:

@@ -109,14 +109,16 @@ def _teacher_model(cfg: TeacherConfig, data: Data, init: Artifact | None) -> tup
 def _relu_clips(model: nn.Module, data: Data, spec: ModelSpec, cfg: TeacherConfig,
                 batches: int = 4, per_layer: int = 200_000) -> dict[str, float]:
     """Per ReLU of ``model`` (by name), the QCFS clip with the least squared quantization error on its
-    outputs over ``batches`` training batches (eval mode, a seeded draw of at most ``per_layer`` values each):
-    a ReLU teacher fine-tuned with --act qcfs starts near its own accuracy, not from QCFS's clip of 8."""
+    outputs over ``batches`` training batches (eval mode; a seeded draw of at most ``per_layer`` values per
+    layer, an equal share from each batch): a ReLU teacher fine-tuned with --act qcfs starts near its own
+    accuracy, not from QCFS's clip of 8."""
     outputs: dict[str, list[torch.Tensor]] = {}
     gen = torch.Generator().manual_seed(cfg.seed)
+    share = max(per_layer // batches, 1)  # the same share of the sample from each batch
 
     def keep(name: str, x: torch.Tensor) -> None:
         a = torch.relu(x.detach()).flatten().cpu()
-        outputs.setdefault(name, []).append(a[torch.randperm(a.numel(), generator=gen)[:per_layer]])
+        outputs.setdefault(name, []).append(a[torch.randperm(a.numel(), generator=gen)[:share]])
 
     relus = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
     hooks = [m.register_forward_pre_hook(lambda mod, args, n=n: keep(n, args[0])) for n, m in relus]
@@ -129,7 +131,7 @@ def _relu_clips(model: nn.Module, data: Data, spec: ModelSpec, cfg: TeacherConfi
     finally:
         for h in hooks:
             h.remove()
-    return {n: fitted_clip(torch.cat(v)[:per_layer], cfg.act.levels) for n, v in outputs.items()}
+    return {n: fitted_clip(torch.cat(v), cfg.act.levels) for n, v in outputs.items()}
 
 
 def teach(cfg: TeacherConfig, data: Data, init: Artifact | None = None, io: RunIO | None = None,
